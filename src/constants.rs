@@ -1,0 +1,35 @@
+//! Limits and defaults that shape walfetch's behaviour, each with the reason for its value.
+
+use std::time::Duration;
+
+/// Size of the buffer used to copy decoded bytes to disk: large writes keep syscalls
+/// few (PostgreSQL's own 8 KiB writes are what makes naive copies slow), and one buffer
+/// per worker keeps memory bounded.
+pub const COPY_BUFFER_SIZE: usize = 1 << 20;
+
+/// Retries of a storage request after a transient failure, before giving up.
+pub const MAX_RETRIES: usize = 8;
+
+/// First delay between retries; doubled each time, with jitter.
+pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+
+/// Longest delay between two retries, so a restore_command never sleeps for minutes.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Connecting to storage must finish within this time, or the attempt is retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request that has sent no response headers for this long is abandoned and retried.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response body that delivers no byte for this long is a stall: resume with a ranged GET.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default size of one uncompressed tar partition written by backup-push (wal-g's default).
+pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 1 << 30;
+
+/// The WAL segment size PostgreSQL uses unless `initdb --wal-segsize` says otherwise.
+pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// Name of the marker file a restore leaves in the target until it has fully succeeded.
+pub const INCOMPLETE_MARKER: &str = "WALFETCH_RESTORE_INCOMPLETE";

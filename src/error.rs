@@ -1,0 +1,163 @@
+//! Error kinds and the exit codes they map to.
+//!
+//! Every failure a user can meet carries one [`ErrorKind`] and a one-line message that
+//! names the object or path that failed and the cause. The kind decides the exit code,
+//! so scripts and PostgreSQL can tell "absent" from "broken" from "unreachable".
+
+use std::fmt;
+use std::io;
+
+/// What class of failure happened; decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A setting is missing or malformed.
+    Config,
+    /// The object, backup or file does not exist (definitely, not "could not tell").
+    NotFound,
+    /// Storage could not be reached or kept failing after retries (network, 5xx, timeouts).
+    Unreachable,
+    /// Storage rejected the credentials (bad key, expired token, access denied).
+    Credentials,
+    /// An object decoded to something invalid: bad compression, checksum, size, tar, JSON.
+    Corrupt,
+    /// An archive tried to write outside the target or through a symlink.
+    Unsafe,
+    /// A local filesystem operation failed (disk full, permissions).
+    LocalIo,
+    /// The operation was refused to protect data (non-empty target, conflicting object).
+    Refused,
+    /// PostgreSQL could not be reached or answered with an error (writer side).
+    Database,
+}
+
+impl ErrorKind {
+    /// The process exit code for this kind (see README, "Exit codes").
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config => 3,
+            ErrorKind::NotFound => 4,
+            ErrorKind::Unreachable => 5,
+            ErrorKind::Credentials => 6,
+            ErrorKind::Corrupt => 7,
+            ErrorKind::Unsafe => 8,
+            ErrorKind::LocalIo => 9,
+            ErrorKind::Refused => 10,
+            ErrorKind::Database => 11,
+        }
+    }
+
+    /// A short word for logs and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Credentials => "credentials",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unsafe => "unsafe",
+            ErrorKind::LocalIo => "local-io",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Database => "database",
+        }
+    }
+}
+
+/// A failure with its kind and a message naming what failed and why.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Result alias used throughout walfetch.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without any prefix.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with what was being done, keeping the kind.
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        Error {
+            kind: self.kind,
+            message: format!("{what}: {}", self.message),
+        }
+    }
+
+    /// Classifies a local I/O error on `path`.
+    pub fn local_io(path: impl fmt::Display, err: &io::Error) -> Self {
+        if let Some(inner) = Error::from_io_ref(err) {
+            return inner;
+        }
+        Error::new(ErrorKind::LocalIo, format!("{path}: {err}"))
+    }
+
+    /// Recovers a walfetch error carried inside an `io::Error` (from a `Read` adapter).
+    pub fn from_io_ref(err: &io::Error) -> Option<Error> {
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Error>())
+            .cloned()
+    }
+
+    /// Wraps this error in an `io::Error` so it can cross a `Read` boundary intact.
+    pub fn into_io(self) -> io::Error {
+        io::Error::other(self)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let kinds = [
+            ErrorKind::Config,
+            ErrorKind::NotFound,
+            ErrorKind::Unreachable,
+            ErrorKind::Credentials,
+            ErrorKind::Corrupt,
+            ErrorKind::Unsafe,
+            ErrorKind::LocalIo,
+            ErrorKind::Refused,
+            ErrorKind::Database,
+        ];
+        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len());
+        assert!(codes.iter().all(|c| *c > 2 && *c < 126));
+    }
+
+    #[test]
+    fn error_survives_io_round_trip() {
+        let err = Error::new(ErrorKind::Credentials, "bucket b: rejected");
+        let io_err = err.into_io();
+        let back = Error::local_io("x", &io_err);
+        assert_eq!(back.kind(), ErrorKind::Credentials);
+        assert_eq!(back.message(), "bucket b: rejected");
+    }
+}

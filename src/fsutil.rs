@@ -1,0 +1,169 @@
+//! Filesystem helpers for "nothing partial is ever visible": atomic writes through a
+//! temporary name, directory fsync, and whole-filesystem sync at the end of a restore.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Suffix shared by every temporary file walfetch creates, so leftovers are recognisable.
+pub const TEMP_SUFFIX: &str = ".walfetch-tmp";
+
+/// A hidden temporary name beside `dest`, unique to this process and call.
+pub fn temp_path_for(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()))
+}
+
+/// Writes `dest` through a temporary file in the same directory and renames it into
+/// place; the temporary is removed on any failure. With `durable`, the file and the
+/// directory are fsynced so the object survives a crash once this returns.
+pub fn write_atomically(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>, durable: bool) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::local_io(dir.display(), &e))?;
+    let tmp = temp_path_for(dest);
+    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::local_io(tmp.display(), &e))?;
+    fill(&mut file).map_err(|e| Error::local_io(dest.display(), &e))?;
+    file.flush().map_err(|e| Error::local_io(tmp.display(), &e))?;
+    if durable {
+        file.sync_all().map_err(|e| Error::local_io(tmp.display(), &e))?;
+    }
+    drop(file);
+    fs::rename(&tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
+    guard.disarm();
+    if durable {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes a path when dropped, unless disarmed: cleans temporaries on every error path.
+pub struct RemoveOnDrop(pub Option<PathBuf>);
+
+impl RemoveOnDrop {
+    /// Keeps the file: the operation succeeded.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// fsyncs a directory, making renames and creations in it durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::local_io(dir.display(), &e))
+}
+
+/// Flushes every dirty page and inode of the filesystem holding `path` (Linux `syncfs`).
+/// One call makes a whole restored tree durable, instead of an fsync per file.
+pub fn sync_filesystem(path: &Path) -> Result<()> {
+    let dir = File::open(path).map_err(|e| Error::local_io(path.display(), &e))?;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc != 0 {
+        return Err(Error::local_io(path.display(), &io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// True if `dir` does not exist or has no entries.
+pub fn is_empty_dir(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::local_io(dir.display(), &e)),
+    }
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself (and not following symlinks).
+pub fn clear_dir(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::local_io(dir.display(), &e))? {
+        let entry = entry.map_err(|e| Error::local_io(dir.display(), &e))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(|e| Error::local_io(path.display(), &e))?;
+        let res = if ft.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        res.map_err(|e| Error::local_io(path.display(), &e))?;
+    }
+    Ok(())
+}
+
+/// Whether the process with `pid` is alive (used to tell stale temporaries from live ones).
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes walfetch temporaries in `dir` left by processes that no longer run
+/// (a `kill -9` in the middle of a write).
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') || !name.ends_with(TEMP_SUFFIX) {
+            continue;
+        }
+        let pid = name.trim_end_matches(TEMP_SUFFIX).rsplit('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !process_alive(pid) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Creates a symlink `link` -> `target`.
+pub fn symlink(target: &Path, link: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).map_err(|e| Error::local_io(link.display(), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let err = write_atomically(&dest, |_| Err(io::Error::other("boom")), false);
+        assert!(err.is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_atomically(&dest, |f| f.write_all(b"ok"), true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"ok");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join(format!(".x.{}.0{TEMP_SUFFIX}", std::process::id()));
+        let dead = dir.path().join(format!(".x.{}.0{TEMP_SUFFIX}", 999_999_999u32));
+        fs::write(&live, b"").unwrap();
+        fs::write(&dead, b"").unwrap();
+        remove_stale_temporaries(dir.path());
+        assert!(live.exists());
+        assert!(!dead.exists());
+    }
+}

@@ -1,0 +1,111 @@
+//! A local directory as archive storage (the embedded default), laid out exactly as
+//! the bucket would be: `<root>/wal_005/…`, `<root>/basebackups_005/…`.
+//!
+//! Writes go to a hidden temporary name in the target directory, are fsynced, renamed
+//! into place, and the directory is fsynced: a crash leaves either nothing or the whole
+//! object. Listings skip hidden names, so temporaries are never seen as objects.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{ObjectMeta, ObjectReader, Storage};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil;
+
+/// Archive storage in a local directory.
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    /// Storage rooted at `root` (which need not exist until something is written).
+    pub fn new(root: PathBuf) -> Self {
+        FsStorage { root }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn io_error(&self, key: &str, err: &io::Error) -> Error {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::Credentials,
+            _ => ErrorKind::Unreachable,
+        };
+        Error::new(kind, format!("{}: {err}", self.path(key).display()))
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, prefix: &str, recursive: bool, out: &mut Vec<ObjectMeta>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error(rel, &e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io_error(rel, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let key = format!("{rel}{name}");
+            let meta = entry.metadata().map_err(|e| self.io_error(&key, &e))?;
+            if meta.is_dir() {
+                let sub = format!("{key}/");
+                let may_match = sub.starts_with(prefix) || prefix.starts_with(&sub);
+                if recursive && may_match {
+                    self.walk(&entry.path(), &sub, prefix, recursive, out)?;
+                }
+            } else if key.starts_with(prefix) {
+                out.push(ObjectMeta {
+                    key,
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Storage for FsStorage {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn open(&self, key: &str) -> Result<ObjectReader> {
+        let file = fs::File::open(self.path(key)).map_err(|e| self.io_error(key, &e))?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{}: is a directory, not an object", self.path(key).display()),
+            ));
+        }
+        Ok(Box::new(file))
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error(key, &e)),
+        }
+    }
+
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
+        let (dir_rel, _) = prefix.rsplit_once('/').map(|(d, n)| (format!("{d}/"), n)).unwrap_or((String::new(), prefix));
+        let mut out = Vec::new();
+        self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut out)?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        each(out)
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        let dest = self.path(key);
+        let mut src = fs::File::open(path).map_err(|e| Error::local_io(path.display(), &e))?;
+        fsutil::write_atomically(&dest, |out| io::copy(&mut src, out).map(|_| ()), true)
+    }
+}

@@ -1,0 +1,406 @@
+//! S3 and S3-compatible storage through `aws-sdk-s3`.
+//!
+//! Credentials come from aws-config's default chain (environment, profile, SSO, web
+//! identity, IMDS), so walfetch never sees or stores a secret of its own. The SDK's own
+//! retries are off: walfetch retries itself ([`super::retry`]) so that every retry is
+//! logged with its object and cause, and so a body cut short resumes with a ranged GET
+//! from the byte where it broke instead of starting over.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use bytes::Bytes;
+use tokio::runtime::{Handle, Runtime};
+
+use super::retry::{backoff, with_retries};
+use super::{ObjectMeta, ObjectReader, Storage};
+use crate::config::{Location, StorageSettings};
+use crate::constants::{BODY_STALL_TIMEOUT, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use crate::error::{Error, ErrorKind, Result};
+
+/// An S3 bucket (and key prefix) as archive storage.
+pub struct S3Storage {
+    runtime: Runtime,
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Storage {
+    /// Builds a client from the settings and aws-config's default credential chain.
+    pub fn connect(settings: &StorageSettings) -> Result<Self> {
+        let Location::S3 { bucket, prefix } = &settings.location else {
+            unreachable!("S3Storage::connect called for a non-S3 location")
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::LocalIo, format!("cannot start the I/O runtime: {e}")))?;
+        let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new("us-east-1"));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(REQUEST_TIMEOUT)
+            .build();
+        let sdk_config = runtime.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(region)
+                .timeout_config(timeouts)
+                .retry_config(RetryConfig::disabled())
+                .load(),
+        );
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(settings.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(builder.build());
+        tracing::debug!(bucket, prefix, endpoint = ?settings.endpoint, path_style = settings.path_style, "S3 storage configured");
+        Ok(S3Storage {
+            runtime,
+            client,
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+}
+
+/// Turns an SDK error into a classified walfetch error naming `what`.
+fn classify<E>(bucket: &str, what: &str, err: &SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("");
+            let message = service.err().message().unwrap_or("");
+            let status = service.raw().status().as_u16();
+            classify_status(bucket, what, status, code, message)
+        }
+        SdkError::TimeoutError(_) => Error::new(ErrorKind::Unreachable, format!("{what}: request timed out")),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            let detail = DisplayErrorContext(err).to_string();
+            if detail.contains("credentials") || detail.contains("Credentials") {
+                Error::new(
+                    ErrorKind::Credentials,
+                    format!("{what}: no usable AWS credentials for bucket {bucket} ({detail}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"),
+                )
+            } else {
+                Error::new(ErrorKind::Unreachable, format!("{what}: cannot reach storage ({detail})"))
+            }
+        }
+        _ => {
+            let detail = DisplayErrorContext(err).to_string();
+            let kind = if detail.contains("credentials") { ErrorKind::Credentials } else { ErrorKind::Config };
+            Error::new(kind, format!("{what}: {detail}"))
+        }
+    }
+}
+
+/// The classification rules, separated from the SDK types so they can be unit-tested.
+fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &str) -> Error {
+    let detail = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    match code {
+        "NoSuchKey" | "NotFound" => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
+        "NoSuchBucket" => {
+            return Error::new(ErrorKind::Config, format!("{what}: bucket {bucket} does not exist; check the prefix"))
+        }
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken"
+        | "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => {
+            return Error::new(
+                ErrorKind::Credentials,
+                format!("{what}: credentials rejected by bucket {bucket} ({detail}); check the access key, secret and session token"),
+            )
+        }
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+            return Error::new(
+                ErrorKind::Config,
+                format!("{what}: bucket {bucket} is in another region ({detail}); set AWS_REGION or --region"),
+            )
+        }
+        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError" | "ServiceUnavailable" => {
+            return Error::new(ErrorKind::Unreachable, format!("{what}: storage busy ({detail}, HTTP {status})"))
+        }
+        _ => {}
+    }
+    match status {
+        404 => Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
+        401 | 403 => Error::new(
+            ErrorKind::Credentials,
+            format!("{what}: credentials rejected by bucket {bucket} (HTTP {status} {detail}); check the access key, secret and session token"),
+        ),
+        301 => Error::new(
+            ErrorKind::Config,
+            format!("{what}: bucket {bucket} answered with a redirect; set AWS_REGION, or --path-style for S3-compatible servers"),
+        ),
+        408 | 429 | 500..=599 => Error::new(ErrorKind::Unreachable, format!("{what}: storage error HTTP {status} {detail}")),
+        412 => Error::new(ErrorKind::Corrupt, format!("{what}: object changed while it was being read")),
+        _ => Error::new(ErrorKind::Config, format!("{what}: storage refused the request (HTTP {status} {detail})")),
+    }
+}
+
+impl Storage for S3Storage {
+    fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn open(&self, key: &str) -> Result<ObjectReader> {
+        let mut reader = S3Reader {
+            handle: self.runtime.handle().clone(),
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.full_key(key),
+            url: self.object_url(key),
+            body: None,
+            chunk: Bytes::new(),
+            offset: 0,
+            size: None,
+            etag: None,
+        };
+        // Open eagerly so that absence and credential errors surface here, not mid-read.
+        with_retries(&reader.url.clone(), || reader.start_body())?;
+        Ok(Box::new(reader))
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>> {
+        let url = self.object_url(key);
+        let full = self.full_key(key);
+        let out = with_retries(&url, || {
+            let fut = self.client.head_object().bucket(&self.bucket).key(&full).send();
+            match self.runtime.block_on(tokio::time::timeout(REQUEST_TIMEOUT, fut)) {
+                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
+                Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+                Ok(Err(e)) => match classify(&self.bucket, &url, &e) {
+                    err if err.kind() == ErrorKind::NotFound => Ok(None),
+                    err => Err(err),
+                },
+            }
+        })?;
+        Ok(out)
+    }
+
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let url = format!("s3://{}/{}", self.bucket, full_prefix);
+        let mut token: Option<String> = None;
+        loop {
+            let page = with_retries(&url, || {
+                let fut = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&full_prefix)
+                    .set_delimiter((!recursive).then(|| "/".to_string()))
+                    .set_continuation_token(token.clone())
+                    .send();
+                match self.runtime.block_on(tokio::time::timeout(REQUEST_TIMEOUT, fut)) {
+                    Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
+                    Ok(Ok(out)) => Ok(out),
+                    Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
+                }
+            })?;
+            let objects = page
+                .contents()
+                .iter()
+                .filter_map(|o| {
+                    let key = o.key()?;
+                    Some(ObjectMeta {
+                        key: key.get(strip..)?.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    })
+                })
+                .collect();
+            each(objects)?;
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+        let url = self.object_url(key);
+        let full = self.full_key(key);
+        with_retries(&url, || {
+            self.runtime.block_on(async {
+                let body = ByteStream::from_path(path)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("{}: {e}", path.display())))?;
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(&self.bucket, &format!("uploading {url}"), &e))
+            })
+        })
+    }
+}
+
+/// Streams one object; resumes with a ranged GET (pinned to the first ETag) when the
+/// connection breaks, the body stalls, or it ends before its Content-Length.
+struct S3Reader {
+    handle: Handle,
+    client: Client,
+    bucket: String,
+    key: String,
+    url: String,
+    body: Option<ByteStream>,
+    chunk: Bytes,
+    offset: u64,
+    size: Option<u64>,
+    etag: Option<String>,
+}
+
+impl S3Reader {
+    fn start_body(&mut self) -> Result<()> {
+        let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
+        if self.offset > 0 {
+            req = req.range(format!("bytes={}-", self.offset)).set_if_match(self.etag.clone());
+        }
+        let out = match self.handle.block_on(tokio::time::timeout(REQUEST_TIMEOUT, req.send())) {
+            Err(_) => return Err(Error::new(ErrorKind::Unreachable, format!("{}: request timed out", self.url))),
+            Ok(Err(e)) => return Err(classify(&self.bucket, &self.url, &e)),
+            Ok(Ok(out)) => out,
+        };
+        if self.offset == 0 {
+            self.size = out.content_length().map(|l| l.max(0) as u64);
+            self.etag = out.e_tag().map(str::to_string);
+        }
+        self.body = Some(out.body);
+        Ok(())
+    }
+
+    /// Pulls the next chunk; a transient failure drops the body so the caller resumes.
+    fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        let Some(body) = self.body.as_mut() else { return Ok(None) };
+        match self.handle.block_on(tokio::time::timeout(BODY_STALL_TIMEOUT, body.next())) {
+            Err(_) => Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("{}: no data for {}s at byte {}", self.url, BODY_STALL_TIMEOUT.as_secs(), self.offset),
+            )),
+            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+            Ok(Some(Err(e))) => Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("{}: connection broke at byte {} ({})", self.url, self.offset, DisplayErrorContext(e)),
+            )),
+            Ok(None) => match self.size {
+                Some(size) if self.offset < size => Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!("{}: body ended at byte {} of {}", self.url, self.offset, size),
+                )),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    fn fill(&mut self) -> Result<bool> {
+        let mut delays = backoff();
+        let mut attempt = 1;
+        loop {
+            let result = if self.body.is_none() { self.start_body().map(|_| None) } else { self.next_chunk() };
+            match result {
+                Ok(Some(bytes)) => {
+                    self.chunk = bytes;
+                    return Ok(true);
+                }
+                Ok(None) if self.body.is_some() => {
+                    self.body = None;
+                    return Ok(false);
+                }
+                Ok(None) => continue,
+                Err(err) if err.kind() == ErrorKind::Unreachable => {
+                    self.body = None;
+                    let Some(delay) = delays.next() else {
+                        return Err(err.context(format!("gave up after {attempt} attempts")));
+                    };
+                    tracing::warn!(object = %self.url, attempt, offset = self.offset, cause = %err, delay_ms = delay.as_millis() as u64, "resuming download with a ranged GET");
+                    std::thread::sleep(delay);
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            if self.body.is_none() && self.size.is_some_and(|s| self.offset >= s) {
+                return Ok(0);
+            }
+            if !self.fill().map_err(Error::into_io)? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        self.offset += n as u64;
+        if let Some(size) = self.size {
+            if self.offset > size {
+                return Err(Error::new(ErrorKind::Corrupt, format!("{}: more bytes than its Content-Length {size}", self.url)).into_io());
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_service_answers() {
+        let k = |status, code| classify_status("b", "s3://b/k", status, code, "").kind();
+        assert_eq!(k(404, "NoSuchKey"), ErrorKind::NotFound);
+        assert_eq!(k(404, ""), ErrorKind::NotFound);
+        assert_eq!(k(404, "NoSuchBucket"), ErrorKind::Config);
+        assert_eq!(k(403, "SignatureDoesNotMatch"), ErrorKind::Credentials);
+        assert_eq!(k(400, "ExpiredToken"), ErrorKind::Credentials);
+        assert_eq!(k(403, ""), ErrorKind::Credentials);
+        assert_eq!(k(503, "SlowDown"), ErrorKind::Unreachable);
+        assert_eq!(k(500, ""), ErrorKind::Unreachable);
+        assert_eq!(k(301, "PermanentRedirect"), ErrorKind::Config);
+    }
+
+    #[test]
+    fn credential_messages_name_the_bucket() {
+        let e = classify_status("mybucket", "s3://mybucket/k", 403, "InvalidAccessKeyId", "bad key");
+        assert!(e.message().contains("mybucket"));
+        assert!(e.message().contains("credentials rejected"));
+    }
+}

@@ -9,3 +9,5 @@ pub mod constants;
 pub mod error;
 pub mod fsutil;
 pub mod storage;
+pub mod layout;
+pub mod wal;

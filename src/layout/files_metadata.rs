@@ -1,0 +1,148 @@
+//! `files_metadata.json`: which files a backup holds and which tar partition holds them.
+//!
+//! The file can exceed a gigabyte for large clusters, so it is read as a stream: each
+//! `Files` entry is handed to a callback and dropped, never collected.
+
+use std::fmt;
+use std::io::Read;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One entry of `Files`.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileEntry {
+    /// The file is stored in wal-g's page-increment format (delta backups).
+    #[serde(rename = "IsIncremented", default)]
+    pub is_incremented: bool,
+    /// The file is unchanged since the parent backup and not stored in this one.
+    #[serde(rename = "IsSkipped", default)]
+    pub is_skipped: bool,
+}
+
+/// What the streaming read collected besides the per-file callback.
+#[derive(Debug, Default)]
+pub struct FilesMetadata {
+    /// Number of `Files` entries.
+    pub files: u64,
+    /// Partition names from `TarFileSets` (walrus omits the codec extension).
+    pub tar_sets: Vec<String>,
+}
+
+type FileCallback<'a> = dyn FnMut(&str, &FileEntry) -> Result<()> + 'a;
+
+/// Streams `files_metadata.json`, calling `each` for every file entry.
+pub fn read(reader: impl Read, object: &str, each: &mut FileCallback<'_>) -> Result<FilesMetadata> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(256 * 1024, reader));
+    let mut failure: Option<Error> = None;
+    let seed = TopSeed { each, failure: &mut failure };
+    let result = seed.deserialize(&mut de);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let meta = result.map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not valid files metadata: {e}")))?;
+    de.end().map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: trailing data: {e}")))?;
+    Ok(meta)
+}
+
+struct TopSeed<'a, 'b> {
+    each: &'a mut FileCallback<'b>,
+    failure: &'a mut Option<Error>,
+}
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
+    type Value = FilesMetadata;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<FilesMetadata, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_, '_> {
+    type Value = FilesMetadata;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a files metadata object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<FilesMetadata, A::Error> {
+        let mut out = FilesMetadata::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "Files" => {
+                    out.files += map.next_value_seed(FilesSeed { each: &mut *self.each, failure: &mut *self.failure })?;
+                }
+                "TarFileSets" => {
+                    let sets: std::collections::BTreeMap<String, IgnoredAny> = map.next_value()?;
+                    out.tar_sets.extend(sets.into_keys());
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct FilesSeed<'a, 'b> {
+    each: &'a mut FileCallback<'b>,
+    failure: &'a mut Option<Error>,
+}
+
+impl<'de> DeserializeSeed<'de> for FilesSeed<'_, '_> {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<u64, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FilesSeed<'_, '_> {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of file entries")
+    }
+    fn visit_unit<E>(self) -> std::result::Result<u64, E> {
+        Ok(0)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<u64, A::Error> {
+        let mut n = 0;
+        while let Some(path) = map.next_key::<String>()? {
+            let entry: FileEntry = map.next_value()?;
+            n += 1;
+            if self.failure.is_none() {
+                if let Err(e) = (self.each)(&path, &entry) {
+                    *self.failure = Some(e);
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_files_and_tar_sets() {
+        let json = r#"{"Files":{"/base/1/1":{"IsIncremented":false,"IsSkipped":false,"MTime":"x"},
+            "global/2":{"IsSkipped":true}},"TarFileSets":{"part_001.tar.lz4":["/base/1/1"]},"DatabasesByNames":{"a":{"oid":1}}}"#;
+        let mut seen = Vec::new();
+        let meta = read(json.as_bytes(), "o", &mut |p, e| {
+            seen.push((p.to_string(), e.is_skipped));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(meta.files, 2);
+        assert_eq!(meta.tar_sets, ["part_001.tar.lz4"]);
+        assert_eq!(seen, [("/base/1/1".to_string(), false), ("global/2".to_string(), true)]);
+    }
+
+    #[test]
+    fn callback_errors_and_garbage_surface() {
+        let err = read(r#"{"Files":{"a":{}}}"#.as_bytes(), "o", &mut |_, _| Err(Error::new(ErrorKind::Corrupt, "missing a"))).unwrap_err();
+        assert_eq!(err.message(), "missing a");
+        let err = read("{\"Files\":".as_bytes(), "o", &mut |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+    }
+}

@@ -1,0 +1,202 @@
+//! Backup sentinels (`<name>_backup_stop_sentinel.json`) in every version wal-g,
+//! walrus and WAL-E write: wal-g's V2 and older `Increment*` key names, walrus's, and
+//! WAL-E's lower-case `wal_segment_*` form. Unknown keys are ignored; numbers may also
+//! arrive as strings.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::wal::name::{Lsn, Segment};
+
+/// WAL-E knows only 16 MiB segments; its LSNs are computed with this size.
+const WALE_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// The fields of a sentinel that walfetch uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Sentinel {
+    /// Backup start LSN.
+    #[serde(rename = "LSN", default, deserialize_with = "lenient_u64")]
+    pub lsn: Option<u64>,
+    /// Backup stop LSN.
+    #[serde(rename = "FinishLSN", default, deserialize_with = "lenient_u64")]
+    pub finish_lsn: Option<u64>,
+    /// `server_version_num` of the source.
+    #[serde(rename = "PgVersion", default, deserialize_with = "lenient_u64")]
+    pub pg_version: Option<u64>,
+    /// The source cluster's system identifier.
+    #[serde(rename = "SystemIdentifier", default, deserialize_with = "lenient_u64")]
+    pub system_identifier: Option<u64>,
+    /// Sum of the tar streams before compression.
+    #[serde(rename = "UncompressedSize", alias = "expanded_size_bytes", default, deserialize_with = "lenient_u64")]
+    pub uncompressed_size: Option<u64>,
+    /// Bytes uploaded.
+    #[serde(rename = "CompressedSize", default, deserialize_with = "lenient_u64")]
+    pub compressed_size: Option<u64>,
+    /// Tablespaces of the source (`Spec`, WAL-E: `spec`).
+    #[serde(rename = "Spec", alias = "spec", default)]
+    pub spec: Option<TablespaceSpec>,
+    /// Parent of a delta backup (`DeltaFrom`, older `IncrementFrom`).
+    #[serde(rename = "DeltaFrom", alias = "IncrementFrom", default)]
+    pub delta_from: Option<String>,
+    /// Start of the backup, RFC 3339.
+    #[serde(rename = "StartTime", default)]
+    pub start_time: Option<String>,
+    /// End of the backup, RFC 3339.
+    #[serde(rename = "FinishTime", default)]
+    pub finish_time: Option<String>,
+    /// Host that took the backup.
+    #[serde(rename = "Hostname", default)]
+    pub hostname: Option<String>,
+    /// Data directory of the source host.
+    #[serde(rename = "DataDir", default)]
+    pub data_dir: Option<String>,
+    /// Protected from deletion.
+    #[serde(rename = "IsPermanent", default)]
+    pub is_permanent: Option<bool>,
+    /// Sentinel format version (2 for current wal-g).
+    #[serde(rename = "Version", default, deserialize_with = "lenient_u64")]
+    pub version: Option<u64>,
+    /// True when the backup has no `files_metadata.json`.
+    #[serde(rename = "FilesMetadataDisabled", default)]
+    pub files_metadata_disabled: Option<bool>,
+    /// `WALG_SENTINEL_USER_DATA`.
+    #[serde(rename = "UserData", default)]
+    pub user_data: Option<serde_json::Value>,
+    /// WAL-E: segment holding the stop LSN.
+    #[serde(default)]
+    pub wal_segment_backup_stop: Option<String>,
+    /// WAL-E: decimal byte offset of the stop LSN in that segment.
+    #[serde(default)]
+    pub wal_segment_offset_backup_stop: Option<String>,
+}
+
+/// Tablespace layout of the source: `{"base_prefix": …, "tablespaces": [oid…], "<oid>": {"loc", "link"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablespaceSpec {
+    /// PGDATA of the source.
+    pub base_prefix: Option<String>,
+    /// OID → location on the source host.
+    pub locations: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for TablespaceSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        let mut spec = TablespaceSpec {
+            base_prefix: map.get("base_prefix").and_then(|v| v.as_str()).map(str::to_string),
+            locations: BTreeMap::new(),
+        };
+        let oids: Vec<String> = match map.get("tablespaces") {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
+                .collect(),
+            _ => map.keys().filter(|k| k.bytes().all(|b| b.is_ascii_digit())).cloned().collect(),
+        };
+        for oid in oids {
+            if let Some(loc) = map.get(&oid).and_then(|v| v.get("loc")).and_then(|v| v.as_str()) {
+                spec.locations.insert(oid, loc.trim_end_matches('/').to_string());
+            }
+        }
+        Ok(spec)
+    }
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+impl Sentinel {
+    /// Parses a sentinel; `object` names it in errors.
+    pub fn read(reader: impl Read, object: &str) -> Result<Sentinel> {
+        let value: serde_json::Value = serde_json::from_reader(reader)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not a valid backup sentinel: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::new(ErrorKind::Corrupt, format!("{object}: not a valid backup sentinel: not a JSON object")));
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not a valid backup sentinel: {e}")))
+    }
+
+    /// The stop LSN: `FinishLSN`, or WAL-E's stop segment and decimal offset.
+    pub fn finish(&self) -> Option<Lsn> {
+        if let Some(l) = self.finish_lsn {
+            return Some(Lsn(l));
+        }
+        let seg = Segment::parse(self.wal_segment_backup_stop.as_deref()?)?;
+        let offset: u64 = self.wal_segment_offset_backup_stop.as_deref()?.trim().parse().ok()?;
+        Some(Lsn(seg.start_lsn(WALE_SEGMENT_SIZE)?.0 + offset))
+    }
+
+    /// The finish time, if recorded and parseable.
+    pub fn finished_at(&self) -> Option<DateTime<FixedOffset>> {
+        DateTime::parse_from_rfc3339(self.finish_time.as_deref()?).ok()
+    }
+
+    /// The PostgreSQL major version (`150018` → 15, `90624` → 9).
+    pub fn pg_major(&self) -> Option<u64> {
+        self.pg_version.map(|v| v / 10_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Sentinel {
+        Sentinel::read(json.as_bytes(), "s").unwrap()
+    }
+
+    #[test]
+    fn reads_walg_v2() {
+        let s = parse(include_str!("../../fixtures/sentinels/walg_v2_tablespace.json"));
+        assert_eq!(s.lsn, Some(67108904));
+        assert_eq!(s.finish(), Some(Lsn(67109176)));
+        assert_eq!(s.system_identifier, Some(7345678901234567890));
+        assert_eq!(s.spec.as_ref().unwrap().locations.get("16385").map(String::as_str), Some("/mnt/tbs1"));
+        assert_eq!(s.pg_major(), Some(16));
+        assert!(s.finished_at().is_some());
+    }
+
+    #[test]
+    fn reads_walrus() {
+        let s = parse(include_str!("../../fixtures/sentinels/walrus_0.4.json"));
+        assert_eq!(s.finish(), Some(Lsn(33554688)));
+        assert_eq!(s.system_identifier, Some(7712042867296447195));
+        assert_eq!(s.version, Some(2));
+    }
+
+    #[test]
+    fn reads_old_walg_increment_keys_and_string_numbers() {
+        let s = parse(include_str!("../../fixtures/sentinels/walg_v0_delta.json"));
+        assert_eq!(s.delta_from.as_deref(), Some("base_000000010000000000000002"));
+        assert_eq!(s.finish(), Some(Lsn(0x0300_0138)));
+        assert_eq!(s.pg_major(), Some(9));
+    }
+
+    #[test]
+    fn reads_wale() {
+        let s = parse(include_str!("../../fixtures/sentinels/wale.json"));
+        // Segment 0/10 at 16 MiB is LSN 0/10000000, plus decimal offset 312.
+        assert_eq!(s.finish(), Some(Lsn(0x1000_0000 + 312)));
+        assert_eq!(s.uncompressed_size, Some(41_000_000));
+        assert_eq!(s.spec.unwrap().locations.get("16400").map(String::as_str), Some("/srv/tbs"));
+    }
+
+    #[test]
+    fn garbage_is_corrupt() {
+        for bad in ["", "[]", "{", "null", "\"x\""] {
+            let err = Sentinel::read(bad.as_bytes(), "basebackups_005/x").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+            assert!(err.message().contains("basebackups_005/x"));
+        }
+    }
+}

@@ -107,11 +107,21 @@ impl Error {
         Error::new(ErrorKind::LocalIo, format!("{path}: {err}"))
     }
 
-    /// Recovers a walfetch error carried inside an `io::Error` (from a `Read` adapter).
+    /// Recovers a walfetch error carried inside an `io::Error` (from a `Read` adapter),
+    /// also when other layers (tar, decoders) wrapped it on the way up.
     pub fn from_io_ref(err: &io::Error) -> Option<Error> {
-        err.get_ref()
-            .and_then(|inner| inner.downcast_ref::<Error>())
-            .cloned()
+        let mut current: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<Error>() {
+                return Some(found.clone());
+            }
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                current = io.get_ref().map(|e| e as _);
+                continue;
+            }
+            current = e.source();
+        }
+        None
     }
 
     /// Wraps this error in an `io::Error` so it can cross a `Read` boundary intact.

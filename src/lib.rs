@@ -11,3 +11,5 @@ pub mod fsutil;
 pub mod storage;
 pub mod layout;
 pub mod wal;
+pub mod pg;
+pub mod restore;

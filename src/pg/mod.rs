@@ -1,0 +1,5 @@
+//! Facts about a PostgreSQL data directory read from its files (never from a running
+//! server), and the recovery configuration each PostgreSQL version expects.
+
+pub mod datadir;
+pub mod recovery;

@@ -1,0 +1,181 @@
+//! The recovery configuration that turns a restored data directory into a standby (or
+//! a one-off archive recovery), in the form its PostgreSQL version expects:
+//!
+//! | version | standby | archive recovery |
+//! |---|---|---|
+//! | 12 and later | `standby.signal` + settings in `postgresql.auto.conf` | `recovery.signal` + the same settings |
+//! | 9.6 to 11 | `recovery.conf` with `standby_mode = 'on'` | `recovery.conf` without it |
+//!
+//! Either way `restore_command` calls walfetch with the archive's settings, and
+//! `archive_mode` is turned off: the restored `postgresql.conf` belongs to the source
+//! and would otherwise start archiving this server's WAL into the source's bucket.
+
+use std::fs;
+use std::path::Path;
+
+use super::datadir::pg_major;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
+
+/// How the restored server should recover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Keep replaying archived WAL until promoted.
+    Standby,
+    /// Replay what the archive has, then promote.
+    Recovery,
+}
+
+/// Settings walfetch writes into `postgresql.auto.conf`; earlier lines for them are replaced.
+const MANAGED_SETTINGS: &[&str] = &["restore_command", "archive_mode", "standby_mode", "recovery_target_timeline"];
+const MARKER: &str = "# Written by walfetch backup-fetch";
+
+/// Quotes `value` as a PostgreSQL configuration string.
+fn conf_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Drops lines that set one of `names` (as `name = …` or `name=…`) and walfetch's marker.
+fn without_settings(text: &str, names: &[&str]) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.trim_start().split(['=', ' ', '\t']).next().unwrap_or("").to_ascii_lowercase();
+        if names.contains(&key.as_str()) || line.trim() == MARKER {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes the configuration for `mode` into `datadir`; returns one line per file written.
+pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command: &str) -> Result<Vec<String>> {
+    let version = pg_major(datadir)?;
+    let mut written = Vec::new();
+    let auto_conf = datadir.join("postgresql.auto.conf");
+    let existing = match fs::read_to_string(&auto_conf) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::local_io(auto_conf.display(), &e)),
+    };
+    let mut auto = without_settings(&existing, MANAGED_SETTINGS);
+    auto.push_str(MARKER);
+    auto.push('\n');
+    auto.push_str("archive_mode = 'off'\n");
+    for stale in ["standby.signal", "recovery.signal", "recovery.done"] {
+        remove_if_present(&datadir.join(stale))?;
+    }
+    if version.uses_signal_files() {
+        let old_conf = datadir.join("recovery.conf");
+        if old_conf.exists() {
+            // PostgreSQL 12+ refuses to start while a recovery.conf exists.
+            let kept = datadir.join("recovery.conf.walfetch-disabled");
+            fs::rename(&old_conf, &kept).map_err(|e| Error::local_io(old_conf.display(), &e))?;
+            written.push(format!("{}: renamed from recovery.conf (not allowed in PostgreSQL {version})", kept.display()));
+        }
+        auto.push_str(&format!("restore_command = {}\n", conf_string(restore_command)));
+        let signal = match mode {
+            RecoveryMode::Standby => "standby.signal",
+            RecoveryMode::Recovery => "recovery.signal",
+        };
+        let path = datadir.join(signal);
+        write_atomically(&path, |_| Ok(()), false)?;
+        written.push(format!("{}: empty signal file", path.display()));
+    } else {
+        let path = datadir.join("recovery.conf");
+        let mut conf = format!("{MARKER}\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n", conf_string(restore_command));
+        if mode == RecoveryMode::Standby {
+            conf.push_str("standby_mode = 'on'\n");
+        }
+        write_atomically(&path, |f| std::io::Write::write_all(f, conf.as_bytes()), false)?;
+        written.push(format!("{}: restore_command{}", path.display(), if mode == RecoveryMode::Standby { ", standby_mode = 'on'" } else { "" }));
+    }
+    write_atomically(&auto_conf, |f| std::io::Write::write_all(f, auto.as_bytes()), false)?;
+    written.push(format!(
+        "{}: archive_mode = 'off'{}",
+        auto_conf.display(),
+        if version.uses_signal_files() { ", restore_command" } else { "" }
+    ));
+    Ok(written)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::local_io(path.display(), &e)),
+        _ => Ok(()),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const CMD: &str = "/usr/bin/walfetch --prefix s3://b/it's wal-fetch \"%f\" \"%p\"";
+
+    fn fixture(version: &str) -> tempfile::TempDir {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/datadirs").join(format!("pg{version}"));
+        let dir = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(&src).unwrap_or_else(|_| panic!("fixture {}", src.display())) {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        dir
+    }
+
+    fn read(dir: &Path, f: &str) -> String {
+        fs::read_to_string(dir.join(f)).unwrap_or_default()
+    }
+
+    #[test]
+    fn signal_files_from_12_to_18() {
+        for v in ["12", "13", "14", "15", "16", "17", "18"] {
+            let dir = fixture(v);
+            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+            let auto = read(dir.path(), "postgresql.auto.conf");
+            assert!(dir.path().join("standby.signal").exists(), "{v}");
+            assert!(!dir.path().join("recovery.signal").exists(), "{v}");
+            assert!(!dir.path().join("recovery.conf").exists(), "{v}");
+            assert!(auto.contains("restore_command = '/usr/bin/walfetch --prefix s3://b/it''s wal-fetch \"%f\" \"%p\"'"), "{v}: {auto}");
+            assert!(auto.contains("archive_mode = 'off'"), "{v}");
+            assert_eq!(auto.matches("restore_command").count(), 1, "{v}: old restore_command kept: {auto}");
+            assert!(auto.contains("work_mem = '64MB'"), "{v}: unrelated settings must stay");
+
+            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
+            assert!(dir.path().join("recovery.signal").exists(), "{v}");
+            assert!(!dir.path().join("standby.signal").exists(), "{v}");
+            assert_eq!(read(dir.path(), "postgresql.auto.conf").matches(MARKER).count(), 1, "{v}");
+        }
+    }
+
+    #[test]
+    fn recovery_conf_before_12() {
+        for v in ["9.6", "10", "11"] {
+            let dir = fixture(v);
+            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+            let conf = read(dir.path(), "recovery.conf");
+            assert!(conf.contains("standby_mode = 'on'"), "{v}");
+            assert!(conf.contains("restore_command = '/usr/bin/walfetch"), "{v}");
+            assert!(conf.contains("recovery_target_timeline = 'latest'"), "{v}");
+            assert!(!dir.path().join("standby.signal").exists(), "{v}");
+            let auto = read(dir.path(), "postgresql.auto.conf");
+            assert!(!auto.contains("restore_command"), "{v}: restore_command is not a GUC before 12");
+            assert!(auto.contains("archive_mode = 'off'"), "{v}");
+
+            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
+            assert!(!read(dir.path(), "recovery.conf").contains("standby_mode"), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_leftover_recovery_conf_is_moved_aside_from_12() {
+        let dir = fixture("12");
+        fs::write(dir.path().join("recovery.conf"), "standby_mode = on\n").unwrap();
+        let written = write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+        assert!(!dir.path().join("recovery.conf").exists());
+        assert!(dir.path().join("recovery.conf.walfetch-disabled").exists());
+        assert!(written.iter().any(|w| w.contains("renamed")));
+    }
+}

@@ -1,0 +1,88 @@
+//! Tablespaces of a restored backup: where each `pg_tblspc/<oid>` link points, from the
+//! sentinel's spec, relocated by `--tablespace-map OID=PATH`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::layout::sentinel::TablespaceSpec;
+
+/// Parses one `--tablespace-map OID=PATH` argument.
+pub fn parse_mapping(arg: &str) -> Result<(String, PathBuf)> {
+    let (oid, path) = arg.split_once('=').ok_or_else(|| {
+        Error::new(ErrorKind::Config, format!("--tablespace-map '{arg}': expected OID=PATH"))
+    })?;
+    if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::new(ErrorKind::Config, format!("--tablespace-map '{arg}': '{oid}' is not a tablespace OID")));
+    }
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(Error::new(ErrorKind::Config, format!("--tablespace-map '{arg}': the path must be absolute")));
+    }
+    Ok((oid.to_string(), path))
+}
+
+/// Final location of every tablespace: the spec's, overridden by the mappings.
+/// A mapping for an OID the backup does not have is an error (a typo would otherwise
+/// silently restore into the source's path).
+pub fn plan(spec: Option<&TablespaceSpec>, mappings: &[(String, PathBuf)]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out: BTreeMap<String, PathBuf> = spec
+        .map(|s| s.locations.iter().map(|(oid, loc)| (oid.clone(), PathBuf::from(loc))).collect())
+        .unwrap_or_default();
+    for (oid, path) in mappings {
+        match out.get_mut(oid) {
+            Some(loc) => *loc = path.clone(),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "--tablespace-map {oid}: the backup has no tablespace {oid} (it has: {})",
+                        if out.is_empty() { "none".to_string() } else { out.keys().cloned().collect::<Vec<_>>().join(", ") }
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `tablespace_map` contents (`<oid> <path>` per line) rewritten to the final locations,
+/// so PostgreSQL does not re-point the links at the source's paths during recovery.
+pub fn rewrite_map(text: &str, locations: &BTreeMap<String, PathBuf>) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let (oid, _) = line.split_once(' ').unwrap_or((line, ""));
+        match locations.get(oid) {
+            Some(loc) => out.push_str(&format!("{oid} {}\n", loc.display())),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_override_the_spec_and_typos_fail() {
+        let mut spec = TablespaceSpec::default();
+        spec.locations.insert("16385".into(), "/mnt/tbs1".into());
+        let plan1 = plan(Some(&spec), &[parse_mapping("16385=/srv/t").unwrap()]).unwrap();
+        assert_eq!(plan1["16385"], PathBuf::from("/srv/t"));
+        assert!(plan(Some(&spec), &[parse_mapping("1=/x").unwrap()]).is_err());
+        assert!(parse_mapping("x=/y").is_err());
+        assert!(parse_mapping("1=rel").is_err());
+        assert!(parse_mapping("1").is_err());
+    }
+
+    #[test]
+    fn tablespace_map_is_rewritten() {
+        let mut loc = BTreeMap::new();
+        loc.insert("16385".to_string(), PathBuf::from("/srv/new"));
+        assert_eq!(rewrite_map("16385 /mnt/old\n16386 /keep\n", &loc), "16385 /srv/new\n16386 /keep\n");
+    }
+}

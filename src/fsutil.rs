@@ -134,6 +134,30 @@ pub fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// An independent handle on `file`'s contents, positioned at the start (for re-reading
+/// a spooled upload on each retry).
+pub fn reread(file: &File) -> io::Result<File> {
+    use std::io::Seek;
+    let mut clone = file.try_clone()?;
+    clone.seek(io::SeekFrom::Start(0))?;
+    Ok(clone)
+}
+
+/// An anonymous temporary file (created, then unlinked at once) in `dir`: it vanishes
+/// with the process whatever happens, so a spooled upload can never be left behind.
+pub fn anonymous_file(dir: &Path) -> Result<File> {
+    let path = temp_path_for(&dir.join("spool"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::local_io(path.display(), &e))?;
+    fs::remove_file(&path).map_err(|e| Error::local_io(path.display(), &e))?;
+    Ok(file)
+}
+
 /// Creates a symlink `link` -> `target`.
 pub fn symlink(target: &Path, link: &Path) -> Result<()> {
     std::os::unix::fs::symlink(target, link).map_err(|e| Error::local_io(link.display(), &e))

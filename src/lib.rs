@@ -13,3 +13,6 @@ pub mod layout;
 pub mod wal;
 pub mod pg;
 pub mod restore;
+pub mod cli;
+pub mod commands;
+pub mod logging;

@@ -1,1 +1,46 @@
-fn main() {}
+//! The walfetch binary: parse the command line, set up logs, run one command, and turn
+//! its outcome into an exit code (see README, "Exit codes").
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use walfetch::cli::{Cli, Command};
+use walfetch::config::StorageSettings;
+use walfetch::error::Result;
+use walfetch::{logging, storage};
+
+fn run(cli: &Cli) -> Result<()> {
+    let settings = StorageSettings::resolve(&cli.storage.flags())?;
+    let storage = storage::open(&settings)?;
+    match &cli.command {
+        Command::BackupList(c) => c.run(&storage),
+        Command::BackupFetch(c) => c.run(&storage, &settings),
+        Command::WalFetch(c) => c.run(storage.as_ref()),
+        Command::WalPush(c) => c.run(&storage),
+        Command::BackupPush(c) => c.run(&storage),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&logging::level(cli.log_level.as_deref()), cli.log_format);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let (name, code) = match &cli.command {
+                Command::WalFetch(c) => ("wal-fetch", c.exit_code(&err)),
+                Command::BackupList(_) => ("backup-list", err.kind().exit_code()),
+                Command::BackupFetch(_) => ("backup-fetch", err.kind().exit_code()),
+                Command::WalPush(_) => ("wal-push", err.kind().exit_code()),
+                Command::BackupPush(_) => ("backup-push", err.kind().exit_code()),
+            };
+            if code == 1 {
+                // "Not in the archive" is routine for history files and the end of WAL.
+                tracing::info!("{err}");
+            } else {
+                eprintln!("walfetch {name}: error ({}): {err}", err.kind().label());
+            }
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+    }
+}

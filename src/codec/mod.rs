@@ -93,6 +93,7 @@ impl Codec {
             slot: tracker,
             object: object.to_string(),
             codec: self,
+            total: 0,
         }
     }
 
@@ -177,9 +178,15 @@ pub struct Decoded {
     slot: ErrorSlot,
     object: String,
     codec: Codec,
+    total: u64,
 }
 
 impl Decoded {
+    /// Decoded bytes produced so far (including any trailing zeros drained).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
     /// Classifies an I/O error that came out of this decoder.
     pub fn classify(&self, err: &io::Error) -> Error {
         if let Some(storage) = self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -202,7 +209,7 @@ impl Decoded {
         loop {
             match self.inner.read(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(n) if buf[..n].iter().all(|b| *b == 0) => continue,
+                Ok(n) if buf[..n].iter().all(|b| *b == 0) => self.total += n as u64,
                 Ok(_) => {
                     return Err(Error::new(
                         ErrorKind::Corrupt,
@@ -218,7 +225,9 @@ impl Decoded {
 
 impl Read for Decoded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| self.classify(&e).into_io())
+        let n = self.inner.read(buf).map_err(|e| self.classify(&e).into_io())?;
+        self.total += n as u64;
+        Ok(n)
     }
 }
 

@@ -166,7 +166,7 @@ impl Target {
 
     /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
     /// the work early when another partition has failed.
-    pub fn extract(&self, reader: impl Read, object: &str, cancel: &AtomicBool) -> Result<(Extracted, impl Read)> {
+    pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
         let mut buf = vec![0u8; COPY_BUFFER_SIZE];

@@ -103,9 +103,9 @@ impl Storage for FsStorage {
         each(out)
     }
 
-    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+    fn put(&self, key: &str, source: &fs::File) -> Result<()> {
         let dest = self.path(key);
-        let mut src = fs::File::open(path).map_err(|e| Error::local_io(path.display(), &e))?;
+        let mut src = fsutil::reread(source).map_err(|e| Error::local_io(dest.display(), &e))?;
         fsutil::write_atomically(&dest, |out| io::copy(&mut src, out).map(|_| ()), true)
     }
 }

@@ -10,7 +10,7 @@ pub mod retry;
 pub mod s3;
 
 use std::io::Read;
-use std::path::Path;
+use std::fs::File;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -52,14 +52,12 @@ pub trait Storage: Send + Sync {
         each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
     ) -> Result<()>;
 
-    /// Stores the local file at `path` under `key`, atomically: readers see either the
-    /// old state or the whole new object.
-    fn put_file(&self, key: &str, path: &Path) -> Result<()>;
-}
+    /// Stores the contents of `source` (read from its start) under `key`, atomically:
+    /// readers see either no object or the whole new one.
+    fn put(&self, key: &str, source: &File) -> Result<()>;
 
-impl dyn Storage {
     /// Collects a whole listing (for small prefixes such as one backup's partitions).
-    pub fn list_all(&self, prefix: &str, recursive: bool) -> Result<Vec<ObjectMeta>> {
+    fn list_all(&self, prefix: &str, recursive: bool) -> Result<Vec<ObjectMeta>> {
         let mut all = Vec::new();
         self.list(prefix, recursive, &mut |page| {
             all.extend(page);

@@ -7,7 +7,6 @@
 //! from the byte where it broke instead of starting over.
 
 use std::io::{self, Read};
-use std::path::Path;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
@@ -248,14 +247,17 @@ impl Storage for S3Storage {
         }
     }
 
-    fn put_file(&self, key: &str, path: &Path) -> Result<()> {
+    fn put(&self, key: &str, source: &std::fs::File) -> Result<()> {
         let url = self.object_url(key);
         let full = self.full_key(key);
         with_retries(&url, || {
+            let file = crate::fsutil::reread(source).map_err(|e| Error::local_io(&url, &e))?;
             self.runtime.block_on(async {
-                let body = ByteStream::from_path(path)
+                let body = ByteStream::read_from()
+                    .file(tokio::fs::File::from_std(file))
+                    .build()
                     .await
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("{}: {e}", path.display())))?;
+                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
                 self.client
                     .put_object()
                     .bucket(&self.bucket)

@@ -1,0 +1,237 @@
+//! `walfetch wal-fetch %f %p`: PostgreSQL's restore_command.
+//!
+//! Exit codes are what make this safe. PostgreSQL treats exit codes 1–125 as "not
+//! available" (a standby retries; archive recovery ends and promotes), and 126 or more
+//! as fatal. So:
+//! - 0: the file was restored;
+//! - 1: the archive definitely does not have it (a 404 under every codec);
+//! - any other failure in standby mode: its kind's code (3–11), below 126, so the
+//!   standby logs it and retries;
+//! - any other failure in archive recovery (no `standby.signal`): 128 + its kind's
+//!   code, so PostgreSQL stops instead of promoting early at the wrong point.
+//!
+//! The file is decoded into a hidden temporary in `%p`'s directory and renamed into
+//! place only after it has been checked: a WAL segment must be exactly one segment long
+//! with a first page that matches its name and this cluster. PostgreSQL fsyncs restored
+//! files itself, so no fsync is spent here.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+
+use crate::codec::{Codec, ALL};
+use crate::constants::COPY_BUFFER_SIZE;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
+use crate::layout::{wal_key, WAL};
+use crate::pg::datadir::system_identifier;
+use crate::storage::{ObjectReader, Storage};
+use crate::wal::name::WalFile;
+use crate::wal::segment::SegmentCheck;
+
+/// How a failure is reported to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Decide from the data directory: `standby.signal` or `standby_mode = on` means standby.
+    Auto,
+    /// Failures exit below 126: PostgreSQL retries.
+    Standby,
+    /// Failures exit at 128 or above: PostgreSQL stops recovery.
+    Recovery,
+}
+
+/// Options of `wal-fetch`.
+#[derive(Debug, Args)]
+pub struct WalFetch {
+    /// WAL file name PostgreSQL asks for (%f).
+    pub wal_name: String,
+    /// Where to put it (%p), relative to the data directory.
+    pub destination: PathBuf,
+    /// How failures are reported [env: WALFETCH_RECOVERY_MODE]
+    #[arg(long, value_enum, default_value = "auto", env = "WALFETCH_RECOVERY_MODE")]
+    pub mode: Mode,
+}
+
+impl WalFetch {
+    /// The data directory: `%p` is `pg_wal/RECOVERYXLOG` relative to it.
+    fn datadir(&self) -> PathBuf {
+        let parent = self.destination.parent().unwrap_or(Path::new(""));
+        match parent.file_name().and_then(|n| n.to_str()) {
+            Some("pg_wal") | Some("pg_xlog") => parent.parent().map(Path::to_path_buf).unwrap_or_default(),
+            _ => PathBuf::from("."),
+        }
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+    }
+
+    /// Whether failures should let PostgreSQL retry (standby) or stop it (recovery).
+    pub fn effective_mode(&self) -> Mode {
+        if self.mode != Mode::Auto {
+            return self.mode;
+        }
+        let dir = self.datadir();
+        if dir.join("standby.signal").exists() {
+            return Mode::Standby;
+        }
+        let conf = fs::read_to_string(dir.join("recovery.conf")).unwrap_or_default();
+        let standby = conf.lines().any(|l| {
+            let l = l.split('#').next().unwrap_or("").replace(['\'', ' ', '\t'], "").to_ascii_lowercase();
+            matches!(l.as_str(), "standby_mode=on" | "standby_mode=true" | "standby_mode=yes" | "standby_mode=1")
+        });
+        if standby {
+            Mode::Standby
+        } else {
+            Mode::Recovery
+        }
+    }
+
+    /// The exit code for an error, by mode (see the module doc).
+    pub fn exit_code(&self, err: &Error) -> i32 {
+        match (err.kind(), self.effective_mode()) {
+            (ErrorKind::NotFound, _) => 1,
+            (kind, Mode::Recovery) => 128 + kind.exit_code(),
+            (kind, _) => kind.exit_code(),
+        }
+    }
+
+    /// Fetches the file.
+    pub fn run(&self, storage: &dyn Storage) -> Result<()> {
+        let started = Instant::now();
+        let name = self.wal_name.as_str();
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
+        }
+        let kind = WalFile::parse(name);
+        let dest_dir = match self.destination.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fsutil::remove_stale_temporaries(&dest_dir);
+
+        let (key, codec, raw) = find(storage, name)?;
+        let url = format!("{}/{key}", storage.describe());
+        let mut decoded = codec.decoder(raw, &url);
+
+        let mut check = kind.and_then(|k| k.segment()).map(|seg| {
+            let sysid = system_identifier(&self.datadir()).ok().flatten();
+            SegmentCheck::new(&url, seg, expected_segment_size(), sysid)
+        });
+        let tmp = temp_path_for(&self.destination);
+        let guard = RemoveOnDrop(Some(tmp.clone()));
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::local_io(tmp.display(), &e))?;
+        let mut buf = vec![0u8; COPY_BUFFER_SIZE];
+        let mut total = 0u64;
+        loop {
+            // Fill the buffer before writing, so writes are large even when chunks are small.
+            let mut filled = 0;
+            while filled < buf.len() {
+                match decoded.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(decoded.classify(&e)),
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            if let Some(c) = check.as_mut() {
+                c.feed(&buf[..filled]);
+            }
+            out.write_all(&buf[..filled]).map_err(|e| Error::local_io(tmp.display(), &e))?;
+            total += filled as u64;
+        }
+        if let Some(c) = &check {
+            c.finish()?;
+        }
+        drop(out);
+        fs::rename(&tmp, &self.destination).map_err(|e| Error::local_io(self.destination.display(), &e))?;
+        guard.disarm();
+        tracing::info!(file = name, object = %url, bytes = total, ms = started.elapsed().as_millis() as u64, "restored");
+        Ok(())
+    }
+}
+
+/// `WALG_PG_WAL_SIZE` (MiB), when set, pins the expected segment size.
+fn expected_segment_size() -> Option<u64> {
+    std::env::var("WALG_PG_WAL_SIZE").ok()?.trim().parse::<u64>().ok().map(|mb| mb << 20)
+}
+
+/// Finds `name` under any codec extension: the common `.lz4` first with one request,
+/// then one listing for whatever else exists. `NotFound` only if no key matches.
+fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReader)> {
+    let first = wal_key(name, Codec::Lz4);
+    match storage.open(&first) {
+        Ok(r) => return Ok((first, Codec::Lz4, r)),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let prefix = format!("{WAL}{name}");
+    let listed = storage.list_all(&prefix, false)?;
+    for codec in ALL {
+        let key = wal_key(name, codec);
+        if codec != Codec::Lz4 && listed.iter().any(|o| o.key == key) {
+            // Gone between listing and reading is a real absence only if it stays gone.
+            return Ok((key.clone(), codec, storage.open(&key)?));
+        }
+    }
+    let unreadable: Vec<&str> = listed
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| {
+            k.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|ext| !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history"))
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("{name}: the archive holds only {} ({}), in a compression walfetch cannot read", unreadable.join(", "), storage.describe()),
+        ));
+    }
+    Err(Error::new(ErrorKind::NotFound, format!("{name}: not in {}/{WAL}", storage.describe())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(mode: Mode, dest: &str) -> WalFetch {
+        WalFetch { wal_name: "000000010000000000000001".into(), destination: dest.into(), mode }
+    }
+
+    #[test]
+    fn exit_codes_by_mode() {
+        let nf = Error::new(ErrorKind::NotFound, "x");
+        let net = Error::new(ErrorKind::Unreachable, "x");
+        assert_eq!(fetch(Mode::Standby, "p").exit_code(&nf), 1);
+        assert_eq!(fetch(Mode::Recovery, "p").exit_code(&nf), 1);
+        assert_eq!(fetch(Mode::Standby, "p").exit_code(&net), 5);
+        assert!(fetch(Mode::Recovery, "p").exit_code(&net) >= 126);
+    }
+
+    #[test]
+    fn mode_follows_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("pg_wal")).unwrap();
+        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+        let f = fetch(Mode::Auto, dest.to_str().unwrap());
+        assert_eq!(f.effective_mode(), Mode::Recovery);
+        fs::write(dir.path().join("recovery.conf"), "standby_mode = 'on'\n").unwrap();
+        assert_eq!(f.effective_mode(), Mode::Standby);
+        fs::write(dir.path().join("recovery.conf"), "# standby_mode = 'on'\n").unwrap();
+        assert_eq!(f.effective_mode(), Mode::Recovery);
+        fs::write(dir.path().join("standby.signal"), "").unwrap();
+        assert_eq!(f.effective_mode(), Mode::Standby);
+    }
+}

@@ -1,0 +1,45 @@
+//! Log set-up: `tracing` to standard error, as text or JSON, honouring `NO_COLOR`.
+//!
+//! The level comes from `--log-level`, then `WALFETCH_LOG_LEVEL`, then wal-g's
+//! `WALG_LOG_LEVEL` (`NORMAL` = info, `DEVEL` = debug). Secrets never reach a log line:
+//! walfetch never reads them itself, and the AWS SDK's own logs are kept at `warn`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The effective level from the flag and the environment.
+pub fn level(flag: Option<&str>) -> String {
+    if let Some(l) = flag {
+        return l.to_string();
+    }
+    if let Ok(l) = std::env::var("WALFETCH_LOG_LEVEL") {
+        return l;
+    }
+    match std::env::var("WALG_LOG_LEVEL").as_deref() {
+        Ok("DEVEL") => "debug".into(),
+        Ok("ERROR") => "error".into(),
+        _ => "info".into(),
+    }
+}
+
+/// Installs the global subscriber.
+pub fn init(level: &str, format: LogFormat) {
+    // Dependencies stay at warn even at debug/trace: request dumps could carry headers.
+    let filter = EnvFilter::try_new(format!("warn,walfetch={level}")).unwrap_or_else(|_| EnvFilter::new("warn,walfetch=info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}

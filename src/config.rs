@@ -71,7 +71,12 @@ fn first_env(names: &[&str]) -> Option<(String, String)> {
 
 fn env_flag(name: &str) -> bool {
     env::var(name)
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -93,10 +98,9 @@ impl StorageSettings {
         let location = parse_location(&raw_prefix).map_err(|e| e.context(&source))?;
 
         let mut path_style = flags.path_style || env_flag("AWS_S3_FORCE_PATH_STYLE");
-        let mut endpoint = flags
-            .endpoint
-            .clone()
-            .or_else(|| first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]).map(|(_, v)| v));
+        let mut endpoint = flags.endpoint.clone().or_else(|| {
+            first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]).map(|(_, v)| v)
+        });
         if endpoint.is_none() {
             if let Some((_, wale)) = first_env(&["WALE_S3_ENDPOINT"]) {
                 let (url, wale_path_style) = parse_wale_endpoint(&wale)?;
@@ -156,7 +160,9 @@ pub fn parse_location(raw: &str) -> Result<Location> {
     if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
         return Err(Error::new(
             ErrorKind::Config,
-            format!("'{raw}' is not a supported archive location (use s3://bucket/path or file:///dir)"),
+            format!(
+                "'{raw}' is not a supported archive location (use s3://bucket/path or file:///dir)"
+            ),
         ));
     }
     let path = PathBuf::from(path);
@@ -185,7 +191,10 @@ fn parse_wale_endpoint(raw: &str) -> Result<(String, bool)> {
             format!("WALE_S3_ENDPOINT '{raw}': protocol must be http or https"),
         ));
     }
-    Ok((format!("{proto}://{}", rest.trim_end_matches('/')), convention == "path"))
+    Ok((
+        format!("{proto}://{}", rest.trim_end_matches('/')),
+        convention == "path",
+    ))
 }
 
 /// A scheme-less endpoint means https, as in wal-g.
@@ -206,11 +215,17 @@ mod tests {
     fn parses_s3_locations() {
         assert_eq!(
             parse_location("s3://bucket/a/b/").unwrap(),
-            Location::S3 { bucket: "bucket".into(), prefix: "a/b".into() }
+            Location::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
         );
         assert_eq!(
             parse_location("s3://bucket").unwrap(),
-            Location::S3 { bucket: "bucket".into(), prefix: "".into() }
+            Location::S3 {
+                bucket: "bucket".into(),
+                prefix: "".into()
+            }
         );
         assert!(parse_location("s3:///x").is_err());
     }
@@ -219,11 +234,15 @@ mod tests {
     fn parses_file_locations() {
         assert_eq!(
             parse_location("file:///srv/archive").unwrap(),
-            Location::File { root: "/srv/archive".into() }
+            Location::File {
+                root: "/srv/archive".into()
+            }
         );
         assert_eq!(
             parse_location("/srv/archive").unwrap(),
-            Location::File { root: "/srv/archive".into() }
+            Location::File {
+                root: "/srv/archive".into()
+            }
         );
         assert!(parse_location("gs://bucket").is_err());
     }
@@ -244,14 +263,25 @@ mod tests {
     #[test]
     fn flags_round_trip_without_secrets() {
         let s = StorageSettings {
-            location: Location::S3 { bucket: "b".into(), prefix: "p".into() },
+            location: Location::S3 {
+                bucket: "b".into(),
+                prefix: "p".into(),
+            },
             endpoint: Some("http://127.0.0.1:1".into()),
             region: Some("us-east-1".into()),
             path_style: true,
         };
         assert_eq!(
             s.to_flags(),
-            ["--prefix", "s3://b/p", "--endpoint", "http://127.0.0.1:1", "--region", "us-east-1", "--path-style"]
+            [
+                "--prefix",
+                "s3://b/p",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--region",
+                "us-east-1",
+                "--path-style"
+            ]
         );
     }
 }

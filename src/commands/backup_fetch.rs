@@ -71,7 +71,11 @@ struct Partitions {
 }
 
 fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Partitions> {
-    let mut parts = Partitions { data: Vec::new(), backup_label: None, pg_control: None };
+    let mut parts = Partitions {
+        data: Vec::new(),
+        backup_label: None,
+        pg_control: None,
+    };
     for obj in objects {
         let file = obj.key.strip_prefix(prefix).unwrap_or(&obj.key).to_string();
         let (stem, _) = Codec::split(&file);
@@ -89,7 +93,9 @@ fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Partiti
         }
     }
     // Largest first, so the longest download starts early and the tail is short.
-    parts.data.sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
+    parts
+        .data
+        .sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
     Ok(parts)
 }
 
@@ -121,7 +127,10 @@ impl BackupFetch {
         let started = Instant::now();
         let dir = absolute(&self.dir);
         self.check_target(&dir)?;
-        let concurrency = self.concurrency.filter(|n| *n > 0).unwrap_or_else(|| default_concurrency("WALG_DOWNLOAD_CONCURRENCY"));
+        let concurrency = self
+            .concurrency
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| default_concurrency("WALG_DOWNLOAD_CONCURRENCY"));
 
         let backup = if self.backup.eq_ignore_ascii_case("LATEST") {
             latest(storage, concurrency.max(4))?
@@ -140,17 +149,29 @@ impl BackupFetch {
         let prefix = partitions_prefix(&name);
         let parts = classify_partitions(storage.list_all(&prefix, false)?, &prefix)?;
         if parts.data.is_empty() {
-            return Err(Error::new(ErrorKind::Corrupt, format!("{}/{prefix}: the backup has no tar partitions", storage.describe())));
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}/{prefix}: the backup has no tar partitions",
+                    storage.describe()
+                ),
+            ));
         }
         let metadata_key = backup_file_key(&name, "files_metadata.json");
         let has_metadata = storage.stat(&metadata_key)?.is_some();
         if has_metadata {
             self.check_partitions_listed(storage.as_ref(), &metadata_key, &parts, &prefix)?;
-        } else if backup.sentinel.version.unwrap_or(0) >= 2 && !backup.sentinel.files_metadata_disabled.unwrap_or(false) {
+        } else if backup.sentinel.version.unwrap_or(0) >= 2
+            && !backup.sentinel.files_metadata_disabled.unwrap_or(false)
+        {
             tracing::warn!(object = %metadata_key, "backup has no files_metadata.json; files cannot be checked against it");
         }
 
-        let mappings = self.tablespace_map.iter().map(|m| tablespace::parse_mapping(m)).collect::<Result<Vec<_>>>()?;
+        let mappings = self
+            .tablespace_map
+            .iter()
+            .map(|m| tablespace::parse_mapping(m))
+            .collect::<Result<Vec<_>>>()?;
         let plan = tablespace::plan(backup.sentinel.spec.as_ref(), &mappings)?;
         let relocated = !mappings.is_empty();
         let target = Target::create(&dir, plan)?;
@@ -161,7 +182,13 @@ impl BackupFetch {
         let progress = Progress::default();
         self.extract_parallel(storage, &target, &parts.data, concurrency, &progress)?;
         for part in parts.backup_label.iter().chain(parts.pg_control.iter()) {
-            self.extract_one(storage.as_ref(), &target, part, &AtomicBool::new(false), &progress)?;
+            self.extract_one(
+                storage.as_ref(),
+                &target,
+                part,
+                &AtomicBool::new(false),
+                &progress,
+            )?;
         }
         let decoded = progress.decoded.load(Ordering::Relaxed);
         if let Some(expected) = backup.sentinel.uncompressed_size {
@@ -226,23 +253,42 @@ impl BackupFetch {
 
     fn check_target(&self, dir: &Path) -> Result<()> {
         if server_running(dir) {
-            return Err(Error::new(ErrorKind::Refused, format!("{}: a PostgreSQL server is running in it; stop it first", dir.display())));
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{}: a PostgreSQL server is running in it; stop it first",
+                    dir.display()
+                ),
+            ));
         }
         if fsutil::is_empty_dir(dir)? {
             return Ok(());
         }
         if !self.force {
-            let why = if dir.join(INCOMPLETE_MARKER).exists() { "holds an interrupted restore" } else { "is not empty" };
+            let why = if dir.join(INCOMPLETE_MARKER).exists() {
+                "holds an interrupted restore"
+            } else {
+                "is not empty"
+            };
             return Err(Error::new(
                 ErrorKind::Refused,
-                format!("{}: {why}; pass --force to delete its contents and restore into it", dir.display()),
+                format!(
+                    "{}: {why}; pass --force to delete its contents and restore into it",
+                    dir.display()
+                ),
             ));
         }
         tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
         fsutil::clear_dir(dir)
     }
 
-    fn check_partitions_listed(&self, storage: &dyn Storage, key: &str, parts: &Partitions, prefix: &str) -> Result<()> {
+    fn check_partitions_listed(
+        &self,
+        storage: &dyn Storage,
+        key: &str,
+        parts: &Partitions,
+        prefix: &str,
+    ) -> Result<()> {
         let object = format!("{}/{key}", storage.describe());
         let meta = files_metadata::read(storage.open(key)?, &object, &mut |_, _| Ok(()))?;
         let present: Vec<String> = parts
@@ -250,7 +296,11 @@ impl BackupFetch {
             .iter()
             .chain(parts.backup_label.iter())
             .chain(parts.pg_control.iter())
-            .map(|o| Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key)).0.to_string())
+            .map(|o| {
+                Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key))
+                    .0
+                    .to_string()
+            })
             .collect();
         for set in &meta.tar_sets {
             let stem = Codec::split(set).0;
@@ -264,7 +314,12 @@ impl BackupFetch {
         Ok(())
     }
 
-    fn check_files_extracted(&self, storage: &dyn Storage, key: &str, target: &Target) -> Result<()> {
+    fn check_files_extracted(
+        &self,
+        storage: &dyn Storage,
+        key: &str,
+        target: &Target,
+    ) -> Result<()> {
         let object = format!("{}/{key}", storage.describe());
         let mut missing = Vec::new();
         let mut missing_count = 0u64;
@@ -275,7 +330,9 @@ impl BackupFetch {
             let parts = sanitize(name.as_bytes(), &object)?;
             let rel = parts.join("/");
             let path = if rel == "global/pg_control" {
-                target.root().join(crate::restore::extract::STAGED_PG_CONTROL)
+                target
+                    .root()
+                    .join(crate::restore::extract::STAGED_PG_CONTROL)
             } else {
                 target.root().join(&rel)
             };
@@ -296,7 +353,14 @@ impl BackupFetch {
         Ok(())
     }
 
-    fn extract_parallel(&self, storage: &Arc<dyn Storage>, target: &Target, parts: &[ObjectMeta], concurrency: usize, progress: &Progress) -> Result<()> {
+    fn extract_parallel(
+        &self,
+        storage: &Arc<dyn Storage>,
+        target: &Target,
+        parts: &[ObjectMeta],
+        concurrency: usize,
+        progress: &Progress,
+    ) -> Result<()> {
         let queue = Mutex::new(parts.iter().collect::<VecDeque<_>>());
         let cancel = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -306,8 +370,13 @@ impl BackupFetch {
                     if cancel.load(Ordering::Relaxed) {
                         return;
                     }
-                    let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { return };
-                    if let Err(e) = self.extract_one(storage.as_ref(), target, part, &cancel, progress) {
+                    let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+                    else {
+                        return;
+                    };
+                    if let Err(e) =
+                        self.extract_one(storage.as_ref(), target, part, &cancel, progress)
+                    {
                         let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                         // Keep the root cause, not a worker's "stopped because another failed".
                         if slot.is_none() {
@@ -325,16 +394,28 @@ impl BackupFetch {
         }
     }
 
-    fn extract_one(&self, storage: &dyn Storage, target: &Target, part: &ObjectMeta, cancel: &AtomicBool, progress: &Progress) -> Result<()> {
+    fn extract_one(
+        &self,
+        storage: &dyn Storage,
+        target: &Target,
+        part: &ObjectMeta,
+        cancel: &AtomicBool,
+        progress: &Progress,
+    ) -> Result<()> {
         let url = format!("{}/{}", storage.describe(), part.key);
         let started = Instant::now();
         let (_, codec) = Codec::split(&part.key);
         let raw = storage.open(&part.key)?;
-        let counted = Counting { inner: raw, count: Arc::clone(&progress.compressed) };
+        let counted = Counting {
+            inner: raw,
+            count: Arc::clone(&progress.compressed),
+        };
         let decoded = codec.decoder(Box::new(counted), &url);
         let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
         decoded.drain_zeros()?;
-        progress.decoded.fetch_add(decoded.total(), Ordering::Relaxed);
+        progress
+            .decoded
+            .fetch_add(decoded.total(), Ordering::Relaxed);
         progress.files.fetch_add(stats.files, Ordering::Relaxed);
         tracing::info!(object = %url, files = stats.files, bytes = stats.bytes, secs = format!("{:.2}", started.elapsed().as_secs_f64()), "partition restored");
         Ok(())
@@ -349,7 +430,14 @@ fn rewrite_tablespace_map(target: &Target) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::local_io(path.display(), &e)),
     };
-    let new = tablespace::rewrite_map(&text, &target.tablespaces().iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>());
+    let new = tablespace::rewrite_map(
+        &text,
+        &target
+            .tablespaces()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    );
     fsutil::write_atomically(&path, |f| io::Write::write_all(f, new.as_bytes()), false)
 }
 
@@ -366,7 +454,10 @@ pub fn restore_command(settings: &StorageSettings) -> Result<String> {
 
 /// Quotes a word for `sh` only when it needs it.
 fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
     if safe {
         word.to_string()
     } else {
@@ -388,8 +479,21 @@ mod tests {
 
     #[test]
     fn partitions_are_classified() {
-        let o = |k: &str, size| ObjectMeta { key: format!("p/{k}"), size, modified: None };
-        let parts = classify_partitions(vec![o("part_001.tar.lz4", 1), o("part_002.tar.lz4", 5), o("pg_control.tar.lz4", 1), o("backup_label.tar", 1)], "p/").unwrap();
+        let o = |k: &str, size| ObjectMeta {
+            key: format!("p/{k}"),
+            size,
+            modified: None,
+        };
+        let parts = classify_partitions(
+            vec![
+                o("part_001.tar.lz4", 1),
+                o("part_002.tar.lz4", 5),
+                o("pg_control.tar.lz4", 1),
+                o("backup_label.tar", 1),
+            ],
+            "p/",
+        )
+        .unwrap();
         assert_eq!(parts.data.len(), 2);
         assert_eq!(parts.data[0].key, "p/part_002.tar.lz4", "largest first");
         assert!(parts.pg_control.is_some() && parts.backup_label.is_some());

@@ -52,7 +52,12 @@ pub struct WalFetch {
     /// Where to put it (%p), relative to the data directory.
     pub destination: PathBuf,
     /// How failures are reported [env: WALFETCH_RECOVERY_MODE]
-    #[arg(long, value_enum, default_value = "auto", env = "WALFETCH_RECOVERY_MODE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "WALFETCH_RECOVERY_MODE"
+    )]
     pub mode: Mode,
 }
 
@@ -61,7 +66,9 @@ impl WalFetch {
     fn datadir(&self) -> PathBuf {
         let parent = self.destination.parent().unwrap_or(Path::new(""));
         match parent.file_name().and_then(|n| n.to_str()) {
-            Some("pg_wal") | Some("pg_xlog") => parent.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Some("pg_wal") | Some("pg_xlog") => {
+                parent.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
             _ => PathBuf::from("."),
         }
         .canonicalize()
@@ -79,8 +86,16 @@ impl WalFetch {
         }
         let conf = fs::read_to_string(dir.join("recovery.conf")).unwrap_or_default();
         let standby = conf.lines().any(|l| {
-            let l = l.split('#').next().unwrap_or("").replace(['\'', ' ', '\t'], "").to_ascii_lowercase();
-            matches!(l.as_str(), "standby_mode=on" | "standby_mode=true" | "standby_mode=yes" | "standby_mode=1")
+            let l = l
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .replace(['\'', ' ', '\t'], "")
+                .to_ascii_lowercase();
+            matches!(
+                l.as_str(),
+                "standby_mode=on" | "standby_mode=true" | "standby_mode=yes" | "standby_mode=1"
+            )
         });
         if standby {
             Mode::Standby
@@ -103,7 +118,10 @@ impl WalFetch {
         let started = Instant::now();
         let name = self.wal_name.as_str();
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("'{name}' is not a WAL file name"),
+            ));
         }
         let kind = WalFile::parse(name);
         let dest_dir = match self.destination.parent() {
@@ -147,14 +165,16 @@ impl WalFetch {
             if let Some(c) = check.as_mut() {
                 c.feed(&buf[..filled]);
             }
-            out.write_all(&buf[..filled]).map_err(|e| Error::local_io(tmp.display(), &e))?;
+            out.write_all(&buf[..filled])
+                .map_err(|e| Error::local_io(tmp.display(), &e))?;
             total += filled as u64;
         }
         if let Some(c) = &check {
             c.finish()?;
         }
         drop(out);
-        fs::rename(&tmp, &self.destination).map_err(|e| Error::local_io(self.destination.display(), &e))?;
+        fs::rename(&tmp, &self.destination)
+            .map_err(|e| Error::local_io(self.destination.display(), &e))?;
         guard.disarm();
         tracing::info!(file = name, object = %url, bytes = total, ms = started.elapsed().as_millis() as u64, "restored");
         Ok(())
@@ -163,7 +183,12 @@ impl WalFetch {
 
 /// `WALG_PG_WAL_SIZE` (MiB), when set, pins the expected segment size.
 fn expected_segment_size() -> Option<u64> {
-    std::env::var("WALG_PG_WAL_SIZE").ok()?.trim().parse::<u64>().ok().map(|mb| mb << 20)
+    std::env::var("WALG_PG_WAL_SIZE")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|mb| mb << 20)
 }
 
 /// Finds `name` under any codec extension: the common `.lz4` first with one request,
@@ -190,16 +215,25 @@ fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReade
         .filter(|k| {
             k.strip_prefix(&prefix)
                 .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|ext| !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history"))
+                .is_some_and(|ext| {
+                    !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history")
+                })
         })
         .collect();
     if !unreadable.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,
-            format!("{name}: the archive holds only {} ({}), in a compression walfetch cannot read", unreadable.join(", "), storage.describe()),
+            format!(
+                "{name}: the archive holds only {} ({}), in a compression walfetch cannot read",
+                unreadable.join(", "),
+                storage.describe()
+            ),
         ));
     }
-    Err(Error::new(ErrorKind::NotFound, format!("{name}: not in {}/{WAL}", storage.describe())))
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!("{name}: not in {}/{WAL}", storage.describe()),
+    ))
 }
 
 #[cfg(test)]
@@ -207,7 +241,11 @@ mod tests {
     use super::*;
 
     fn fetch(mode: Mode, dest: &str) -> WalFetch {
-        WalFetch { wal_name: "000000010000000000000001".into(), destination: dest.into(), mode }
+        WalFetch {
+            wal_name: "000000010000000000000001".into(),
+            destination: dest.into(),
+            mode,
+        }
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub struct WalPush {
 
 /// Reads the compression method from the flag, then `WALG_COMPRESSION_METHOD`.
 pub fn compression(flag: Option<&str>) -> Result<Codec> {
-    match flag.map(str::to_string).or_else(|| std::env::var("WALG_COMPRESSION_METHOD").ok()) {
+    match flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("WALG_COMPRESSION_METHOD").ok())
+    {
         Some(m) => m.parse(),
         None => Ok(Codec::Lz4),
     }
@@ -57,7 +60,10 @@ fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Resul
 /// Compresses `source` into an anonymous spool file; returns it with the SHA-256 of the input.
 pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<(File, [u8; 32])> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
-    let mut encoder = codec.encoder(io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?))?;
+    let mut encoder = codec.encoder(io::BufWriter::with_capacity(
+        COPY_BUFFER_SIZE,
+        fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?,
+    ))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; COPY_BUFFER_SIZE];
     loop {
@@ -68,7 +74,9 @@ pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<(
             Err(e) => return Err(Error::local_io(what, &e)),
         };
         hasher.update(&buf[..n]);
-        encoder.write_all(&buf[..n]).map_err(|e| Error::local_io("spool", &e))?;
+        encoder
+            .write_all(&buf[..n])
+            .map_err(|e| Error::local_io("spool", &e))?;
     }
     let mut inner = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
     inner.flush().map_err(|e| Error::local_io("spool", &e))?;
@@ -84,7 +92,12 @@ impl WalPush {
             .path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{}: not a file name", self.path.display())))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{}: not a file name", self.path.display()),
+                )
+            })?
             .to_string();
         let shown = self.path.display().to_string();
         let mut source = File::open(&self.path).map_err(|e| Error::local_io(&shown, &e))?;

@@ -150,7 +150,10 @@ pub fn read_backup(storage: &dyn Storage, name: &str) -> Result<Backup> {
     let reader = storage.open(&key).map_err(|e| match e.kind() {
         ErrorKind::NotFound => Error::new(
             ErrorKind::NotFound,
-            format!("backup {name} not found in {} (no {key}); run backup-list to see what exists", storage.describe()),
+            format!(
+                "backup {name} not found in {} (no {key}); run backup-list to see what exists",
+                storage.describe()
+            ),
         ),
         _ => e,
     })?;
@@ -159,7 +162,11 @@ pub fn read_backup(storage: &dyn Storage, name: &str) -> Result<Backup> {
     Ok(Backup {
         name: parsed,
         sentinel,
-        object: ObjectMeta { key, size, modified: None },
+        object: ObjectMeta {
+            key,
+            size,
+            modified: None,
+        },
     })
 }
 
@@ -204,7 +211,10 @@ pub fn list_backups(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Ve
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("sentinel reader panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sentinel reader panicked"))
+            .collect()
     });
     let mut backups = Vec::new();
     for r in results {
@@ -215,8 +225,20 @@ pub fn list_backups(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Ve
 }
 
 /// Sort key, oldest first: finish LSN, finish time, modification time, name.
-fn order_key(b: &Backup) -> (Option<Lsn>, Option<chrono::DateTime<chrono::FixedOffset>>, Option<std::time::SystemTime>, String) {
-    (b.finish(), b.sentinel.finished_at(), b.object.modified, b.name.name.clone())
+fn order_key(
+    b: &Backup,
+) -> (
+    Option<Lsn>,
+    Option<chrono::DateTime<chrono::FixedOffset>>,
+    Option<std::time::SystemTime>,
+    String,
+) {
+    (
+        b.finish(),
+        b.sentinel.finished_at(),
+        b.object.modified,
+        b.name.name.clone(),
+    )
 }
 
 /// The backup `LATEST` means (see the module doc), or a `NotFound` error.
@@ -224,7 +246,10 @@ pub fn latest(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Backup> 
     list_backups(storage, concurrency)?.pop().ok_or_else(|| {
         Error::new(
             ErrorKind::NotFound,
-            format!("no complete backup in {} (no *{SENTINEL_SUFFIX} under {BASEBACKUPS})", storage.describe()),
+            format!(
+                "no complete backup in {} (no *{SENTINEL_SUFFIX} under {BASEBACKUPS})",
+                storage.describe()
+            ),
         )
     })
 }
@@ -238,11 +263,18 @@ mod tests {
         let b = BackupName::parse("base_000000010000000000000004").unwrap();
         assert_eq!(b.start_segment.to_string(), "000000010000000000000004");
         assert!(!b.is_wale());
-        let d = BackupName::parse("base_000000010000000100000061_D_000000010000000100000046").unwrap();
+        let d =
+            BackupName::parse("base_000000010000000100000061_D_000000010000000100000046").unwrap();
         assert_eq!(d.delta_suffix.as_deref(), Some("000000010000000100000046"));
         let w = BackupName::parse("base_000000010000000000000010_00000040").unwrap();
         assert_eq!(w.wale_offset, Some(40));
-        for bad in ["base_", "base_00000001000000000000000", "backup_000000010000000000000004", "base_000000010000000000000004_x", "base_000000010000000000000004_0000004"] {
+        for bad in [
+            "base_",
+            "base_00000001000000000000000",
+            "backup_000000010000000000000004",
+            "base_000000010000000000000004_x",
+            "base_000000010000000000000004_0000004",
+        ] {
             assert!(BackupName::parse(bad).is_none(), "{bad}");
         }
     }
@@ -250,7 +282,11 @@ mod tests {
     fn backup(name: &str, finish: Option<u64>, time: Option<&str>, modified: u64) -> Backup {
         Backup {
             name: BackupName::parse(name).unwrap(),
-            sentinel: Sentinel { finish_lsn: finish, finish_time: time.map(str::to_string), ..Default::default() },
+            sentinel: Sentinel {
+                finish_lsn: finish,
+                finish_time: time.map(str::to_string),
+                ..Default::default()
+            },
             object: ObjectMeta {
                 key: name.into(),
                 size: 1,
@@ -263,9 +299,24 @@ mod tests {
     fn latest_is_by_finish_lsn_then_time_not_modification_time() {
         let mut v = [
             // Re-uploaded yesterday's backup: newest modification time, oldest LSN.
-            backup("base_000000010000000000000002", Some(100), Some("2026-01-01T00:00:00Z"), 999),
-            backup("base_000000010000000000000009", Some(900), Some("2026-01-02T00:00:00Z"), 1),
-            backup("base_000000010000000000000008", Some(900), Some("2026-01-01T12:00:00Z"), 2),
+            backup(
+                "base_000000010000000000000002",
+                Some(100),
+                Some("2026-01-01T00:00:00Z"),
+                999,
+            ),
+            backup(
+                "base_000000010000000000000009",
+                Some(900),
+                Some("2026-01-02T00:00:00Z"),
+                1,
+            ),
+            backup(
+                "base_000000010000000000000008",
+                Some(900),
+                Some("2026-01-01T12:00:00Z"),
+                2,
+            ),
         ];
         v.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
         assert_eq!(v.last().unwrap().name.name, "base_000000010000000000000009");

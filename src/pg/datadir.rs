@@ -48,8 +48,16 @@ impl fmt::Display for PgMajor {
 pub fn pg_major(datadir: &Path) -> Result<PgMajor> {
     let path = datadir.join("PG_VERSION");
     let text = fs::read_to_string(&path).map_err(|e| Error::local_io(path.display(), &e))?;
-    PgMajor::parse(&text)
-        .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("{}: not a PostgreSQL version: {:?}", path.display(), text.trim())))
+    PgMajor::parse(&text).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: not a PostgreSQL version: {:?}",
+                path.display(),
+                text.trim()
+            ),
+        )
+    })
 }
 
 /// The system identifier: the first 8 bytes of `global/pg_control` in every version.
@@ -77,8 +85,17 @@ mod tests {
 
     #[test]
     fn parses_pg_version_files() {
-        assert_eq!(PgMajor::parse("9.6\n"), Some(PgMajor { major: 9, minor: 6 }));
-        assert_eq!(PgMajor::parse("18\n"), Some(PgMajor { major: 18, minor: 0 }));
+        assert_eq!(
+            PgMajor::parse("9.6\n"),
+            Some(PgMajor { major: 9, minor: 6 })
+        );
+        assert_eq!(
+            PgMajor::parse("18\n"),
+            Some(PgMajor {
+                major: 18,
+                minor: 0
+            })
+        );
         assert_eq!(PgMajor::parse("x"), None);
         assert!(!PgMajor::parse("11").unwrap().uses_signal_files());
         assert!(PgMajor::parse("12").unwrap().uses_signal_files());

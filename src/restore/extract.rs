@@ -48,8 +48,15 @@ pub struct Target {
 
 /// Splits a member name into safe components.
 pub fn sanitize(raw: &[u8], object: &str) -> Result<Vec<String>> {
-    let name = std::str::from_utf8(raw)
-        .map_err(|_| Error::new(ErrorKind::Unsafe, format!("{object}: member name is not UTF-8: {:?}", String::from_utf8_lossy(raw))))?;
+    let name = std::str::from_utf8(raw).map_err(|_| {
+        Error::new(
+            ErrorKind::Unsafe,
+            format!(
+                "{object}: member name is not UTF-8: {:?}",
+                String::from_utf8_lossy(raw)
+            ),
+        )
+    })?;
     let mut parts = Vec::new();
     for comp in name.strip_prefix('/').unwrap_or(name).split('/') {
         match comp {
@@ -75,7 +82,8 @@ impl Target {
             .mode(0o700)
             .create(root)
             .map_err(|e| Error::local_io(root.display(), &e))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(|e| Error::local_io(root.display(), &e))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::local_io(root.display(), &e))?;
         let target = Target {
             root: root.to_path_buf(),
             tablespaces,
@@ -91,7 +99,11 @@ impl Target {
                         format!("tablespace {oid}: {} is not empty; empty it or relocate with --tablespace-map {oid}=PATH", loc.display()),
                     ));
                 }
-                fs::DirBuilder::new().recursive(true).mode(0o700).create(loc).map_err(|e| Error::local_io(loc.display(), &e))?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(loc)
+                    .map_err(|e| Error::local_io(loc.display(), &e))?;
                 let link = tblspc.join(oid);
                 fsutil::symlink(loc, &link)?;
             }
@@ -121,25 +133,46 @@ impl Target {
 
     /// Makes sure `dir` is a real directory (creating it), never a symlink.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        if self.checked_dirs.lock().unwrap_or_else(|p| p.into_inner()).contains(dir) {
+        if self
+            .checked_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(dir)
+        {
             return Ok(());
         }
         match fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::new(ErrorKind::Unsafe, format!("{}: is a symlink; refusing to write through it", dir.display())))
+                return Err(Error::new(
+                    ErrorKind::Unsafe,
+                    format!(
+                        "{}: is a symlink; refusing to write through it",
+                        dir.display()
+                    ),
+                ))
             }
-            Ok(_) => return Err(Error::new(ErrorKind::Corrupt, format!("{}: a file where the backup has a directory", dir.display()))),
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{}: a file where the backup has a directory", dir.display()),
+                ))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 match fs::DirBuilder::new().mode(0o700).create(dir) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return self.ensure_dir_uncached(dir),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return self.ensure_dir_uncached(dir)
+                    }
                     Err(e) => return Err(Error::local_io(dir.display(), &e)),
                 }
             }
             Err(e) => return Err(Error::local_io(dir.display(), &e)),
         }
-        self.checked_dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
+        self.checked_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_path_buf());
         Ok(())
     }
 
@@ -147,9 +180,18 @@ impl Target {
     fn ensure_dir_uncached(&self, dir: &Path) -> Result<()> {
         let m = fs::symlink_metadata(dir).map_err(|e| Error::local_io(dir.display(), &e))?;
         if !m.is_dir() {
-            return Err(Error::new(ErrorKind::Unsafe, format!("{}: not a real directory; refusing to write through it", dir.display())));
+            return Err(Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "{}: not a real directory; refusing to write through it",
+                    dir.display()
+                ),
+            ));
         }
-        self.checked_dirs.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.to_path_buf());
+        self.checked_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir.to_path_buf());
         Ok(())
     }
 
@@ -166,16 +208,29 @@ impl Target {
 
     /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
     /// the work early when another partition has failed.
-    pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
+    pub fn extract<R: Read>(
+        &self,
+        reader: R,
+        object: &str,
+        cancel: &AtomicBool,
+    ) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
         let mut buf = vec![0u8; COPY_BUFFER_SIZE];
         let read_error = |e: io::Error| {
-            Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: malformed tar stream: {e}")))
+            Error::from_io_ref(&e).unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{object}: malformed tar stream: {e}"),
+                )
+            })
         };
         for entry in archive.entries().map_err(read_error)? {
             if cancel.load(Ordering::Relaxed) {
-                return Err(Error::new(ErrorKind::LocalIo, format!("{object}: stopped because another partition failed")));
+                return Err(Error::new(
+                    ErrorKind::LocalIo,
+                    format!("{object}: stopped because another partition failed"),
+                ));
             }
             let mut entry = entry.map_err(read_error)?;
             let raw_name = entry.path_bytes().into_owned();
@@ -183,7 +238,9 @@ impl Target {
             let shown = parts.join("/");
             match entry.header().entry_type() {
                 EntryType::Directory => {
-                    if parts.is_empty() || is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) {
+                    if parts.is_empty()
+                        || is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1])
+                    {
                         continue;
                     }
                     let (base, skip) = self.destination(&parts);
@@ -191,13 +248,20 @@ impl Target {
                 }
                 EntryType::Regular | EntryType::Continuous => {
                     if parts.is_empty() {
-                        return Err(Error::new(ErrorKind::Corrupt, format!("{object}: a file member with an empty name")));
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!("{object}: a file member with an empty name"),
+                        ));
                     }
                     let (base, skip) = self.destination(&parts);
                     let rel = &parts[skip..];
                     let parent = self.ensure_path(&base, &rel[..rel.len() - 1])?;
                     let staged = shown == "global/pg_control";
-                    let path = if staged { self.root.join(STAGED_PG_CONTROL) } else { parent.join(&rel[rel.len() - 1]) };
+                    let path = if staged {
+                        self.root.join(STAGED_PG_CONTROL)
+                    } else {
+                        parent.join(&rel[rel.len() - 1])
+                    };
                     let mode = (entry.header().mode().unwrap_or(0o600) & 0o777) | 0o600;
                     let mut out = OpenOptions::new()
                         .write(true)
@@ -207,7 +271,13 @@ impl Target {
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&path)
                         .map_err(|e| match e.raw_os_error() {
-                            Some(libc::ELOOP) => Error::new(ErrorKind::Unsafe, format!("{}: is a symlink; refusing to write through it", path.display())),
+                            Some(libc::ELOOP) => Error::new(
+                                ErrorKind::Unsafe,
+                                format!(
+                                    "{}: is a symlink; refusing to write through it",
+                                    path.display()
+                                ),
+                            ),
                             _ => Error::local_io(path.display(), &e),
                         })?;
                     loop {
@@ -217,17 +287,26 @@ impl Target {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) => return Err(read_error(e)),
                         };
-                        out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
+                        out.write_all(&buf[..n])
+                            .map_err(|e| Error::local_io(path.display(), &e))?;
                         stats.bytes += n as u64;
                     }
                     stats.files += 1;
                 }
-                EntryType::Symlink if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) => {
+                EntryType::Symlink
+                    if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) =>
+                {
                     // Already created from the backup's tablespace spec (and relocation).
                 }
-                EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
+                EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink => {}
                 other => {
-                    let link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    let link = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     return Err(Error::new(
                         ErrorKind::Unsafe,
                         format!("{object}: member '{shown}' is a {other:?}{}; only files, directories and tablespace links are allowed", if link.is_empty() { String::new() } else { format!(" -> {link}") }),
@@ -243,7 +322,10 @@ impl Target {
         let staged = self.root.join(STAGED_PG_CONTROL);
         let dest = self.root.join("global/pg_control");
         if !staged.exists() {
-            return Err(Error::new(ErrorKind::Corrupt, "the backup holds no global/pg_control; it cannot be started".to_string()));
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "the backup holds no global/pg_control; it cannot be started".to_string(),
+            ));
         }
         fs::rename(&staged, &dest).map_err(|e| Error::local_io(dest.display(), &e))?;
         Ok(())
@@ -283,7 +365,13 @@ mod tests {
     }
 
     fn run(data: Vec<u8>, target: &Target) -> Result<Extracted> {
-        target.extract(io::Cursor::new(data), "part_001.tar", &AtomicBool::new(false)).map(|(s, _)| s)
+        target
+            .extract(
+                io::Cursor::new(data),
+                "part_001.tar",
+                &AtomicBool::new(false),
+            )
+            .map(|(s, _)| s)
     }
 
     #[test]
@@ -300,7 +388,10 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("pg/base/1/1259")).unwrap(), b"abc");
         assert!(!dir.path().join("pg/global/pg_control").exists());
         t.install_pg_control().unwrap();
-        assert_eq!(fs::read(dir.path().join("pg/global/pg_control")).unwrap(), b"ctl");
+        assert_eq!(
+            fs::read(dir.path().join("pg/global/pg_control")).unwrap(),
+            b"ctl"
+        );
     }
 
     #[test]
@@ -337,9 +428,16 @@ mod tests {
         let mut plan = BTreeMap::new();
         plan.insert("16385".to_string(), loc.clone());
         let t = Target::create(&dir.path().join("pg"), plan).unwrap();
-        run(tar_with(|b| file(b, "/pg_tblspc/16385/PG_15_1/5/16390", b"rel")), &t).unwrap();
+        run(
+            tar_with(|b| file(b, "/pg_tblspc/16385/PG_15_1/5/16390", b"rel")),
+            &t,
+        )
+        .unwrap();
         assert_eq!(fs::read(loc.join("PG_15_1/5/16390")).unwrap(), b"rel");
-        assert_eq!(fs::read_link(dir.path().join("pg/pg_tblspc/16385")).unwrap(), loc);
+        assert_eq!(
+            fs::read_link(dir.path().join("pg/pg_tblspc/16385")).unwrap(),
+            loc
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub mod fs;
 pub mod retry;
 pub mod s3;
 
-use std::io::Read;
 use std::fs::File;
+use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 

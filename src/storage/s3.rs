@@ -12,11 +12,11 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
 use bytes::Bytes;
 use tokio::runtime::{Handle, Runtime};
 
@@ -44,7 +44,12 @@ impl S3Storage {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| Error::new(ErrorKind::LocalIo, format!("cannot start the I/O runtime: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::LocalIo,
+                    format!("cannot start the I/O runtime: {e}"),
+                )
+            })?;
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new("us-east-1"));
@@ -100,7 +105,9 @@ where
             let status = service.raw().status().as_u16();
             classify_status(bucket, what, status, code, message)
         }
-        SdkError::TimeoutError(_) => Error::new(ErrorKind::Unreachable, format!("{what}: request timed out")),
+        SdkError::TimeoutError(_) => {
+            Error::new(ErrorKind::Unreachable, format!("{what}: request timed out"))
+        }
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             let detail = DisplayErrorContext(err).to_string();
             if detail.contains("credentials") || detail.contains("Credentials") {
@@ -109,12 +116,19 @@ where
                     format!("{what}: no usable AWS credentials for bucket {bucket} ({detail}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"),
                 )
             } else {
-                Error::new(ErrorKind::Unreachable, format!("{what}: cannot reach storage ({detail})"))
+                Error::new(
+                    ErrorKind::Unreachable,
+                    format!("{what}: cannot reach storage ({detail})"),
+                )
             }
         }
         _ => {
             let detail = DisplayErrorContext(err).to_string();
-            let kind = if detail.contains("credentials") { ErrorKind::Credentials } else { ErrorKind::Config };
+            let kind = if detail.contains("credentials") {
+                ErrorKind::Credentials
+            } else {
+                ErrorKind::Config
+            };
             Error::new(kind, format!("{what}: {detail}"))
         }
     }
@@ -122,7 +136,11 @@ where
 
 /// The classification rules, separated from the SDK types so they can be unit-tested.
 fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &str) -> Error {
-    let detail = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    let detail = if message.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}: {message}")
+    };
     match code {
         "NoSuchKey" | "NotFound" => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
         "NoSuchBucket" => {
@@ -193,9 +211,20 @@ impl Storage for S3Storage {
         let url = self.object_url(key);
         let full = self.full_key(key);
         let out = with_retries(&url, || {
-            let fut = self.client.head_object().bucket(&self.bucket).key(&full).send();
-            match self.runtime.block_on(tokio::time::timeout(REQUEST_TIMEOUT, fut)) {
-                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
+            let fut = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send();
+            match self
+                .runtime
+                .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await })
+            {
+                Err(_) => Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!("{url}: request timed out"),
+                )),
                 Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
                 Ok(Err(e)) => match classify(&self.bucket, &url, &e) {
                     err if err.kind() == ErrorKind::NotFound => Ok(None),
@@ -206,9 +235,18 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
-    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
+    fn list(
+        &self,
+        prefix: &str,
+        recursive: bool,
+        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
+    ) -> Result<()> {
         let full_prefix = self.full_key(prefix);
-        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
         let url = format!("s3://{}/{}", self.bucket, full_prefix);
         let mut token: Option<String> = None;
         loop {
@@ -221,8 +259,14 @@ impl Storage for S3Storage {
                     .set_delimiter((!recursive).then(|| "/".to_string()))
                     .set_continuation_token(token.clone())
                     .send();
-                match self.runtime.block_on(tokio::time::timeout(REQUEST_TIMEOUT, fut)) {
-                    Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
+                match self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await })
+                {
+                    Err(_) => Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!("listing {url}: request timed out"),
+                    )),
                     Ok(Ok(out)) => Ok(out),
                     Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
                 }
@@ -235,7 +279,9 @@ impl Storage for S3Storage {
                     Some(ObjectMeta {
                         key: key.get(strip..)?.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                        modified: o
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     })
                 })
                 .collect();
@@ -257,7 +303,12 @@ impl Storage for S3Storage {
                     .file(tokio::fs::File::from_std(file))
                     .build()
                     .await
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::LocalIo,
+                            format!("reading the upload for {url}: {e}"),
+                        )
+                    })?;
                 self.client
                     .put_object()
                     .bucket(&self.bucket)
@@ -291,10 +342,20 @@ impl S3Reader {
     fn start_body(&mut self) -> Result<()> {
         let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
         if self.offset > 0 {
-            req = req.range(format!("bytes={}-", self.offset)).set_if_match(self.etag.clone());
+            req = req
+                .range(format!("bytes={}-", self.offset))
+                .set_if_match(self.etag.clone());
         }
-        let out = match self.handle.block_on(tokio::time::timeout(REQUEST_TIMEOUT, req.send())) {
-            Err(_) => return Err(Error::new(ErrorKind::Unreachable, format!("{}: request timed out", self.url))),
+        let out = match self
+            .handle
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, req.send()).await })
+        {
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!("{}: request timed out", self.url),
+                ))
+            }
             Ok(Err(e)) => return Err(classify(&self.bucket, &self.url, &e)),
             Ok(Ok(out)) => out,
         };
@@ -308,21 +369,39 @@ impl S3Reader {
 
     /// Pulls the next chunk; a transient failure drops the body so the caller resumes.
     fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let Some(body) = self.body.as_mut() else { return Ok(None) };
-        match self.handle.block_on(tokio::time::timeout(BODY_STALL_TIMEOUT, body.next())) {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(BODY_STALL_TIMEOUT, body.next()).await })
+        {
             Err(_) => Err(Error::new(
                 ErrorKind::Unreachable,
-                format!("{}: no data for {}s at byte {}", self.url, BODY_STALL_TIMEOUT.as_secs(), self.offset),
+                format!(
+                    "{}: no data for {}s at byte {}",
+                    self.url,
+                    BODY_STALL_TIMEOUT.as_secs(),
+                    self.offset
+                ),
             )),
             Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
             Ok(Some(Err(e))) => Err(Error::new(
                 ErrorKind::Unreachable,
-                format!("{}: connection broke at byte {} ({})", self.url, self.offset, DisplayErrorContext(e)),
+                format!(
+                    "{}: connection broke at byte {} ({})",
+                    self.url,
+                    self.offset,
+                    DisplayErrorContext(e)
+                ),
             )),
             Ok(None) => match self.size {
                 Some(size) if self.offset < size => Err(Error::new(
                     ErrorKind::Unreachable,
-                    format!("{}: body ended at byte {} of {}", self.url, self.offset, size),
+                    format!(
+                        "{}: body ended at byte {} of {}",
+                        self.url, self.offset, size
+                    ),
                 )),
                 _ => Ok(None),
             },
@@ -333,7 +412,11 @@ impl S3Reader {
         let mut delays = backoff();
         let mut attempt = 1;
         loop {
-            let result = if self.body.is_none() { self.start_body().map(|_| None) } else { self.next_chunk() };
+            let result = if self.body.is_none() {
+                self.start_body().map(|_| None)
+            } else {
+                self.next_chunk()
+            };
             match result {
                 Ok(Some(bytes)) => {
                     self.chunk = bytes;
@@ -374,7 +457,11 @@ impl Read for S3Reader {
         self.offset += n as u64;
         if let Some(size) = self.size {
             if self.offset > size {
-                return Err(Error::new(ErrorKind::Corrupt, format!("{}: more bytes than its Content-Length {size}", self.url)).into_io());
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{}: more bytes than its Content-Length {size}", self.url),
+                )
+                .into_io());
             }
         }
         Ok(n)
@@ -401,7 +488,13 @@ mod tests {
 
     #[test]
     fn credential_messages_name_the_bucket() {
-        let e = classify_status("mybucket", "s3://mybucket/k", 403, "InvalidAccessKeyId", "bad key");
+        let e = classify_status(
+            "mybucket",
+            "s3://mybucket/k",
+            403,
+            "InvalidAccessKeyId",
+            "bad key",
+        );
         assert!(e.message().contains("mybucket"));
         assert!(e.message().contains("credentials rejected"));
     }

@@ -1,0 +1,512 @@
+//! Test harness: real PostgreSQL clusters, a real S3-compatible server (s3s-fs), and
+//! the real walfetch and walrus binaries, each in a temporary directory that is removed
+//! (and whose servers are stopped) when the test ends, however it ends.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root every server and
+//! every command that touches a data directory runs as the `postgres` user.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "walfetch-test-access";
+pub const SECRET_KEY: &str = "walfetch-test-secret-0123456789";
+pub const BUCKET: &str = "archive";
+
+/// True when running as root (then servers run as `postgres`).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn pg_ids() -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let out = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let out = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+/// Gives `path` (recursively) to the postgres user when running as root.
+pub fn give_to_postgres(path: &Path) {
+    if let Some((uid, gid)) = pg_ids() {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A command that runs as the postgres user when we are root.
+pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Directory of the PostgreSQL server binaries (the newest installed major).
+pub fn pg_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(dir) = std::env::var("PG_BIN") {
+            return PathBuf::from(dir);
+        }
+        let mut majors: Vec<u32> = fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is not installed (see .ci/run)")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        majors.sort();
+        PathBuf::from(format!(
+            "/usr/lib/postgresql/{}/bin",
+            majors.last().expect("no PostgreSQL major installed")
+        ))
+    })
+}
+
+/// A directory every test user can read and execute, holding copies of binaries that
+/// live where `postgres` cannot reach them (such as /root/.cargo/bin).
+fn shared_bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("walfetch-test-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    })
+}
+
+fn executable_by_postgres(path: &Path) -> bool {
+    !is_root()
+        || as_postgres("test")
+            .arg("-x")
+            .arg(path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+}
+
+fn reachable(path: PathBuf) -> PathBuf {
+    if executable_by_postgres(&path) {
+        return path;
+    }
+    let copy = shared_bin_dir().join(path.file_name().unwrap());
+    if !copy.exists() {
+        let tmp = copy.with_extension("tmp");
+        fs::copy(&path, &tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&tmp, &copy).unwrap();
+    }
+    copy
+}
+
+/// The walfetch binary under test, executable by postgres.
+pub fn walfetch_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| reachable(PathBuf::from(env!("CARGO_BIN_EXE_walfetch"))))
+}
+
+fn find_tool(name: &str) -> PathBuf {
+    let candidates = [
+        std::env::var("CARGO_HOME")
+            .map(|h| PathBuf::from(h).join("bin").join(name))
+            .ok(),
+        std::env::var("HOME")
+            .map(|h| PathBuf::from(h).join(".cargo/bin").join(name))
+            .ok(),
+        Some(PathBuf::from("/usr/local/bin").join(name)),
+        Some(PathBuf::from("/usr/bin").join(name)),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not installed (see .ci/run)"))
+}
+
+/// walrus (the wal-g port), executable by postgres.
+pub fn walrus_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| reachable(find_tool("walrus")))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory owned by postgres, removed on drop.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("walfetch-test-")
+            .tempdir()
+            .unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_postgres(dir.path());
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A subdirectory owned by postgres.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir_all(&p).unwrap();
+        give_to_postgres(&p);
+        p
+    }
+}
+
+/// The S3-compatible server, serving `<data>/<bucket>/<key>` on 127.0.0.1.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub data: PathBuf,
+}
+
+impl S3Server {
+    pub fn start(data: PathBuf) -> S3Server {
+        fs::create_dir_all(data.join(BUCKET)).unwrap();
+        give_to_postgres(&data);
+        let port = free_port();
+        let log = fs::File::create(data.with_extension("log")).unwrap();
+        let child = Command::new(find_tool("s3s-fs"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                ACCESS_KEY,
+                "--secret-key",
+                SECRET_KEY,
+            ])
+            .arg(&data)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server { child, port, data }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a client needs to reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT_URL".into(), self.endpoint()),
+            ("AWS_ENDPOINT".into(), self.endpoint()),
+            ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL cluster in a temporary directory, on a free port with a private socket.
+pub struct Cluster {
+    pub data: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    log: PathBuf,
+    running: bool,
+}
+
+impl Cluster {
+    /// `initdb` a new cluster.
+    pub fn init(scratch: &Scratch, name: &str, initdb_args: &[&str]) -> Cluster {
+        let data = scratch.path().join(name);
+        let socket_dir = scratch.dir(&format!("{name}-socket"));
+        let out = as_postgres(pg_bin().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .args(initdb_args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut c = Cluster::attach(scratch, name, data);
+        c.socket_dir = socket_dir;
+        c.configure(&[
+            ("fsync", "off"),
+            ("full_page_writes", "on"),
+            ("shared_buffers", "32MB"),
+            ("max_wal_senders", "2"),
+            ("wal_level", "replica"),
+        ]);
+        c
+    }
+
+    /// A cluster for an existing data directory (a restored standby).
+    pub fn attach(scratch: &Scratch, name: &str, data: PathBuf) -> Cluster {
+        let socket_dir = scratch.dir(&format!("{name}-socket"));
+        let port = free_port();
+        Cluster {
+            log: scratch.path().join(format!("{name}.log")),
+            data,
+            socket_dir,
+            port,
+            env: Vec::new(),
+            running: false,
+        }
+    }
+
+    /// Appends settings to postgresql.auto.conf (which wins over postgresql.conf).
+    pub fn configure(&mut self, settings: &[(&str, &str)]) {
+        let path = self.data.join("postgresql.auto.conf");
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
+        for (k, v) in settings {
+            text.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        fs::write(&path, text).unwrap();
+        give_to_postgres(&path);
+    }
+
+    pub fn start(&mut self) {
+        let port = self.port.to_string();
+        let sock = self.socket_dir.display().to_string();
+        self.configure(&[
+            ("port", &port),
+            ("unix_socket_directories", &sock),
+            ("listen_addresses", "127.0.0.1"),
+        ]);
+        let out = as_postgres(pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"])
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = as_postgres(pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"])
+                .output();
+            self.running = false;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// libpq environment for clients of this cluster.
+    pub fn libpq_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), self.socket_dir.display().to_string()),
+            ("PGPORT".into(), self.port.to_string()),
+            ("PGUSER".into(), "postgres".into()),
+            ("PGDATABASE".into(), "postgres".into()),
+        ]
+    }
+
+    /// Runs SQL, returning unaligned tuples-only output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .envs(self.libpq_env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs pgbench with `args`.
+    pub fn pgbench(&self, args: &[&str]) {
+        let out = Command::new("pgbench")
+            .args(args)
+            .envs(self.libpq_env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// md5 of a table's rows in order: equal on two clusters means equal contents.
+    pub fn table_digest(&self, table: &str, order: &str) -> String {
+        self.sql(&format!("SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY {order}), '')) FROM {table} t"))
+    }
+
+    /// Switches WAL and waits until the segment holding `lsn` is archived.
+    pub fn archive_through(&self, lsn: &str) {
+        self.sql("SELECT pg_switch_wal()");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let want = self.sql(&format!("SELECT pg_walfile_name('{lsn}')"));
+        loop {
+            let done = self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            if done.len() == 24 && done >= want {
+                return;
+            }
+            let failed = self.sql(
+                "SELECT failed_count || ' ' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            );
+            assert!(
+                Instant::now() < deadline,
+                "WAL {want} not archived (last {done}, failed {failed})\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a standby has replayed up to `lsn`.
+    pub fn wait_replayed(&self, lsn: &str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ok = Command::new("psql")
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-c",
+                    &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+                ])
+                .envs(self.libpq_env())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "t")
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standby did not replay to {lsn}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_postgres(pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Runs walfetch as postgres with `env` (and no inherited storage settings).
+pub fn walfetch(args: &[&str], env: &[(String, String)]) -> Output {
+    walfetch_in(None, args, env)
+}
+
+/// Like [`walfetch`], in directory `cwd`.
+pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Output {
+    let mut cmd = as_postgres(walfetch_bin());
+    cmd.args(args)
+        .envs(env.iter().cloned())
+        .env("WALFETCH_MAX_RETRIES", "2")
+        .stdin(Stdio::null());
+    for var in [
+        "WALG_S3_PREFIX",
+        "WALG_FILE_PREFIX",
+        "WALE_S3_PREFIX",
+        "WALE_FILE_PREFIX",
+        "AWS_PROFILE",
+    ] {
+        if !env.iter().any(|(k, _)| k == var) {
+            cmd.env_remove(var);
+        }
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.output().unwrap()
+}
+
+/// stderr of an output, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fake but well-formed WAL segment (long page header only) for `name`.
+pub fn fake_segment(name: &str, size: u64, sysid: u64) -> Vec<u8> {
+    let tli = u32::from_str_radix(&name[0..8], 16).unwrap();
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    let segno = log * (0x1_0000_0000 / size) + seg;
+    let mut data = vec![0u8; size as usize];
+    data[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    data[2..4].copy_from_slice(&2u16.to_le_bytes());
+    data[4..8].copy_from_slice(&tli.to_le_bytes());
+    data[8..16].copy_from_slice(&(segno * size).to_le_bytes());
+    data[24..32].copy_from_slice(&sysid.to_le_bytes());
+    data[32..36].copy_from_slice(&(size as u32).to_le_bytes());
+    data[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    // Some non-zero content so codecs have something to do.
+    for (i, b) in data[8192..16384].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    data
+}

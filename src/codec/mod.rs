@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod lz4_guard;
+
+use lz4_guard::Lz4Stream;
+
 /// A compression method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -87,7 +91,7 @@ impl Codec {
         };
         let inner: Box<dyn Read + Send> = match self {
             Codec::None => Box::new(tracked),
-            Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(tracked)),
+            Codec::Lz4 => Box::new(Lz4Stream::new(tracked)),
             Codec::Zstd => match zstd::stream::read::Decoder::new(tracked) {
                 Ok(d) => Box::new(d),
                 Err(e) => Box::new(FailingReader(Some(e))),

@@ -220,7 +220,7 @@ pub fn list_backups(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Ve
     for r in results {
         backups.extend(r?);
     }
-    backups.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    backups.sort_by_key(order_key);
     Ok(backups)
 }
 
@@ -318,7 +318,7 @@ mod tests {
                 2,
             ),
         ];
-        v.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+        v.sort_by_key(order_key);
         assert_eq!(v.last().unwrap().name.name, "base_000000010000000000000009");
     }
 }

@@ -1,0 +1,609 @@
+//! Failure paths of the restore spine: each asserts the exit code, that the message
+//! names the object and the cause, and that nothing partial is left behind.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use walfetch::codec::Codec;
+
+const SEG: &str = "000000010000000000000005";
+const SEG_SIZE: u64 = 1 << 20;
+
+/// A file archive in a scratch directory.
+struct Archive {
+    scratch: Scratch,
+    root: PathBuf,
+}
+
+impl Archive {
+    fn new() -> Archive {
+        let scratch = Scratch::new();
+        let root = scratch.dir("archive");
+        Archive { scratch, root }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![("WALG_FILE_PREFIX".into(), self.root.display().to_string())]
+    }
+
+    fn put(&self, key: &str, data: &[u8]) {
+        let path = self.root.join(key);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        give_to_postgres(&self.root);
+    }
+
+    /// A data directory with pg_wal and a pg_control carrying `sysid`.
+    fn datadir(&self, sysid: u64, standby: bool) -> PathBuf {
+        let dir = self.scratch.dir("pgdata");
+        fs::create_dir_all(dir.join("pg_wal")).unwrap();
+        fs::create_dir_all(dir.join("global")).unwrap();
+        let mut control = sysid.to_le_bytes().to_vec();
+        control.resize(8192, 0);
+        fs::write(dir.join("global/pg_control"), control).unwrap();
+        if standby {
+            fs::write(dir.join("standby.signal"), "").unwrap();
+        }
+        give_to_postgres(&dir);
+        dir
+    }
+
+    fn wal_fetch(&self, datadir: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["wal-fetch", name, "pg_wal/RECOVERYXLOG"];
+        args.extend(extra);
+        walfetch_in(Some(datadir), &args, &self.env())
+    }
+}
+
+fn encode(codec: Codec, data: &[u8]) -> Vec<u8> {
+    let mut enc = codec.encoder(Vec::new()).unwrap();
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+/// Entries of `pg_wal` other than directories.
+fn wal_dir_files(datadir: &Path) -> Vec<String> {
+    fs::read_dir(datadir.join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn wal_fetch_restores_a_valid_segment_under_any_codec() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    for (i, codec) in [
+        Codec::Zstd,
+        Codec::Brotli,
+        Codec::Lzma,
+        Codec::None,
+        Codec::Lz4,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("0000000100000000000000{:02X}", 0x10 + i);
+        let data = fake_segment(&name, SEG_SIZE, 7);
+        a.put(
+            &format!("wal_005/{}", codec.file_name(&name)),
+            &encode(codec, &data),
+        );
+        let out = a.wal_fetch(&dir, &name, &[]);
+        assert_eq!(code(&out), 0, "{codec:?}: {}", stderr(&out));
+        assert_eq!(
+            fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(),
+            data,
+            "{codec:?}"
+        );
+    }
+    assert_eq!(wal_dir_files(&dir), ["RECOVERYXLOG"]);
+}
+
+#[test]
+fn wal_fetch_missing_file_exits_1() {
+    let a = Archive::new();
+    let dir = a.datadir(7, false);
+    for name in [SEG, "00000002.history"] {
+        let out = a.wal_fetch(&dir, name, &[]);
+        assert_eq!(code(&out), 1, "{name}: {}", stderr(&out));
+    }
+    assert!(wal_dir_files(&dir).is_empty());
+}
+
+#[test]
+fn wal_fetch_history_files_are_not_size_checked() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    a.put(
+        "wal_005/00000002.history",
+        b"1\t0/5000000\tno recovery target specified\n",
+    );
+    let out = a.wal_fetch(&dir, "00000002.history", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(fs::read_to_string(dir.join("pg_wal/RECOVERYXLOG"))
+        .unwrap()
+        .starts_with("1\t0/5000000"));
+}
+
+#[test]
+fn wal_fetch_corrupt_object_stops_recovery_but_lets_a_standby_retry() {
+    let a = Archive::new();
+    let mut packed = encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7));
+    let mid = packed.len() / 2;
+    packed[mid] ^= 0xFF;
+    packed[mid + 1] ^= 0xFF;
+    a.put(&format!("wal_005/{SEG}.lz4"), &packed);
+
+    let standby = a.datadir(7, true);
+    let out = a.wal_fetch(&standby, SEG, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!("wal_005/{SEG}.lz4")) && msg.contains("lz4"),
+        "{msg}"
+    );
+    assert!(
+        wal_dir_files(&standby).is_empty(),
+        "left behind: {:?}",
+        wal_dir_files(&standby)
+    );
+
+    fs::remove_file(standby.join("standby.signal")).unwrap();
+    let out = a.wal_fetch(&standby, SEG, &[]);
+    assert_eq!(
+        code(&out),
+        128 + 7,
+        "archive recovery must stop: {}",
+        stderr(&out)
+    );
+    assert!(wal_dir_files(&standby).is_empty());
+}
+
+#[test]
+fn wal_fetch_truncated_object_is_corrupt() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    for codec in [Codec::Zstd, Codec::Brotli, Codec::Lzma, Codec::Lz4] {
+        let mut packed = encode(codec, &fake_segment(SEG, SEG_SIZE, 7));
+        packed.truncate(packed.len() - 7);
+        let _ = fs::remove_dir_all(a.root.join("wal_005"));
+        a.put(&format!("wal_005/{}", codec.file_name(SEG)), &packed);
+        let out = a.wal_fetch(&dir, SEG, &[]);
+        assert_eq!(code(&out), 7, "{codec:?}: {}", stderr(&out));
+        assert!(wal_dir_files(&dir).is_empty());
+    }
+}
+
+#[test]
+fn wal_fetch_refuses_wrong_name_other_cluster_and_wrong_size() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    // A segment stored under the wrong name.
+    a.put(
+        &format!("wal_005/{SEG}.lz4"),
+        &encode(
+            Codec::Lz4,
+            &fake_segment("000000010000000000000006", SEG_SIZE, 7),
+        ),
+    );
+    let out = a.wal_fetch(&dir, SEG, &[]);
+    assert_eq!(code(&out), 7);
+    assert!(
+        stderr(&out).contains("does not match the name"),
+        "{}",
+        stderr(&out)
+    );
+    // A segment of another cluster.
+    a.put(
+        &format!("wal_005/{SEG}.lz4"),
+        &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 8)),
+    );
+    let out = a.wal_fetch(&dir, SEG, &[]);
+    assert_eq!(code(&out), 7);
+    assert!(stderr(&out).contains("another cluster"), "{}", stderr(&out));
+    // A short segment in a valid frame (the frame decodes cleanly; the size is wrong).
+    let mut short = fake_segment(SEG, SEG_SIZE, 7);
+    short.truncate(SEG_SIZE as usize - 8192);
+    a.put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &short));
+    let out = a.wal_fetch(&dir, SEG, &[]);
+    assert_eq!(code(&out), 7);
+    assert!(stderr(&out).contains("decoded to"), "{}", stderr(&out));
+    assert!(wal_dir_files(&dir).is_empty());
+}
+
+#[test]
+fn wal_fetch_s3_failures_never_pass_for_not_found() {
+    let scratch = Scratch::new();
+    let s3 = S3Server::start(scratch.dir("s3"));
+    let dir = scratch.dir("pgdata");
+    fs::create_dir_all(dir.join("pg_wal")).unwrap();
+    fs::write(dir.join("standby.signal"), "").unwrap();
+    give_to_postgres(&dir);
+    let prefix = ("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/pg"));
+
+    // Wrong secret: credentials rejected, named bucket, and the secret never printed.
+    let mut env = s3.env();
+    env.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
+    env.push((
+        "AWS_SECRET_ACCESS_KEY".into(),
+        "wrong-secret-value-42".into(),
+    ));
+    env.push(prefix.clone());
+    let out = walfetch_in(
+        Some(&dir),
+        &[
+            "--log-level",
+            "trace",
+            "wal-fetch",
+            SEG,
+            "pg_wal/RECOVERYXLOG",
+        ],
+        &env,
+    );
+    let msg = stderr(&out);
+    assert_eq!(code(&out), 6, "{msg}");
+    assert!(
+        msg.contains("credentials rejected") && msg.contains(BUCKET),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("wrong-secret-value-42") && !msg.contains(SECRET_KEY),
+        "secret leaked: {msg}"
+    );
+
+    // A bucket that does not exist is a configuration error, not "no such WAL".
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), "s3://no-such-bucket/pg".into()));
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+
+    // A dead endpoint: unreachable after retries; in archive recovery that stops PostgreSQL.
+    let mut env: Vec<(String, String)> = s3
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ENDPOINT"))
+        .collect();
+    env.push((
+        "AWS_ENDPOINT_URL".into(),
+        format!("http://127.0.0.1:{}", free_port()),
+    ));
+    env.push(prefix.clone());
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("gave up after"), "{}", stderr(&out));
+    let out = walfetch_in(
+        Some(&dir),
+        &[
+            "wal-fetch",
+            SEG,
+            "pg_wal/RECOVERYXLOG",
+            "--mode",
+            "recovery",
+        ],
+        &env,
+    );
+    assert_eq!(code(&out), 128 + 5, "{}", stderr(&out));
+
+    // And a real absence through S3 is still exit 1.
+    let mut env = s3.env();
+    env.push(prefix);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(wal_dir_files(&dir).is_empty());
+}
+
+// ---- backup-fetch ------------------------------------------------------------------
+
+const BACKUP: &str = "base_000000010000000000000002";
+
+/// Name, contents, and symlink target (for link members) of a tar member.
+type Member<'a> = (&'a str, &'a [u8], Option<&'a str>);
+
+/// A raw tar member: regular file (or symlink when `link` is set), name written verbatim.
+fn member(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8], link: Option<&str>) {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o600);
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    match link {
+        Some(target) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+            h.set_cksum();
+            b.append(&h, std::io::empty()).unwrap();
+        }
+        None => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+    }
+}
+
+fn tar_of(members: &[Member]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, link) in members {
+        member(&mut b, name, data, *link);
+    }
+    b.into_inner().unwrap()
+}
+
+/// A synthetic wal-g backup: one data part, pg_control.tar, files metadata, sentinel.
+fn synthetic_backup(
+    a: &Archive,
+    data_part: &[(&str, &[u8], Option<&str>)],
+    metadata: Option<&str>,
+) {
+    let dir = format!("basebackups_005/{BACKUP}");
+    a.put(
+        &format!("{dir}/tar_partitions/part_001.tar.lz4"),
+        &encode(Codec::Lz4, &tar_of(data_part)),
+    );
+    a.put(
+        &format!("{dir}/tar_partitions/pg_control.tar.lz4"),
+        &encode(
+            Codec::Lz4,
+            &tar_of(&[("/global/pg_control", &[1u8; 8192], None)]),
+        ),
+    );
+    if let Some(m) = metadata {
+        a.put(&format!("{dir}/files_metadata.json"), m.as_bytes());
+    }
+    a.put(
+        &format!("basebackups_005/{BACKUP}_backup_stop_sentinel.json"),
+        br#"{"LSN":33554472,"FinishLSN":33554688,"PgVersion":150018,"SystemIdentifier":7,"Version":2,"FinishTime":"2026-11-25T09:45:05Z"}"#,
+    );
+}
+
+const GOOD_PART: &[Member] = &[
+    ("PG_VERSION", b"15\n", None),
+    ("/base/1/1259", b"rel", None),
+    ("global/1262", b"g", None),
+];
+
+fn fetch(a: &Archive, target: &Path, extra: &[&str]) -> std::process::Output {
+    let t = target.display().to_string();
+    let mut args = vec!["backup-fetch", t.as_str(), "LATEST"];
+    args.extend(extra);
+    walfetch(&args, &a.env())
+}
+
+#[test]
+fn backup_fetch_restores_a_synthetic_backup_and_checks_metadata() {
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        GOOD_PART,
+        Some(
+            r#"{"Files":{"/base/1/1259":{},"global/1262":{},"PG_VERSION":{}},"TarFileSets":{"part_001.tar.lz4":[]}}"#,
+        ),
+    );
+    let target = a.scratch.path().join("restored");
+    let out = fetch(&a, &target, &["--standby"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(fs::read(target.join("base/1/1259")).unwrap(), b"rel");
+    assert_eq!(
+        fs::read(target.join("global/pg_control")).unwrap(),
+        vec![1u8; 8192]
+    );
+    assert!(!target.join("WALFETCH_RESTORE_INCOMPLETE").exists());
+    assert!(fs::read_to_string(target.join("postgresql.auto.conf"))
+        .unwrap()
+        .contains("restore_command"));
+
+    // A second restore into the same directory is refused, then allowed with --force.
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    let out = fetch(&a, &target, &["--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn backup_fetch_missing_backup_and_garbage_sentinel() {
+    let a = Archive::new();
+    let target = a.scratch.path().join("restored");
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no complete backup"),
+        "{}",
+        stderr(&out)
+    );
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            target.to_str().unwrap(),
+            "base_00000001000000000000000A",
+        ],
+        &a.env(),
+    );
+    assert_eq!(code(&out), 4);
+    assert!(
+        stderr(&out).contains("base_00000001000000000000000A not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    synthetic_backup(&a, GOOD_PART, None);
+    a.put(
+        &format!("basebackups_005/{BACKUP}_backup_stop_sentinel.json"),
+        b"{not json",
+    );
+    let out = walfetch(
+        &["backup-fetch", target.to_str().unwrap(), BACKUP],
+        &a.env(),
+    );
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("_backup_stop_sentinel.json: not a valid backup sentinel"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn backup_fetch_corrupt_partition_leaves_the_directory_marked_and_unstartable() {
+    let a = Archive::new();
+    synthetic_backup(&a, GOOD_PART, None);
+    let key = format!("basebackups_005/{BACKUP}/tar_partitions/part_001.tar.lz4");
+    let mut packed = fs::read(a.root.join(&key)).unwrap();
+    let n = packed.len();
+    packed.truncate(n - 10);
+    a.put(&key, &packed);
+    let target = a.scratch.path().join("restored");
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("part_001.tar.lz4"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(target.join("WALFETCH_RESTORE_INCOMPLETE").exists());
+    assert!(
+        !target.join("global/pg_control").exists(),
+        "an incomplete restore must not be startable"
+    );
+
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 10);
+    assert!(
+        stderr(&out).contains("interrupted restore"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn backup_fetch_refuses_hostile_members() {
+    let cases: [(&str, &[Member]); 3] = [
+        (
+            "dot-dot",
+            &[
+                ("PG_VERSION", b"15\n", None),
+                ("base/../../../escaped", b"x", None),
+            ],
+        ),
+        (
+            "symlink out",
+            &[
+                ("PG_VERSION", b"15\n", None),
+                ("base/evil", b"", Some("/tmp")),
+            ],
+        ),
+        (
+            "symlink then write",
+            &[("pg_wal", b"", Some("/tmp")), ("pg_wal/x", b"x", None)],
+        ),
+    ];
+    for (what, part) in cases {
+        let a = Archive::new();
+        synthetic_backup(&a, part, None);
+        let target = a.scratch.path().join("deep/restored");
+        let out = fetch(&a, &target, &[]);
+        assert_eq!(code(&out), 8, "{what}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("part_001.tar.lz4"),
+            "{what}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !a.scratch.path().join("escaped").exists()
+                && !a.scratch.path().join("deep/escaped").exists()
+        );
+        assert!(!Path::new("/tmp/x").exists() || what != "symlink then write");
+    }
+}
+
+#[test]
+fn backup_fetch_checks_partitions_and_files_against_metadata() {
+    // A partition named in files_metadata.json is missing: fail before extracting anything.
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        GOOD_PART,
+        Some(r#"{"Files":{},"TarFileSets":{"part_001.tar.lz4":[],"part_002.tar.lz4":[]}}"#),
+    );
+    let target = a.scratch.path().join("restored");
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("part_002.tar.lz4") && stderr(&out).contains("missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !target.exists(),
+        "nothing may be written when a partition is missing"
+    );
+
+    // A file listed in files_metadata.json is in no partition.
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        GOOD_PART,
+        Some(
+            r#"{"Files":{"/base/1/1259":{},"/base/1/9999":{}},"TarFileSets":{"part_001.tar.lz4":[]}}"#,
+        ),
+    );
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(stderr(&out).contains("base/1/9999"), "{}", stderr(&out));
+    assert!(target.join("WALFETCH_RESTORE_INCOMPLETE").exists());
+
+    // An object in tar_partitions/ that is no known partition or codec.
+    let a = Archive::new();
+    synthetic_backup(&a, GOOD_PART, None);
+    a.put(
+        &format!("basebackups_005/{BACKUP}/tar_partitions/part_002.tar.snappy"),
+        b"x",
+    );
+    let out = fetch(&a, &a.scratch.path().join("r2"), &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("part_002.tar.snappy"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn backup_list_orders_by_finish_lsn_and_prints_json() {
+    let a = Archive::new();
+    synthetic_backup(&a, GOOD_PART, None);
+    a.put(
+        "basebackups_005/base_000000010000000000000009_backup_stop_sentinel.json",
+        br#"{"LSN":150994984,"FinishLSN":150995200,"PgVersion":150018,"FinishTime":"2026-11-24T00:00:00Z"}"#,
+    );
+    a.put(
+        "basebackups_005/not-a-backup_backup_stop_sentinel.json",
+        b"{}",
+    );
+    let out = walfetch(&["backup-list", "--json"], &a.env());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [BACKUP, "base_000000010000000000000009"],
+        "the later finish LSN is LATEST even with an older finish time"
+    );
+    assert_eq!(rows[1]["finish_lsn"], "0/9000100");
+}

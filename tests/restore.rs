@@ -31,6 +31,11 @@ const TABLES: &[(&str, &str)] = &[
 ];
 
 fn scenario(writer: Writer, codec: &str, store: Store, tablespace: bool) {
+    restore_with(writer, Writer::Walfetch, codec, store, tablespace);
+}
+
+/// `reader` restores (backup-fetch, then wal-fetch as restore_command) what `writer` wrote.
+fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, tablespace: bool) {
     let scratch = Scratch::new();
     let s3data = scratch.dir("s3");
     let s3 = (store == Store::S3).then(|| S3Server::start(s3data.clone()));
@@ -120,10 +125,45 @@ fn scenario(writer: Writer, codec: &str, store: Store, tablespace: bool) {
     if tablespace {
         args.extend(["--tablespace-map", mapping.as_str()]);
     }
-    let out = walfetch(&args, &env);
-    assert!(out.status.success(), "backup-fetch: {}", stderr(&out));
-    assert!(!restored.join("WALFETCH_RESTORE_INCOMPLETE").exists());
-    assert!(restored.join("standby.signal").exists());
+    match reader {
+        Writer::Walfetch => {
+            let out = walfetch(&args, &env);
+            assert!(out.status.success(), "backup-fetch: {}", stderr(&out));
+            assert!(!restored.join("WALFETCH_RESTORE_INCOMPLETE").exists());
+            assert!(restored.join("standby.signal").exists());
+        }
+        Writer::Walrus => {
+            let out = as_postgres(walrus_bin())
+                .arg("backup-fetch")
+                .arg(&restored)
+                .arg("LATEST")
+                .envs(env.iter().cloned())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "walrus backup-fetch: {}",
+                stderr(&out)
+            );
+            std::fs::write(restored.join("standby.signal"), "").unwrap();
+            let prefix = env
+                .iter()
+                .filter(|(k, _)| k.starts_with("WALG_") && k.ends_with("_PREFIX"))
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>();
+            let conf = format!(
+                "archive_mode = 'off'\nrestore_command = 'env {prefix}{} wal-fetch %f %p'\n",
+                walrus_bin().display()
+            );
+            let auto = restored.join("postgresql.auto.conf");
+            std::fs::write(
+                &auto,
+                std::fs::read_to_string(&auto).unwrap_or_default() + &conf,
+            )
+            .unwrap();
+            give_to_postgres(&restored);
+        }
+    }
 
     let mut standby = Cluster::attach(&scratch, "standby", restored);
     // Only the credentials come from the server's environment; where the archive is
@@ -224,4 +264,30 @@ fn walfetch_lzma_file() {
 #[test]
 fn walfetch_uncompressed_file() {
     scenario(Writer::Walfetch, "none", Store::File, false);
+}
+
+#[test]
+fn walrus_restores_walfetch_lz4_s3() {
+    restore_with(Writer::Walfetch, Writer::Walrus, "lz4", Store::S3, false);
+}
+
+#[test]
+fn walrus_restores_walfetch_zstd_file() {
+    restore_with(Writer::Walfetch, Writer::Walrus, "zstd", Store::File, false);
+}
+
+#[test]
+fn walrus_restores_walfetch_brotli_file() {
+    restore_with(
+        Writer::Walfetch,
+        Writer::Walrus,
+        "brotli",
+        Store::File,
+        false,
+    );
+}
+
+#[test]
+fn walrus_restores_walfetch_lzma_s3() {
+    restore_with(Writer::Walfetch, Writer::Walrus, "lzma", Store::S3, false);
 }

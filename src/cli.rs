@@ -70,6 +70,10 @@ pub enum Command {
     WalPush(crate::commands::wal_push::WalPush),
     /// Take a base backup of a running cluster into the archive.
     BackupPush(crate::commands::backup_push::BackupPush),
+    /// Check the archive for missing WAL, unrestorable backups and staleness (for cron).
+    WalVerify(crate::commands::wal_verify::WalVerify),
+    /// Show the archive's timelines, their segment ranges and gaps, and their backups.
+    WalShow(crate::commands::wal_show::WalShow),
 }
 
 /// A default download concurrency: `WALG_DOWNLOAD_CONCURRENCY`, else the number of cores.

@@ -9,15 +9,19 @@ use walfetch::config::StorageSettings;
 use walfetch::error::Result;
 use walfetch::{logging, storage};
 
-fn run(cli: &Cli) -> Result<()> {
+/// Runs the command; `Ok` carries the exit code of a successful run (non-zero only for
+/// wal-verify's findings).
+fn run(cli: &Cli) -> Result<i32> {
     let settings = StorageSettings::resolve(&cli.storage.flags())?;
     let storage = storage::open(&settings)?;
     match &cli.command {
-        Command::BackupList(c) => c.run(&storage),
-        Command::BackupFetch(c) => c.run(&storage, &settings),
-        Command::WalFetch(c) => c.run(storage.as_ref()),
-        Command::WalPush(c) => c.run(&storage),
-        Command::BackupPush(c) => c.run(&storage),
+        Command::BackupList(c) => c.run(&storage).map(|_| 0),
+        Command::BackupFetch(c) => c.run(&storage, &settings).map(|_| 0),
+        Command::WalFetch(c) => c.run(storage.as_ref()).map(|_| 0),
+        Command::WalPush(c) => c.run(&storage).map(|_| 0),
+        Command::BackupPush(c) => c.run(&storage).map(|_| 0),
+        Command::WalVerify(c) => c.run(&storage),
+        Command::WalShow(c) => c.run(&storage).map(|_| 0),
     }
 }
 
@@ -25,7 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&logging::level(cli.log_level.as_deref()), cli.log_format);
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {
             let (name, code) = match &cli.command {
                 Command::WalFetch(c) => ("wal-fetch", c.exit_code(&err)),
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
                 Command::BackupFetch(_) => ("backup-fetch", err.kind().exit_code()),
                 Command::WalPush(_) => ("wal-push", err.kind().exit_code()),
                 Command::BackupPush(_) => ("backup-push", err.kind().exit_code()),
+                Command::WalVerify(_) => ("wal-verify", err.kind().exit_code()),
+                Command::WalShow(_) => ("wal-show", err.kind().exit_code()),
             };
             if code == 1 {
                 // "Not in the archive" is routine for history files and the end of WAL.

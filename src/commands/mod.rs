@@ -5,3 +5,5 @@ pub mod backup_list;
 pub mod backup_push;
 pub mod wal_fetch;
 pub mod wal_push;
+pub mod wal_show;
+pub mod wal_verify;

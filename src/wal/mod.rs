@@ -3,3 +3,4 @@
 
 pub mod name;
 pub mod segment;
+pub mod timeline;

@@ -27,6 +27,15 @@ const LONG_HEADER_LEN: usize = 40;
 const MIN_MAGIC: u16 = 0xD061;
 const XLP_LONG_HEADER: u16 = 0x0002;
 
+/// The segment size a first-page long header names, if the header is plausible.
+pub fn segment_size_in_header(header: &[u8]) -> Option<u64> {
+    let h = header.get(..LONG_HEADER_LEN)?;
+    let magic = u16::from_le_bytes([h[0], h[1]]);
+    let info = u16::from_le_bytes([h[2], h[3]]);
+    let size = u32::from_le_bytes(h[32..36].try_into().ok()?) as u64;
+    (magic >= MIN_MAGIC && info & XLP_LONG_HEADER != 0 && valid_segment_size(size)).then_some(size)
+}
+
 /// Streaming validator fed with a segment's bytes as they are decoded.
 pub struct SegmentCheck {
     object: String,

@@ -196,7 +196,7 @@ mod tests {
         r.insert(2);
         assert_eq!((r.first, r.gaps[0]), (2, (3, 4)));
         r.insert(1);
-        assert_eq!(r.count, 10);
+        assert_eq!(r.count, 9);
         assert!(r.contains(13) && !r.contains(14));
         assert_eq!(
             r.missing_in(0, 20),

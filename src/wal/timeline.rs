@@ -3,8 +3,8 @@
 //! A history file of timeline T lists every ancestor with the LSN where it ended:
 //!
 //! ```text
-//! 1	0/5000000	no recovery target specified
-//! 2	0/9000000	before 2026-01-01 00:00:00
+//! 1    0/5000000    no recovery target specified
+//! 2    0/9000000    before 2026-01-01 00:00:00
 //! ```
 //!
 //! so timeline 1 ran until 0/5000000, timeline 2 from there until 0/9000000, and T after

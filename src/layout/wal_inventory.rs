@@ -179,6 +179,44 @@ impl Inventory {
     }
 }
 
+/// Reads the segment size from the first page header of the archived segment `key`.
+fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
+    let url = format!("{}/{key}", storage.describe());
+    let (_, codec) = Codec::split(key);
+    let mut decoded = codec.decoder(storage.open(key)?, &url);
+    let mut header = [0u8; 40];
+    decoded
+        .read_exact(&mut header)
+        .map_err(|e| decoded.classify(&e))?;
+    crate::wal::segment::segment_size_in_header(&header)
+        .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("{url}: no valid WAL page header to read the segment size from; pass --wal-segment-size")))
+}
+
+/// Lists `wal_005/` once into an inventory. Without a known segment size, it is read from
+/// the header of the first segment listed.
+pub fn scan(storage: &dyn Storage, segment_size: Option<u64>) -> Result<(Inventory, u64)> {
+    let mut inv = Inventory::default();
+    let mut size = segment_size;
+    storage.list(super::WAL, false, &mut |page| {
+        if size.is_none() {
+            if let Some(first) = page.iter().find(|o| {
+                let name = o.key.strip_prefix(super::WAL).unwrap_or(&o.key);
+                matches!(WalFile::parse(Codec::split(name).0), Some(WalFile::Segment(_)))
+            }) {
+                let detected = detect_segment_size(storage, &first.key)?;
+                tracing::debug!(segment_size = detected, object = %first.key, "segment size read from an archived segment");
+                size = Some(detected);
+            }
+        }
+        let s = size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
+        for obj in &page {
+            inv.add(obj, s);
+        }
+        Ok(())
+    })?;
+    Ok((inv, size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,42 +277,4 @@ mod tests {
         );
         assert_eq!(inv.latest_timeline(), Some(2));
     }
-}
-
-/// Reads the segment size from the first page header of the archived segment `key`.
-fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
-    let url = format!("{}/{key}", storage.describe());
-    let (_, codec) = Codec::split(key);
-    let mut decoded = codec.decoder(storage.open(key)?, &url);
-    let mut header = [0u8; 40];
-    decoded
-        .read_exact(&mut header)
-        .map_err(|e| decoded.classify(&e))?;
-    crate::wal::segment::segment_size_in_header(&header)
-        .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("{url}: no valid WAL page header to read the segment size from; pass --wal-segment-size")))
-}
-
-/// Lists `wal_005/` once into an inventory. Without a known segment size, it is read from
-/// the header of the first segment listed.
-pub fn scan(storage: &dyn Storage, segment_size: Option<u64>) -> Result<(Inventory, u64)> {
-    let mut inv = Inventory::default();
-    let mut size = segment_size;
-    storage.list(super::WAL, false, &mut |page| {
-        if size.is_none() {
-            if let Some(first) = page.iter().find(|o| {
-                let name = o.key.strip_prefix(super::WAL).unwrap_or(&o.key);
-                matches!(WalFile::parse(Codec::split(name).0), Some(WalFile::Segment(_)))
-            }) {
-                let detected = detect_segment_size(storage, &first.key)?;
-                tracing::debug!(segment_size = detected, object = %first.key, "segment size read from an archived segment");
-                size = Some(detected);
-            }
-        }
-        let s = size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
-        for obj in &page {
-            inv.add(obj, s);
-        }
-        Ok(())
-    })?;
-    Ok((inv, size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)))
 }

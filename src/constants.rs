@@ -19,11 +19,10 @@ pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// Connecting to storage must finish within this time, or the attempt is retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A request that has sent no response headers for this long is abandoned and retried.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A response body that delivers no byte for this long is a stall: resume with a ranged GET.
-pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request that has sent no response headers for this long, or a response body that
+/// delivers no byte for this long, is a stall: abandoned and retried (a body resumes with
+/// a ranged GET). `WALFETCH_IO_TIMEOUT` (seconds) overrides it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default size of one uncompressed tar partition written by backup-push (wal-g's default).
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 1 << 30;

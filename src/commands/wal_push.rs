@@ -57,14 +57,13 @@ fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Resul
     }
 }
 
-/// Compresses `source` into an anonymous spool file; returns it with the SHA-256 of the input.
-pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<(File, [u8; 32])> {
+/// Compresses `source` into an anonymous spool file.
+pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<File> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
     let mut encoder = codec.encoder(io::BufWriter::with_capacity(
         COPY_BUFFER_SIZE,
         fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?,
     ))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; COPY_BUFFER_SIZE];
     loop {
         let n = match source.read(&mut buf) {
@@ -73,14 +72,13 @@ pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::local_io(what, &e)),
         };
-        hasher.update(&buf[..n]);
         encoder
             .write_all(&buf[..n])
             .map_err(|e| Error::local_io("spool", &e))?;
     }
     let mut inner = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
     inner.flush().map_err(|e| Error::local_io("spool", &e))?;
-    Ok((spool, hasher.finalize().into()))
+    Ok(spool)
 }
 
 impl WalPush {
@@ -117,7 +115,7 @@ impl WalPush {
                 format!("{url}: already archived with different content; refusing to overwrite (another cluster archiving to the same prefix?)"),
             ));
         }
-        let (spool, _) = spool_compressed(&mut source, codec, &shown)?;
+        let spool = spool_compressed(&mut source, codec, &shown)?;
         storage.put(&key, &spool)?;
         tracing::info!(file = %name, object = %url, ms = started.elapsed().as_millis() as u64, "archived");
         Ok(())

@@ -7,6 +7,7 @@
 //! from the byte where it broke instead of starting over.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
@@ -23,12 +24,13 @@ use tokio::runtime::{Handle, Runtime};
 use super::retry::{backoff, with_retries};
 use super::{ObjectMeta, ObjectReader, Storage};
 use crate::config::{Location, StorageSettings};
-use crate::constants::{BODY_STALL_TIMEOUT, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT};
 use crate::error::{Error, ErrorKind, Result};
 
 /// An S3 bucket (and key prefix) as archive storage.
 pub struct S3Storage {
     runtime: Runtime,
+    timeout: Duration,
     client: Client,
     bucket: String,
     prefix: String,
@@ -53,9 +55,14 @@ impl S3Storage {
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new("us-east-1"));
+        let timeout = std::env::var("WALFETCH_IO_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(IO_TIMEOUT);
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .read_timeout(timeout)
             .build();
         let sdk_config = runtime.block_on(
             aws_config::defaults(BehaviorVersion::latest())
@@ -74,6 +81,7 @@ impl S3Storage {
         tracing::debug!(bucket, prefix, endpoint = ?settings.endpoint, path_style = settings.path_style, "S3 storage configured");
         Ok(S3Storage {
             runtime,
+            timeout,
             client,
             bucket: bucket.clone(),
             prefix: prefix.clone(),
@@ -192,6 +200,7 @@ impl Storage for S3Storage {
     fn open(&self, key: &str) -> Result<ObjectReader> {
         let mut reader = S3Reader {
             handle: self.runtime.handle().clone(),
+            timeout: self.timeout,
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: self.full_key(key),
@@ -219,7 +228,7 @@ impl Storage for S3Storage {
                 .send();
             match self
                 .runtime
-                .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await })
+                .block_on(async { tokio::time::timeout(self.timeout, fut).await })
             {
                 Err(_) => Err(Error::new(
                     ErrorKind::Unreachable,
@@ -261,7 +270,7 @@ impl Storage for S3Storage {
                     .send();
                 match self
                     .runtime
-                    .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await })
+                    .block_on(async { tokio::time::timeout(self.timeout, fut).await })
                 {
                     Err(_) => Err(Error::new(
                         ErrorKind::Unreachable,
@@ -327,6 +336,7 @@ impl Storage for S3Storage {
 /// connection breaks, the body stalls, or it ends before its Content-Length.
 struct S3Reader {
     handle: Handle,
+    timeout: Duration,
     client: Client,
     bucket: String,
     key: String,
@@ -348,7 +358,7 @@ impl S3Reader {
         }
         let out = match self
             .handle
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, req.send()).await })
+            .block_on(async { tokio::time::timeout(self.timeout, req.send()).await })
         {
             Err(_) => {
                 return Err(Error::new(
@@ -374,14 +384,14 @@ impl S3Reader {
         };
         match self
             .handle
-            .block_on(async { tokio::time::timeout(BODY_STALL_TIMEOUT, body.next()).await })
+            .block_on(async { tokio::time::timeout(self.timeout, body.next()).await })
         {
             Err(_) => Err(Error::new(
                 ErrorKind::Unreachable,
                 format!(
                     "{}: no data for {}s at byte {}",
                     self.url,
-                    BODY_STALL_TIMEOUT.as_secs(),
+                    self.timeout.as_secs(),
                     self.offset
                 ),
             )),

@@ -4,65 +4,19 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::archive::*;
 use common::*;
 use walfetch::codec::Codec;
 
 const SEG: &str = "000000010000000000000005";
 const SEG_SIZE: u64 = 1 << 20;
 
-/// A file archive in a scratch directory.
-struct Archive {
-    scratch: Scratch,
-    root: PathBuf,
-}
-
-impl Archive {
-    fn new() -> Archive {
-        let scratch = Scratch::new();
-        let root = scratch.dir("archive");
-        Archive { scratch, root }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![("WALG_FILE_PREFIX".into(), self.root.display().to_string())]
-    }
-
-    fn put(&self, key: &str, data: &[u8]) {
-        let path = self.root.join(key);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        give_to_postgres(&self.root);
-    }
-
-    /// A data directory with pg_wal and a pg_control carrying `sysid`.
-    fn datadir(&self, sysid: u64, standby: bool) -> PathBuf {
-        let dir = self.scratch.dir("pgdata");
-        fs::create_dir_all(dir.join("pg_wal")).unwrap();
-        fs::create_dir_all(dir.join("global")).unwrap();
-        let mut control = sysid.to_le_bytes().to_vec();
-        control.resize(8192, 0);
-        fs::write(dir.join("global/pg_control"), control).unwrap();
-        if standby {
-            fs::write(dir.join("standby.signal"), "").unwrap();
-        }
-        give_to_postgres(&dir);
-        dir
-    }
-
-    fn wal_fetch(&self, datadir: &Path, name: &str, extra: &[&str]) -> std::process::Output {
-        let mut args = vec!["wal-fetch", name, "pg_wal/RECOVERYXLOG"];
-        args.extend(extra);
-        walfetch_in(Some(datadir), &args, &self.env())
-    }
-}
-
-fn encode(codec: Codec, data: &[u8]) -> Vec<u8> {
-    let mut enc = codec.encoder(Vec::new()).unwrap();
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
+fn wal_fetch(a: &Archive, datadir: &Path, name: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["wal-fetch", name, "pg_wal/RECOVERYXLOG"];
+    args.extend(extra);
+    walfetch_in(Some(datadir), &args, &a.env())
 }
 
 fn code(out: &std::process::Output) -> i32 {
@@ -99,7 +53,7 @@ fn wal_fetch_restores_a_valid_segment_under_any_codec() {
             &format!("wal_005/{}", codec.file_name(&name)),
             &encode(codec, &data),
         );
-        let out = a.wal_fetch(&dir, &name, &[]);
+        let out = wal_fetch(&a, &dir, &name, &[]);
         assert_eq!(code(&out), 0, "{codec:?}: {}", stderr(&out));
         assert_eq!(
             fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(),
@@ -115,7 +69,7 @@ fn wal_fetch_missing_file_exits_1() {
     let a = Archive::new();
     let dir = a.datadir(7, false);
     for name in [SEG, "00000002.history"] {
-        let out = a.wal_fetch(&dir, name, &[]);
+        let out = wal_fetch(&a, &dir, name, &[]);
         assert_eq!(code(&out), 1, "{name}: {}", stderr(&out));
     }
     assert!(wal_dir_files(&dir).is_empty());
@@ -129,7 +83,7 @@ fn wal_fetch_history_files_are_not_size_checked() {
         "wal_005/00000002.history",
         b"1\t0/5000000\tno recovery target specified\n",
     );
-    let out = a.wal_fetch(&dir, "00000002.history", &[]);
+    let out = wal_fetch(&a, &dir, "00000002.history", &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(fs::read_to_string(dir.join("pg_wal/RECOVERYXLOG"))
         .unwrap()
@@ -146,7 +100,7 @@ fn wal_fetch_corrupt_object_stops_recovery_but_lets_a_standby_retry() {
     a.put(&format!("wal_005/{SEG}.lz4"), &packed);
 
     let standby = a.datadir(7, true);
-    let out = a.wal_fetch(&standby, SEG, &[]);
+    let out = wal_fetch(&a, &standby, SEG, &[]);
     assert_eq!(code(&out), 7, "{}", stderr(&out));
     let msg = stderr(&out);
     assert!(
@@ -160,7 +114,7 @@ fn wal_fetch_corrupt_object_stops_recovery_but_lets_a_standby_retry() {
     );
 
     fs::remove_file(standby.join("standby.signal")).unwrap();
-    let out = a.wal_fetch(&standby, SEG, &[]);
+    let out = wal_fetch(&a, &standby, SEG, &[]);
     assert_eq!(
         code(&out),
         128 + 7,
@@ -179,7 +133,7 @@ fn wal_fetch_truncated_object_is_corrupt() {
         packed.truncate(packed.len() - 7);
         let _ = fs::remove_dir_all(a.root.join("wal_005"));
         a.put(&format!("wal_005/{}", codec.file_name(SEG)), &packed);
-        let out = a.wal_fetch(&dir, SEG, &[]);
+        let out = wal_fetch(&a, &dir, SEG, &[]);
         assert_eq!(code(&out), 7, "{codec:?}: {}", stderr(&out));
         assert!(wal_dir_files(&dir).is_empty());
     }
@@ -197,7 +151,7 @@ fn wal_fetch_refuses_wrong_name_other_cluster_and_wrong_size() {
             &fake_segment("000000010000000000000006", SEG_SIZE, 7),
         ),
     );
-    let out = a.wal_fetch(&dir, SEG, &[]);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
     assert_eq!(code(&out), 7);
     assert!(
         stderr(&out).contains("does not match the name"),
@@ -209,14 +163,14 @@ fn wal_fetch_refuses_wrong_name_other_cluster_and_wrong_size() {
         &format!("wal_005/{SEG}.lz4"),
         &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 8)),
     );
-    let out = a.wal_fetch(&dir, SEG, &[]);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
     assert_eq!(code(&out), 7);
     assert!(stderr(&out).contains("another cluster"), "{}", stderr(&out));
     // A short segment in a valid frame (the frame decodes cleanly; the size is wrong).
     let mut short = fake_segment(SEG, SEG_SIZE, 7);
     short.truncate(SEG_SIZE as usize - 8192);
     a.put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &short));
-    let out = a.wal_fetch(&dir, SEG, &[]);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
     assert_eq!(code(&out), 7);
     assert!(stderr(&out).contains("decoded to"), "{}", stderr(&out));
     assert!(wal_dir_files(&dir).is_empty());
@@ -305,68 +259,6 @@ fn wal_fetch_s3_failures_never_pass_for_not_found() {
 
 // ---- backup-fetch ------------------------------------------------------------------
 
-const BACKUP: &str = "base_000000010000000000000002";
-
-/// Name, contents, and symlink target (for link members) of a tar member.
-type Member<'a> = (&'a str, &'a [u8], Option<&'a str>);
-
-/// A raw tar member: regular file (or symlink when `link` is set), name written verbatim.
-fn member(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8], link: Option<&str>) {
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o600);
-    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    match link {
-        Some(target) => {
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
-            h.set_cksum();
-            b.append(&h, std::io::empty()).unwrap();
-        }
-        None => {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-    }
-}
-
-fn tar_of(members: &[Member]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data, link) in members {
-        member(&mut b, name, data, *link);
-    }
-    b.into_inner().unwrap()
-}
-
-/// A synthetic wal-g backup: one data part, pg_control.tar, files metadata, sentinel.
-fn synthetic_backup(
-    a: &Archive,
-    data_part: &[(&str, &[u8], Option<&str>)],
-    metadata: Option<&str>,
-) {
-    let dir = format!("basebackups_005/{BACKUP}");
-    a.put(
-        &format!("{dir}/tar_partitions/part_001.tar.lz4"),
-        &encode(Codec::Lz4, &tar_of(data_part)),
-    );
-    a.put(
-        &format!("{dir}/tar_partitions/pg_control.tar.lz4"),
-        &encode(
-            Codec::Lz4,
-            &tar_of(&[("/global/pg_control", &[1u8; 8192], None)]),
-        ),
-    );
-    if let Some(m) = metadata {
-        a.put(&format!("{dir}/files_metadata.json"), m.as_bytes());
-    }
-    a.put(
-        &format!("basebackups_005/{BACKUP}_backup_stop_sentinel.json"),
-        br#"{"LSN":33554472,"FinishLSN":33554688,"PgVersion":150018,"SystemIdentifier":7,"Version":2,"FinishTime":"2026-11-25T09:45:05Z"}"#,
-    );
-}
-
 const GOOD_PART: &[Member] = &[
     ("PG_VERSION", b"15\n", None),
     ("/base/1/1259", b"rel", None),
@@ -385,7 +277,7 @@ fn backup_fetch_restores_a_synthetic_backup_and_checks_metadata() {
     let a = Archive::new();
     synthetic_backup(
         &a,
-        GOOD_PART,
+        &[GOOD_PART],
         Some(
             r#"{"Files":{"/base/1/1259":{},"global/1262":{},"PG_VERSION":{}},"TarFileSets":{"part_001.tar.lz4":[]}}"#,
         ),
@@ -437,7 +329,7 @@ fn backup_fetch_missing_backup_and_garbage_sentinel() {
         stderr(&out)
     );
 
-    synthetic_backup(&a, GOOD_PART, None);
+    synthetic_backup(&a, &[GOOD_PART], None);
     a.put(
         &format!("basebackups_005/{BACKUP}_backup_stop_sentinel.json"),
         b"{not json",
@@ -457,7 +349,7 @@ fn backup_fetch_missing_backup_and_garbage_sentinel() {
 #[test]
 fn backup_fetch_corrupt_partition_leaves_the_directory_marked_and_unstartable() {
     let a = Archive::new();
-    synthetic_backup(&a, GOOD_PART, None);
+    synthetic_backup(&a, &[GOOD_PART], None);
     let key = format!("basebackups_005/{BACKUP}/tar_partitions/part_001.tar.lz4");
     let mut packed = fs::read(a.root.join(&key)).unwrap();
     let n = packed.len();
@@ -510,7 +402,7 @@ fn backup_fetch_refuses_hostile_members() {
     ];
     for (what, part) in cases {
         let a = Archive::new();
-        synthetic_backup(&a, part, None);
+        synthetic_backup(&a, &[part], None);
         let target = a.scratch.path().join("deep/restored");
         let out = fetch(&a, &target, &[]);
         assert_eq!(code(&out), 8, "{what}: {}", stderr(&out));
@@ -533,7 +425,7 @@ fn backup_fetch_checks_partitions_and_files_against_metadata() {
     let a = Archive::new();
     synthetic_backup(
         &a,
-        GOOD_PART,
+        &[GOOD_PART],
         Some(r#"{"Files":{},"TarFileSets":{"part_001.tar.lz4":[],"part_002.tar.lz4":[]}}"#),
     );
     let target = a.scratch.path().join("restored");
@@ -553,7 +445,7 @@ fn backup_fetch_checks_partitions_and_files_against_metadata() {
     let a = Archive::new();
     synthetic_backup(
         &a,
-        GOOD_PART,
+        &[GOOD_PART],
         Some(
             r#"{"Files":{"/base/1/1259":{},"/base/1/9999":{}},"TarFileSets":{"part_001.tar.lz4":[]}}"#,
         ),
@@ -565,7 +457,7 @@ fn backup_fetch_checks_partitions_and_files_against_metadata() {
 
     // An object in tar_partitions/ that is no known partition or codec.
     let a = Archive::new();
-    synthetic_backup(&a, GOOD_PART, None);
+    synthetic_backup(&a, &[GOOD_PART], None);
     a.put(
         &format!("basebackups_005/{BACKUP}/tar_partitions/part_002.tar.snappy"),
         b"x",
@@ -582,7 +474,7 @@ fn backup_fetch_checks_partitions_and_files_against_metadata() {
 #[test]
 fn backup_list_orders_by_finish_lsn_and_prints_json() {
     let a = Archive::new();
-    synthetic_backup(&a, GOOD_PART, None);
+    synthetic_backup(&a, &[GOOD_PART], None);
     a.put(
         "basebackups_005/base_000000010000000000000009_backup_stop_sentinel.json",
         br#"{"LSN":150994984,"FinishLSN":150995200,"PgVersion":150018,"FinishTime":"2026-11-24T00:00:00Z"}"#,

@@ -4,71 +4,47 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use common::archive::*;
 use common::*;
 use serde_json::Value;
 use walfetch::codec::Codec;
 
-struct Archive {
-    scratch: Scratch,
-    root: PathBuf,
+/// Placeholder segment objects (wal-verify only lists them) for `tli`, `from..=to`.
+fn segments(a: &Archive, tli: u32, from: u32, to: u32, except: &[u32]) {
+    for n in (from..=to).filter(|n| !except.contains(n)) {
+        a.put(&format!("wal_005/{tli:08X}00000000{n:08X}.lz4"), b"x");
+    }
 }
 
-impl Archive {
-    fn new() -> Archive {
-        let scratch = Scratch::new();
-        let root = scratch.dir("archive");
-        Archive { scratch, root }
-    }
+fn backup(a: &Archive, start: u64, finish: u64) {
+    let name = format!(
+        "base_00000001{:08X}{:08X}",
+        start >> 32,
+        (start & 0xFFFF_FFFF) >> 24
+    );
+    let sentinel = format!(
+        r#"{{"LSN":{start},"FinishLSN":{finish},"PgVersion":150000,"FinishTime":"2026-11-25T00:00:00Z"}}"#
+    );
+    a.put(
+        &format!("basebackups_005/{name}_backup_stop_sentinel.json"),
+        sentinel.as_bytes(),
+    );
+}
 
-    fn env(&self) -> Vec<(String, String)> {
-        vec![("WALG_FILE_PREFIX".into(), self.root.display().to_string())]
-    }
-
-    fn put(&self, key: &str, data: &[u8]) {
-        let path = self.root.join(key);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-    }
-
-    /// Placeholder segment objects (wal-verify only lists them) for `tli`, `from..=to`.
-    fn segments(&self, tli: u32, from: u32, to: u32, except: &[u32]) {
-        for n in (from..=to).filter(|n| !except.contains(n)) {
-            self.put(&format!("wal_005/{tli:08X}00000000{n:08X}.lz4"), b"x");
-        }
-    }
-
-    fn backup(&self, start: u64, finish: u64) {
-        let name = format!(
-            "base_00000001{:08X}{:08X}",
-            start >> 32,
-            (start & 0xFFFF_FFFF) >> 24
-        );
-        let sentinel = format!(
-            r#"{{"LSN":{start},"FinishLSN":{finish},"PgVersion":150000,"FinishTime":"2026-11-25T00:00:00Z"}}"#
-        );
-        self.put(
-            &format!("basebackups_005/{name}_backup_stop_sentinel.json"),
-            sentinel.as_bytes(),
-        );
-    }
-
-    fn verify(&self, args: &[&str]) -> (i32, Value) {
-        let mut all = vec!["wal-verify", "--json"];
-        all.extend(args);
-        let out = walfetch(&all, &self.env());
-        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{e}: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                stderr(&out)
-            )
-        });
-        (out.status.code().unwrap(), json)
-    }
+fn verify(a: &Archive, args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["wal-verify", "--json"];
+    all.extend(args);
+    let out = walfetch(&all, &a.env());
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        )
+    });
+    (out.status.code().unwrap(), json)
 }
 
 fn missing(report: &Value) -> Vec<(u64, String, String)> {
@@ -101,10 +77,10 @@ const SEG16: [&str; 2] = ["--wal-segment-size", "16MB"];
 #[test]
 fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
     let a = Archive::new();
-    a.segments(1, 0x02, 0x40, &[0x05, 0x17, 0x18, 0x19]);
-    a.backup(0x0200_0028, 0x0200_0100);
-    a.backup(0x1600_0028, 0x1800_0100);
-    let (code, r) = a.verify(&SEG16);
+    segments(&a, 1, 0x02, 0x40, &[0x05, 0x17, 0x18, 0x19]);
+    backup(&a, 0x0200_0028, 0x0200_0100);
+    backup(&a, 0x1600_0028, 0x1800_0100);
+    let (code, r) = verify(&a, &SEG16);
     assert_eq!(code, 14, "{r:#}");
     assert_eq!(r["status"], "unrestorable");
     assert_eq!(
@@ -133,12 +109,15 @@ fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
             .join("basebackups_005/base_000000010000000000000016_backup_stop_sentinel.json"),
     )
     .unwrap();
-    let (code, r) = a.verify(&[
-        "--wal-segment-size",
-        "16MB",
-        "--from",
-        "000000010000000000000010",
-    ]);
+    let (code, r) = verify(
+        &a,
+        &[
+            "--wal-segment-size",
+            "16MB",
+            "--from",
+            "000000010000000000000010",
+        ],
+    );
     assert_eq!(code, 12, "{r:#}");
     assert_eq!(
         missing(&r),
@@ -163,13 +142,13 @@ fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
 #[test]
 fn healthy_archive_with_garbage_exits_0_and_lists_the_garbage() {
     let a = Archive::new();
-    a.segments(1, 0x02, 0x10, &[]);
-    a.backup(0x0200_0028, 0x0300_0100);
+    segments(&a, 1, 0x02, 0x10, &[]);
+    backup(&a, 0x0200_0028, 0x0300_0100);
     a.put("wal_005/readme.txt", b"hello");
     a.put("wal_005/000000010000000000000011.lz4.tmp", b"x");
     a.put("wal_005/000000010000000000000003.00000028.backup.lz4", b"x");
     a.put("wal_005/00000001000000000000000G.lz4", b"x");
-    let (code, r) = a.verify(&SEG16);
+    let (code, r) = verify(&a, &SEG16);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["status"], "healthy");
     assert_eq!(r["unknown_objects"], 3);
@@ -186,7 +165,7 @@ fn healthy_archive_with_garbage_exits_0_and_lists_the_garbage() {
 #[test]
 fn an_archive_that_stopped_advancing_is_stale() {
     let a = Archive::new();
-    a.segments(1, 0x02, 0x08, &[]);
+    segments(&a, 1, 0x02, 0x08, &[]);
     let old = SystemTime::now() - Duration::from_secs(3 * 3600);
     for e in fs::read_dir(a.root.join("wal_005")).unwrap() {
         fs::File::options()
@@ -196,11 +175,11 @@ fn an_archive_that_stopped_advancing_is_stale() {
             .set_modified(old)
             .unwrap();
     }
-    let (code, r) = a.verify(&["--wal-segment-size", "16MB", "--max-age", "1h"]);
+    let (code, r) = verify(&a, &["--wal-segment-size", "16MB", "--max-age", "1h"]);
     assert_eq!(code, 13, "{r:#}");
     assert_eq!(r["status"], "stale");
     assert!(r["newest_segment_age_seconds"].as_u64().unwrap() >= 3 * 3600 - 5);
-    let (code, _) = a.verify(&["--wal-segment-size", "16MB", "--max-age", "4h"]);
+    let (code, _) = verify(&a, &["--wal-segment-size", "16MB", "--max-age", "4h"]);
     assert_eq!(code, 0);
 
     // Prometheus metrics are written atomically for the textfile collector.
@@ -230,15 +209,15 @@ fn follows_timeline_history() {
     let a = Archive::new();
     // Timeline 1 until 0/A0000A0 (inside segment 0A), then timeline 2. Timeline 1's
     // segments past the branch (0B, 0C: an abandoned old primary) are not required.
-    a.segments(1, 0x02, 0x0C, &[0x05, 0x0A]);
+    segments(&a, 1, 0x02, 0x0C, &[0x05, 0x0A]);
     a.put("wal_005/00000001000000000000000A.partial.lz4", b"x");
     a.put(
         "wal_005/00000002.history.lz4",
-        &encode_lz4(b"1\t0/A0000A0\tno recovery target specified\n"),
+        &encode(Codec::Lz4, b"1\t0/A0000A0\tno recovery target specified\n"),
     );
-    a.segments(2, 0x0A, 0x12, &[0x0C]);
-    a.backup(0x0200_0028, 0x0200_0100);
-    let (code, r) = a.verify(&SEG16);
+    segments(&a, 2, 0x0A, 0x12, &[0x0C]);
+    backup(&a, 0x0200_0028, 0x0200_0100);
+    let (code, r) = verify(&a, &SEG16);
     assert_eq!(code, 12, "{r:#}");
     assert_eq!(r["current_timeline"], 2);
     assert_eq!(
@@ -276,12 +255,6 @@ fn follows_timeline_history() {
     assert_eq!(t1["backups"][0], "base_000000010000000000000002");
 }
 
-fn encode_lz4(data: &[u8]) -> Vec<u8> {
-    let mut e = Codec::Lz4.encoder(Vec::new()).unwrap();
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 #[test]
 fn storage_errors_are_not_verdicts() {
     let scratch = Scratch::new();
@@ -297,13 +270,10 @@ fn storage_errors_are_not_verdicts() {
 /// A real cluster with `--wal-segsize`, archiving with walfetch: the size is read from
 /// the archive, and a deleted segment is reported by name.
 fn real_cluster_with_segment_size(mb: u32) {
-    let scratch = Scratch::new();
-    let archive = scratch.dir("archive");
-    let env = vec![(
-        "WALG_FILE_PREFIX".to_string(),
-        archive.display().to_string(),
-    )];
-    let mut pg = Cluster::init(&scratch, "pg", &["--wal-segsize", &mb.to_string()]);
+    let a = Archive::new();
+    let scratch = &a.scratch;
+    let env = a.env();
+    let mut pg = Cluster::init(scratch, "pg", &["--wal-segsize", &mb.to_string()]);
     pg.env = env.clone();
     pg.configure(&[
         ("archive_mode", "on"),
@@ -326,11 +296,7 @@ fn real_cluster_with_segment_size(mb: u32) {
     pg.archive_through(&lsn);
     pg.stop();
 
-    let a = Archive {
-        scratch,
-        root: archive,
-    };
-    let (code, r) = a.verify(&[]);
+    let (code, r) = verify(&a, &[]);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["wal_segment_size"], (mb as u64) << 20);
     let mut segs: Vec<String> = fs::read_dir(a.root.join("wal_005"))
@@ -342,7 +308,7 @@ fn real_cluster_with_segment_size(mb: u32) {
     assert!(segs.len() >= 5, "{segs:?}");
     let victim = segs[segs.len() / 2].clone();
     fs::remove_file(a.root.join("wal_005").join(&victim)).unwrap();
-    let (code, r) = a.verify(&[]);
+    let (code, r) = verify(&a, &[]);
     assert_eq!(code, 12, "{r:#}");
     let stem = victim.trim_end_matches(".lz4").to_string();
     assert_eq!(missing(&r), [(1, stem.clone(), stem)]);
@@ -360,14 +326,11 @@ fn real_cluster_with_64mb_segments() {
 
 #[test]
 fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
-    let scratch = Scratch::new();
-    let archive = scratch.dir("archive");
-    let env = vec![(
-        "WALG_FILE_PREFIX".to_string(),
-        archive.display().to_string(),
-    )];
+    let a = Archive::new();
+    let scratch = &a.scratch;
+    let env = a.env();
     let push = format!("{} wal-push %p", walfetch_bin().display());
-    let mut primary = Cluster::init(&scratch, "primary", &[]);
+    let mut primary = Cluster::init(scratch, "primary", &[]);
     primary.env = env.clone();
     primary.configure(&[("archive_mode", "on"), ("archive_command", &push)]);
     primary.start();
@@ -394,7 +357,7 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
         &env,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut standby = Cluster::attach(&scratch, "standby", standby_dir);
+    let mut standby = Cluster::attach(scratch, "standby", standby_dir);
     standby.env = env.clone();
     standby.configure(&[("archive_mode", "on"), ("archive_command", &push)]);
     standby.start();
@@ -414,11 +377,7 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     let lsn2 = standby.sql("SELECT pg_current_wal_lsn()");
     standby.archive_through(&lsn2);
 
-    let a = Archive {
-        scratch,
-        root: archive,
-    };
-    let (code, r) = a.verify(&[]);
+    let (code, r) = verify(&a, &[]);
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["current_timeline"], 2);
     assert!(a.root.join("wal_005/00000002.history.lz4").exists());
@@ -431,7 +390,7 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     tl2.sort();
     assert!(tl2.len() >= 3, "{tl2:?}");
     fs::remove_file(a.root.join("wal_005").join(&tl2[1])).unwrap();
-    let (code, r) = a.verify(&[]);
+    let (code, r) = verify(&a, &[]);
     assert_eq!(code, 12, "{r:#}");
     let stem = tl2[1].trim_end_matches(".lz4").to_string();
     assert_eq!(missing(&r), [(2, stem.clone(), stem)]);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod proxy;
 
 use std::fs;

@@ -25,6 +25,8 @@ pub enum Fault {
     Delay(Duration),
     /// Read the request and never answer.
     Stall,
+    /// Forward the body slowly: this many bytes, then a pause, repeatedly.
+    Throttle(usize, Duration),
 }
 
 /// A rule: requests whose first line contains `matches` get `fault`, `times` times.
@@ -227,7 +229,11 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
         _ => None,
     };
     let mut sent = 0usize;
-    let mut buf = [0u8; 16 * 1024];
+    let chunk = match &fault {
+        Some(Fault::Throttle(bytes, _)) => *bytes,
+        _ => 16 * 1024,
+    };
+    let mut buf = vec![0u8; chunk];
     loop {
         let n = match up.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -239,6 +245,9 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
         };
         if client.write_all(&buf[..n]).is_err() {
             return;
+        }
+        if let Some(Fault::Throttle(_, pause)) = &fault {
+            thread::sleep(*pause);
         }
         sent += n;
         if limit == Some(sent) {

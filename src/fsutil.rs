@@ -123,11 +123,24 @@ pub fn clear_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether the process with `pid` is alive (used to tell stale temporaries from live ones).
+/// Whether the process with `pid` is alive (used to tell stale temporaries from live
+/// ones). A zombie (killed, not yet reaped) is dead: it will never finish its write.
 pub fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // /proc/<pid>/stat: "pid (comm) state ..."; comm may contain spaces, so split after ')'.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z') | Some('X')
+        ),
+        Err(_) => true,
+    }
 }
 
 /// Removes walfetch temporaries in `dir` left by processes that no longer run

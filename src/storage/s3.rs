@@ -423,7 +423,10 @@ impl S3Reader {
         let mut attempt = 1;
         loop {
             let result = if self.body.is_none() {
-                self.start_body().map(|_| None)
+                match self.start_body() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                }
             } else {
                 self.next_chunk()
             };
@@ -432,11 +435,10 @@ impl S3Reader {
                     self.chunk = bytes;
                     return Ok(true);
                 }
-                Ok(None) if self.body.is_some() => {
+                Ok(None) => {
                     self.body = None;
                     return Ok(false);
                 }
-                Ok(None) => continue,
                 Err(err) if err.kind() == ErrorKind::Unreachable => {
                     self.body = None;
                     let Some(delay) = delays.next() else {

@@ -467,9 +467,10 @@ pub fn walfetch(args: &[&str], env: &[(String, String)]) -> Output {
 /// Like [`walfetch`], in directory `cwd`.
 pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Output {
     let mut cmd = as_postgres(walfetch_bin());
+    // Few retries by default, so failure tests finish fast; a test's env may raise it.
     cmd.args(args)
-        .envs(env.iter().cloned())
         .env("WALFETCH_MAX_RETRIES", "2")
+        .envs(env.iter().cloned())
         .stdin(Stdio::null());
     for var in [
         "WALG_S3_PREFIX",

@@ -109,10 +109,12 @@ impl StorageSettings {
             }
         }
         let endpoint = endpoint.map(|e| normalize_endpoint(&e));
+        // S3-compatible servers ignore the region, but SigV4 needs one: wal-g's us-east-1.
         let region = flags
             .region
             .clone()
-            .or_else(|| first_env(&["AWS_REGION", "AWS_DEFAULT_REGION"]).map(|(_, v)| v));
+            .or_else(|| first_env(&["AWS_REGION", "AWS_DEFAULT_REGION"]).map(|(_, v)| v))
+            .or_else(|| endpoint.as_ref().map(|_| "us-east-1".to_string()));
         Ok(StorageSettings {
             location,
             endpoint,
@@ -156,7 +158,20 @@ pub fn parse_location(raw: &str) -> Result<Location> {
             prefix: prefix.trim_matches('/').to_string(),
         });
     }
-    let path = raw.strip_prefix("file://").unwrap_or(raw);
+    // file:///dir, and WAL-E's file://localhost/dir.
+    let path = match raw.strip_prefix("file://") {
+        Some(rest) if rest.starts_with('/') => rest,
+        Some(rest) => match rest.strip_prefix("localhost") {
+            Some(p) if p.starts_with('/') => p,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("'{raw}': a file URL must name a local path (file:///dir or file://localhost/dir)"),
+                ))
+            }
+        },
+        None => raw,
+    };
     if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
         return Err(Error::new(
             ErrorKind::Config,
@@ -244,6 +259,13 @@ mod tests {
                 root: "/srv/archive".into()
             }
         );
+        assert_eq!(
+            parse_location("file://localhost/srv/wale").unwrap(),
+            Location::File {
+                root: "/srv/wale".into()
+            }
+        );
+        assert!(parse_location("file://otherhost/srv").is_err());
         assert!(parse_location("gs://bucket").is_err());
     }
 

@@ -13,6 +13,11 @@ use walfetch::{logging, storage};
 /// wal-verify's findings).
 fn run(cli: &Cli) -> Result<i32> {
     let settings = StorageSettings::resolve(&cli.storage.flags())?;
+    for name in ["WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID"] {
+        if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
+            tracing::warn!("{name} is set: walfetch reads GPG-encrypted objects only after they are decrypted (gpg -d), and reports encrypted ones as such");
+        }
+    }
     let storage = storage::open(&settings)?;
     match &cli.command {
         Command::BackupList(c) => c.run(&storage).map(|_| 0),

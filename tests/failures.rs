@@ -499,3 +499,48 @@ fn backup_list_orders_by_finish_lsn_and_prints_json() {
     );
     assert_eq!(rows[1]["finish_lsn"], "0/9000100");
 }
+
+#[test]
+fn wal_fetch_reads_wale_lzo_and_refuses_corrupt_or_encrypted_lzo() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    let data = fake_segment(SEG, SEG_SIZE, 7);
+    let raw = a.scratch.path().join("seg.raw");
+    fs::write(&raw, &data).unwrap();
+    let out = std::process::Command::new("lzop")
+        .arg("-c")
+        .arg(&raw)
+        .output()
+        .expect("lzop is installed (scripts/install-deps --tests)");
+    let packed = out.stdout;
+    a.put(&format!("wal_005/{SEG}.lzo"), &packed);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), data);
+    fs::remove_file(dir.join("pg_wal/RECOVERYXLOG")).unwrap();
+
+    let mut bad = packed.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x20;
+    a.put(&format!("wal_005/{SEG}.lzo"), &bad);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{SEG}.lzo")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(wal_dir_files(&dir).is_empty());
+
+    // WAL-E's GPG encryption keeps the .lzo name; the content is an OpenPGP message.
+    let mut gpg = vec![0x85, 0x01, 0x0C, 0x03];
+    gpg.extend(noise(4096, 9));
+    a.put(&format!("wal_005/{SEG}.lzo"), &gpg);
+    let out = wal_fetch(&a, &dir, SEG, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("GPG-encrypted") && stderr(&out).contains("gpg -d"),
+        "{}",
+        stderr(&out)
+    );
+}

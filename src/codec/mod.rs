@@ -6,6 +6,7 @@
 //! | `.zst` | zstd frame(s) |
 //! | `.br` | raw brotli stream |
 //! | `.lzma` | LZMA-alone (`.lzma`, not xz), end marker or known size |
+//! | `.lzo` | lzop file (WAL-E), every announced checksum verified; read only |
 //! | none | uncompressed |
 //!
 //! Decoders stream; encoders write the framing wal-g writes (4 MiB independent lz4
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, ErrorKind, Result};
 
 mod lz4_guard;
+pub mod lzop;
 
 use lz4_guard::Lz4Stream;
 
@@ -34,14 +36,17 @@ pub enum Codec {
     Brotli,
     /// LZMA-alone (`.lzma`).
     Lzma,
+    /// lzop file format (`.lzo`), read only: WAL-E's compression.
+    Lzo,
 }
 
 /// Every codec walfetch reads, in the order a lookup probes them (most common first).
-pub const ALL: [Codec; 5] = [
+pub const ALL: [Codec; 6] = [
     Codec::Lz4,
     Codec::Zstd,
     Codec::Brotli,
     Codec::Lzma,
+    Codec::Lzo,
     Codec::None,
 ];
 
@@ -54,6 +59,7 @@ impl Codec {
             Codec::Zstd => "zst",
             Codec::Brotli => "br",
             Codec::Lzma => "lzma",
+            Codec::Lzo => "lzo",
         }
     }
 
@@ -97,6 +103,7 @@ impl Codec {
                 Err(e) => Box::new(FailingReader(Some(e))),
             },
             Codec::Brotli => Box::new(brotli::Decompressor::new(tracked, 64 * 1024)),
+            Codec::Lzo => Box::new(lzop::LzopReader::new(tracked)),
             Codec::Lzma => match xz2::stream::Stream::new_lzma_decoder(u64::MAX) {
                 Ok(stream) => Box::new(xz2::read::XzDecoder::new_stream(
                     BufReader::with_capacity(64 * 1024, tracked),
@@ -142,6 +149,9 @@ impl Codec {
                 let stream = xz2::stream::Stream::new_lzma_encoder(&opts)
                     .map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma encoder: {e}")))?;
                 Encoder::Lzma(xz2::write::XzEncoder::new_stream(out, stream))
+            }
+            Codec::Lzo => {
+                return Err(Error::new(ErrorKind::Config, "lzo is read-only in walfetch (WAL-E's format); push with lz4, zstd, brotli or lzma"))
             }
         })
     }
@@ -352,7 +362,7 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        for codec in ALL {
+        for codec in ALL.into_iter().filter(|c| *c != Codec::Lzo) {
             let packed = round_trip(codec);
             assert_eq!(decode(codec, packed).unwrap(), sample(), "{codec:?}");
         }

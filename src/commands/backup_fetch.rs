@@ -30,7 +30,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::backup::{latest, read_backup};
 use crate::layout::{backup_file_key, files_metadata, partitions_prefix};
-use crate::pg::datadir::server_running;
+use crate::pg::datadir::{pg_major, server_running};
+use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
 use crate::restore::extract::{sanitize, Target};
 use crate::restore::tablespace;
@@ -208,8 +209,15 @@ impl BackupFetch {
             .map_err(|e| Error::local_io(dir.join("pg_wal").display(), &e))?;
 
         let mut written = Vec::new();
+        let missing_config = minimal_config::missing(&dir);
         if let Some(mode) = self.mode() {
             written = write_recovery_config(&dir, mode, &restore_command(settings)?)?;
+            let control = dir.join(crate::restore::extract::STAGED_PG_CONTROL);
+            written.extend(minimal_config::write_missing(
+                &dir,
+                pg_major(&dir)?,
+                &control,
+            )?);
         }
         if !self.no_sync {
             fsutil::sync_filesystem(&dir)?;
@@ -233,6 +241,12 @@ impl BackupFetch {
         );
         for line in &written {
             println!("wrote {line}");
+        }
+        if !missing_config.is_empty() && self.mode().is_none() {
+            println!(
+                "note: the backup has no {} (WAL-E leaves them out); add your own, or re-run with --standby / --recovery for a minimal working set",
+                missing_config.join(", ")
+            );
         }
         match self.mode() {
             Some(_) => println!("next: pg_ctl -D {} start   (as the user that owns it)", dir.display()),

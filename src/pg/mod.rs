@@ -2,4 +2,5 @@
 //! server), and the recovery configuration each PostgreSQL version expects.
 
 pub mod datadir;
+pub mod minimal_config;
 pub mod recovery;

@@ -364,7 +364,7 @@ impl Cluster {
 
     /// Runs SQL, returning unaligned tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
+        let out = as_postgres("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .envs(self.libpq_env())
             .output()
@@ -379,7 +379,7 @@ impl Cluster {
 
     /// Runs pgbench with `args`.
     pub fn pgbench(&self, args: &[&str]) {
-        let out = Command::new("pgbench")
+        let out = as_postgres("pgbench")
             .args(args)
             .envs(self.libpq_env())
             .output()
@@ -422,7 +422,7 @@ impl Cluster {
     pub fn wait_replayed(&self, lsn: &str) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let ok = Command::new("psql")
+            let ok = as_postgres("psql")
                 .args([
                     "-X",
                     "-A",

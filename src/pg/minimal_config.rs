@@ -1,0 +1,157 @@
+//! A minimal working configuration for restores whose backup has none: WAL-E leaves
+//! `postgresql.conf`, `pg_hba.conf` and `pg_ident.conf` out of every base backup.
+//!
+//! A hot standby refuses to start when `max_connections` and a few other settings are
+//! below the primary's; the primary's values are recorded in `pg_control`, so they are
+//! read with `pg_controldata` (when it is installed) and written into the new file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use std::process::Command;
+
+use super::datadir::PgMajor;
+use crate::error::Result;
+use crate::fsutil::write_atomically;
+
+/// Configuration files a data directory needs to start.
+pub const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
+
+/// Settings a hot standby needs at least as high as the primary's, with the label
+/// `pg_controldata` prints for each.
+const STANDBY_MINIMUMS: [(&str, &str); 5] = [
+    ("max_connections", "max_connections setting:"),
+    ("max_worker_processes", "max_worker_processes setting:"),
+    ("max_wal_senders", "max_wal_senders setting:"),
+    ("max_prepared_transactions", "max_prepared_xacts setting:"),
+    ("max_locks_per_transaction", "max_locks_per_xact setting:"),
+];
+
+/// Which of the configuration files `datadir` lacks.
+pub fn missing(datadir: &Path) -> Vec<&'static str> {
+    CONFIG_FILES
+        .into_iter()
+        .filter(|f| !datadir.join(f).exists())
+        .collect()
+}
+
+fn pg_controldata(version: PgMajor) -> Option<PathBuf> {
+    let versioned = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin/pg_controldata"));
+    if versioned.exists() {
+        return Some(versioned);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("pg_controldata"))
+            .find(|p| p.exists())
+    })
+}
+
+/// The primary's values of [`STANDBY_MINIMUMS`], as recorded in the `pg_control` file
+/// `control` (read through a scratch directory: during a restore it is still staged).
+fn primary_settings(control: &Path, version: PgMajor) -> Vec<(&'static str, String)> {
+    let Some(tool) = pg_controldata(version) else {
+        return Vec::new();
+    };
+    let scratch = std::env::temp_dir().join(format!("walfetch-controldata-{}", std::process::id()));
+    let copied = fs::create_dir_all(scratch.join("global"))
+        .and_then(|_| fs::copy(control, scratch.join("global/pg_control")));
+    let out = copied.ok().and_then(|_| {
+        Command::new(tool)
+            .arg(&scratch)
+            .env("LC_ALL", "C")
+            .output()
+            .ok()
+    });
+    let _ = fs::remove_dir_all(&scratch);
+    let Some(out) = out else { return Vec::new() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    STANDBY_MINIMUMS
+        .iter()
+        .filter_map(|(name, label)| {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(label))?
+                .trim()
+                .to_string();
+            value.parse::<u64>().ok().map(|_| (*name, value))
+        })
+        .collect()
+}
+
+/// Writes whichever of the three files is missing, with the primary's settings from the
+/// `pg_control` file `control`; returns one line per file written.
+pub fn write_missing(datadir: &Path, version: PgMajor, control: &Path) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    let header = "# Written by walfetch backup-fetch: the backup had no such file (WAL-E leaves it out).\n# Replace it with your own before cut-over.\n";
+    for file in missing(datadir) {
+        let text = match file {
+            "postgresql.conf" => {
+                let mut t = format!("{header}listen_addresses = 'localhost'\nhot_standby = on\n");
+                let settings = primary_settings(control, version);
+                if !settings.is_empty() {
+                    t.push_str("# At least the primary's values (from pg_control), or a hot standby will not start:\n");
+                }
+                for (name, value) in settings {
+                    t.push_str(&format!("{name} = {value}\n"));
+                }
+                t
+            }
+            "pg_hba.conf" => {
+                let method = if version.major >= 10 {
+                    "scram-sha-256"
+                } else {
+                    "md5"
+                };
+                format!(
+                    "{header}local   all             all                                     peer\nhost    all             all             127.0.0.1/32            {method}\nhost    all             all             ::1/128                 {method}\nlocal   replication     all                                     peer\n"
+                )
+            }
+            _ => header.to_string(),
+        };
+        let path = datadir.join(file);
+        write_atomically(
+            &path,
+            |f| std::io::Write::write_all(f, text.as_bytes()),
+            false,
+        )?;
+        written.push(format!(
+            "{}: minimal configuration (the backup had none)",
+            path.display()
+        ));
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("pg_ident.conf"), "mine\n").unwrap();
+        assert_eq!(missing(dir.path()), ["postgresql.conf", "pg_hba.conf"]);
+        let written = write_missing(
+            dir.path(),
+            PgMajor {
+                major: 15,
+                minor: 0,
+            },
+            &dir.path().join("no-control"),
+        )
+        .unwrap();
+        assert_eq!(written.len(), 2);
+        assert!(fs::read_to_string(dir.path().join("pg_hba.conf"))
+            .unwrap()
+            .contains("scram-sha-256"));
+        assert!(fs::read_to_string(dir.path().join("postgresql.conf"))
+            .unwrap()
+            .contains("hot_standby = on"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("pg_ident.conf")).unwrap(),
+            "mine\n"
+        );
+        assert!(missing(dir.path()).is_empty());
+    }
+}

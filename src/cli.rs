@@ -74,6 +74,10 @@ pub enum Command {
     WalVerify(crate::commands::wal_verify::WalVerify),
     /// Show the archive's timelines, their segment ranges and gaps, and their backups.
     WalShow(crate::commands::wal_show::WalShow),
+    /// Why a standby is or is not advancing: its files tied to its archive.
+    Status(crate::commands::status::Status),
+    /// Test access to the archive: list, read, credentials expiry, with fixes for common mistakes.
+    Check(crate::commands::check::Check),
 }
 
 /// A default download concurrency: `WALG_DOWNLOAD_CONCURRENCY`, else the number of cores.

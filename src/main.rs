@@ -12,21 +12,33 @@ use walfetch::{logging, storage};
 /// Runs the command; `Ok` carries the exit code of a successful run (non-zero only for
 /// wal-verify's findings).
 fn run(cli: &Cli) -> Result<i32> {
-    let settings = StorageSettings::resolve(&cli.storage.flags())?;
     for name in ["WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID"] {
         if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
             tracing::warn!("{name} is set: walfetch reads GPG-encrypted objects only after they are decrypted (gpg -d), and reports encrypted ones as such");
         }
     }
-    let storage = storage::open(&settings)?;
+    let open = || -> Result<_> {
+        let settings = StorageSettings::resolve(&cli.storage.flags())?;
+        let storage = storage::open(&settings)?;
+        Ok((settings, storage))
+    };
     match &cli.command {
-        Command::BackupList(c) => c.run(&storage).map(|_| 0),
-        Command::BackupFetch(c) => c.run(&storage, &settings).map(|_| 0),
-        Command::WalFetch(c) => c.run(storage.as_ref()).map(|_| 0),
-        Command::WalPush(c) => c.run(&storage).map(|_| 0),
-        Command::BackupPush(c) => c.run(&storage).map(|_| 0),
-        Command::WalVerify(c) => c.run(&storage),
-        Command::WalShow(c) => c.run(&storage).map(|_| 0),
+        // The archive comes from the standby's restore_command; flags and env are the fallback.
+        Command::Status(c) => c.run(&cli.storage.flags()),
+        Command::BackupList(c) => c.run(&open()?.1).map(|_| 0),
+        Command::BackupFetch(c) => {
+            let (settings, storage) = open()?;
+            c.run(&storage, &settings).map(|_| 0)
+        }
+        Command::WalFetch(c) => c.run(open()?.1.as_ref()).map(|_| 0),
+        Command::WalPush(c) => c.run(&open()?.1).map(|_| 0),
+        Command::BackupPush(c) => c.run(&open()?.1).map(|_| 0),
+        Command::WalVerify(c) => c.run(&open()?.1),
+        Command::WalShow(c) => c.run(&open()?.1).map(|_| 0),
+        Command::Check(c) => {
+            let (settings, storage) = open()?;
+            c.run(&storage, &settings).map(|_| 0)
+        }
     }
 }
 
@@ -44,6 +56,8 @@ fn main() -> ExitCode {
                 Command::BackupPush(_) => ("backup-push", err.kind().exit_code()),
                 Command::WalVerify(_) => ("wal-verify", err.kind().exit_code()),
                 Command::WalShow(_) => ("wal-show", err.kind().exit_code()),
+                Command::Status(_) => ("status", err.kind().exit_code()),
+                Command::Check(_) => ("check", err.kind().exit_code()),
             };
             if code == 1 {
                 // "Not in the archive" is routine for history files and the end of WAL.

@@ -3,6 +3,8 @@
 pub mod backup_fetch;
 pub mod backup_list;
 pub mod backup_push;
+pub mod check;
+pub mod status;
 pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;

@@ -6,7 +6,7 @@
 //! read with `pg_controldata` (when it is installed) and written into the new file.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::process::Command;
 
@@ -35,22 +35,10 @@ pub fn missing(datadir: &Path) -> Vec<&'static str> {
         .collect()
 }
 
-fn pg_controldata(version: PgMajor) -> Option<PathBuf> {
-    let versioned = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin/pg_controldata"));
-    if versioned.exists() {
-        return Some(versioned);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("pg_controldata"))
-            .find(|p| p.exists())
-    })
-}
-
 /// The primary's values of [`STANDBY_MINIMUMS`], as recorded in the `pg_control` file
 /// `control` (read through a scratch directory: during a restore it is still staged).
 fn primary_settings(control: &Path, version: PgMajor) -> Vec<(&'static str, String)> {
-    let Some(tool) = pg_controldata(version) else {
+    let Some(tool) = super::controldata::tool(version) else {
         return Vec::new();
     };
     let scratch = std::env::temp_dir().join(format!("walfetch-controldata-{}", std::process::id()));

@@ -56,6 +56,11 @@ pub trait Storage: Send + Sync {
     /// readers see either no object or the whole new one.
     fn put(&self, key: &str, source: &File) -> Result<()>;
 
+    /// When the credentials in use expire, if the credential provider says.
+    fn credentials_expiry(&self) -> Result<Option<SystemTime>> {
+        Ok(None)
+    }
+
     /// Collects a whole listing (for small prefixes such as one backup's partitions).
     fn list_all(&self, prefix: &str, recursive: bool) -> Result<Vec<ObjectMeta>> {
         let mut all = Vec::new();

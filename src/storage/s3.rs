@@ -30,6 +30,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// An S3 bucket (and key prefix) as archive storage.
 pub struct S3Storage {
     runtime: Runtime,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     timeout: Duration,
     client: Client,
     bucket: String,
@@ -71,6 +72,7 @@ impl S3Storage {
                 .retry_config(RetryConfig::disabled())
                 .load(),
         );
+        let credentials = sdk_config.credentials_provider();
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(settings.path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
@@ -81,6 +83,7 @@ impl S3Storage {
         tracing::debug!(bucket, prefix, endpoint = ?settings.endpoint, path_style = settings.path_style, "S3 storage configured");
         Ok(S3Storage {
             runtime,
+            credentials,
             timeout,
             client,
             bucket: bucket.clone(),
@@ -300,6 +303,30 @@ impl Storage for S3Storage {
                 _ => return Ok(()),
             }
         }
+    }
+
+    fn credentials_expiry(&self) -> Result<Option<std::time::SystemTime>> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Err(Error::new(
+                ErrorKind::Credentials,
+                format!("no AWS credentials configured for bucket {}", self.bucket),
+            ));
+        };
+        let creds = self
+            .runtime
+            .block_on(async { provider.provide_credentials().await })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Credentials,
+                    format!(
+                        "loading AWS credentials for bucket {}: {}",
+                        self.bucket,
+                        DisplayErrorContext(e)
+                    ),
+                )
+            })?;
+        Ok(creds.expiry())
     }
 
     fn put(&self, key: &str, source: &std::fs::File) -> Result<()> {

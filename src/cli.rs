@@ -78,6 +78,10 @@ pub enum Command {
     Status(crate::commands::status::Status),
     /// Test access to the archive: list, read, credentials expiry, with fixes for common mistakes.
     Check(crate::commands::check::Check),
+    /// Print a shell completion script.
+    Completions(crate::commands::docs::Completions),
+    /// Print the man page (roff).
+    Manpage,
 }
 
 /// A default download concurrency: `WALG_DOWNLOAD_CONCURRENCY`, else the number of cores.

@@ -25,6 +25,8 @@ fn run(cli: &Cli) -> Result<i32> {
     match &cli.command {
         // The archive comes from the standby's restore_command; flags and env are the fallback.
         Command::Status(c) => c.run(&cli.storage.flags()),
+        Command::Completions(c) => c.run().map(|_| 0),
+        Command::Manpage => walfetch::commands::docs::manpage().map(|_| 0),
         Command::BackupList(c) => c.run(&open()?.1).map(|_| 0),
         Command::BackupFetch(c) => {
             let (settings, storage) = open()?;
@@ -58,6 +60,8 @@ fn main() -> ExitCode {
                 Command::WalShow(_) => ("wal-show", err.kind().exit_code()),
                 Command::Status(_) => ("status", err.kind().exit_code()),
                 Command::Check(_) => ("check", err.kind().exit_code()),
+                Command::Completions(_) => ("completions", err.kind().exit_code()),
+                Command::Manpage => ("manpage", err.kind().exit_code()),
             };
             if code == 1 {
                 // "Not in the archive" is routine for history files and the end of WAL.

@@ -4,6 +4,7 @@ pub mod backup_fetch;
 pub mod backup_list;
 pub mod backup_push;
 pub mod check;
+pub mod docs;
 pub mod status;
 pub mod wal_fetch;
 pub mod wal_push;

@@ -1,0 +1,40 @@
+//! Conventions: version with the build's commit, completions and man page from the
+//! clap definitions, JSON logs.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn version_completions_manpage_and_json_logs() {
+    let out = walfetch(&["--version"], &[]);
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with("walfetch ") && v.contains('(') && v.trim_end().ends_with(')'),
+        "{v}"
+    );
+
+    let out = walfetch(&["completions", "bash"], &[]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("wal-fetch"));
+    let out = walfetch(&["manpage"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH walfetch"));
+
+    let a = common::archive::Archive::new();
+    let out = walfetch(
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "backup-list",
+        ],
+        &a.env(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}

@@ -20,18 +20,20 @@ fn version_completions_manpage_and_json_logs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH walfetch"));
 
     let a = common::archive::Archive::new();
-    let out = walfetch(
-        &[
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-            "backup-list",
-        ],
-        &a.env(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let dest = a.scratch.path().join("RECOVERYXLOG");
+    let args = [
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "wal-fetch",
+        "000000010000000000000001",
+        dest.to_str().unwrap(),
+    ];
+    let out = walfetch(&args, &a.env());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
+    assert!(err.lines().count() >= 1, "no log lines");
     for line in err.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));

@@ -337,6 +337,11 @@ impl Cluster {
         self.running = true;
     }
 
+    /// Takes charge of a server started outside the harness, so it is stopped on drop.
+    pub fn adopt_running(&mut self) {
+        self.running = true;
+    }
+
     pub fn stop(&mut self) {
         if self.running {
             let _ = as_postgres(pg_bin().join("pg_ctl"))

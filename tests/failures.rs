@@ -544,3 +544,73 @@ fn wal_fetch_reads_wale_lzo_and_refuses_corrupt_or_encrypted_lzo() {
         stderr(&out)
     );
 }
+
+#[test]
+fn wal_push_is_idempotent_and_refuses_to_overwrite_different_content() {
+    let a = Archive::new();
+    let dir = a.scratch.dir("pg_wal");
+    let seg = dir.join(SEG);
+    fs::write(&seg, fake_segment(SEG, SEG_SIZE, 7)).unwrap();
+    give_to_postgres(&dir);
+    let push = |env: &[(String, String)]| walfetch(&["wal-push", seg.to_str().unwrap()], env);
+    let out = push(&a.env());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = push(&a.env());
+    assert_eq!(
+        code(&out),
+        0,
+        "an identical re-push succeeds: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("already archived with identical content"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::write(&seg, fake_segment(SEG, SEG_SIZE, 8)).unwrap();
+    let out = push(&a.env());
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("different content")
+            && stderr(&out).contains(&format!("wal_005/{SEG}.lz4")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        files_in(&a.root.join("wal_005")) == [format!("{SEG}.lz4")],
+        "no temporary left in the archive"
+    );
+
+    // A file that cannot be read is an error, so PostgreSQL keeps the segment and retries.
+    let out = walfetch(
+        &[
+            "wal-push",
+            dir.join("000000010000000000000099").to_str().unwrap(),
+        ],
+        &a.env(),
+    );
+    assert_eq!(code(&out), 9, "{}", stderr(&out));
+}
+
+#[test]
+fn a_wrong_codec_extension_is_corrupt() {
+    let a = Archive::new();
+    let dir = a.datadir(7, true);
+    // zstd data under an .lz4 name, lz4 data under .br.
+    a.put(
+        &format!("wal_005/{SEG}.lz4"),
+        &encode(Codec::Zstd, &fake_segment(SEG, SEG_SIZE, 7)),
+    );
+    let out = wal_fetch(&a, &dir, SEG, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(stderr(&out).contains("lz4"), "{}", stderr(&out));
+    fs::remove_file(a.root.join(format!("wal_005/{SEG}.lz4"))).unwrap();
+    a.put(
+        &format!("wal_005/{SEG}.br"),
+        &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7)),
+    );
+    let out = wal_fetch(&a, &dir, SEG, &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(wal_dir_files(&dir).is_empty());
+}

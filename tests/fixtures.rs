@@ -94,3 +94,52 @@ fn every_codec_of_the_walrus_fixture_archive_restores_and_validates() {
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("another cluster"));
 }
+
+/// Decodes a fixture segment.
+fn fixture_segment(seg: &str, ext: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("fixtures/walrus-archive/wal_005/{seg}.{ext}"));
+    let (_, codec) = walfetch::codec::Codec::split(&format!("x.{ext}"));
+    let mut d = codec.decoder(Box::new(fs::File::open(path).unwrap()), "fixture");
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut d, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn flipped_bytes_in_a_record_under_an_lz4_frame_without_checksum_are_refused() {
+    let seg = "000000010000000000000008";
+    let mut data = fixture_segment(seg, "zst");
+    // A few bytes in the middle of the WAL, inside a record (non-zero bytes, past the page header).
+    let at = 5 * 8192 + 1000;
+    assert!(data[at..at + 4].iter().any(|b| *b != 0));
+    for b in &mut data[at..at + 4] {
+        *b ^= 0xA5;
+    }
+    // walrus frames lz4 without a content checksum: the frame decodes without complaint.
+    let info = lz4_flex::frame::FrameInfo::new()
+        .block_size(lz4_flex::frame::BlockSize::Max256KB)
+        .content_checksum(false);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    std::io::Write::write_all(&mut enc, &data).unwrap();
+    let a = Archive::new();
+    a.put(&format!("wal_005/{seg}.lz4"), &enc.finish().unwrap());
+    let dir = a.datadir(SYSID, false);
+    let out = walfetch_in(
+        Some(&dir),
+        &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"],
+        &a.env(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 7),
+        "archive recovery must stop, not promote: {}",
+        stderr(&out)
+    );
+    let msg = stderr(&out);
+    assert!(
+        msg.contains(&format!("{seg}.lz4")) && msg.contains("CRC") && msg.contains("offset"),
+        "{msg}"
+    );
+    assert!(files_in(&dir.join("pg_wal")).is_empty());
+}

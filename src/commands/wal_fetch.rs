@@ -11,9 +11,10 @@
 //!   code, so PostgreSQL stops instead of promoting early at the wrong point.
 //!
 //! The file is decoded into a hidden temporary in `%p`'s directory and renamed into
-//! place only after it has been checked: a WAL segment must be exactly one segment long
-//! with a first page that matches its name and this cluster. PostgreSQL fsyncs restored
-//! files itself, so no fsync is spent here.
+//! place only after it has been checked: a WAL segment must be exactly one segment long,
+//! with a first page that matches its name and this cluster, every page in sequence, and
+//! every record that lies within it matching its CRC-32C ([`crate::wal::records`]).
+//! PostgreSQL fsyncs restored files itself, so no fsync is spent here.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -31,6 +32,7 @@ use crate::layout::{wal_key, WAL};
 use crate::pg::datadir::system_identifier;
 use crate::storage::{ObjectReader, Storage};
 use crate::wal::name::WalFile;
+use crate::wal::records::check_segment;
 use crate::wal::segment::SegmentCheck;
 
 /// How a failure is reported to PostgreSQL.
@@ -169,10 +171,16 @@ impl WalFetch {
                 .map_err(|e| Error::local_io(tmp.display(), &e))?;
             total += filled as u64;
         }
-        if let Some(c) = &check {
-            c.finish()?;
-        }
         drop(out);
+        if let (Some(c), Some(seg)) = (&check, kind.and_then(|k| k.segment())) {
+            c.finish()?;
+            // Record CRCs over the written file (mapped, so memory stays flat for 1 GB segments).
+            let file = fs::File::open(&tmp).map_err(|e| Error::local_io(tmp.display(), &e))?;
+            // SAFETY: the temporary is private to this call (unique name, not yet renamed into place).
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .map_err(|e| Error::local_io(tmp.display(), &e))?;
+            check_segment(&map, seg, &url)?;
+        }
         fs::rename(&tmp, &self.destination)
             .map_err(|e| Error::local_io(self.destination.display(), &e))?;
         guard.disarm();

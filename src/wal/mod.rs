@@ -2,5 +2,6 @@
 //! the kinds of file PostgreSQL asks restore_command for, and segment header checks.
 
 pub mod name;
+pub mod records;
 pub mod segment;
 pub mod timeline;

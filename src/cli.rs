@@ -66,6 +66,8 @@ pub enum Command {
     BackupFetch(crate::commands::backup_fetch::BackupFetch),
     /// Fetch one WAL file (the restore_command: walfetch wal-fetch %f %p).
     WalFetch(crate::commands::wal_fetch::WalFetch),
+    /// Keep the next segments downloaded and validated ahead of a standby (started on demand by wal-fetch).
+    Follow(crate::commands::follow::Follow),
     /// Archive one WAL file (the archive_command: walfetch wal-push %p).
     WalPush(crate::commands::wal_push::WalPush),
     /// Take a base backup of a running cluster into the archive.

@@ -14,5 +14,6 @@ pub mod layout;
 pub mod logging;
 pub mod pg;
 pub mod restore;
+pub mod spool;
 pub mod storage;
 pub mod wal;

@@ -32,7 +32,8 @@ fn run(cli: &Cli) -> Result<i32> {
             let (settings, storage) = open()?;
             c.run(&storage, &settings).map(|_| 0)
         }
-        Command::WalFetch(c) => c.run(open()?.1.as_ref()).map(|_| 0),
+        Command::WalFetch(c) => c.run(&open).map(|_| 0),
+        Command::Follow(c) => c.run(&open()?.1).map(|_| 0),
         Command::WalPush(c) => c.run(&open()?.1).map(|_| 0),
         Command::BackupPush(c) => c.run(&open()?.1).map(|_| 0),
         Command::WalVerify(c) => c.run(&open()?.1),
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let (name, code) = match &cli.command {
                 Command::WalFetch(c) => ("wal-fetch", c.exit_code(&err)),
+                Command::Follow(_) => ("follow", err.kind().exit_code()),
                 Command::BackupList(_) => ("backup-list", err.kind().exit_code()),
                 Command::BackupFetch(_) => ("backup-fetch", err.kind().exit_code()),
                 Command::WalPush(_) => ("wal-push", err.kind().exit_code()),

@@ -5,6 +5,7 @@ pub mod backup_list;
 pub mod backup_push;
 pub mod check;
 pub mod docs;
+pub mod follow;
 pub mod status;
 pub mod wal_fetch;
 pub mod wal_push;

@@ -86,6 +86,8 @@ pub struct StatusReport {
     pub behind_bytes: u64,
     /// The first missing segment ahead of the standby.
     pub first_gap: Option<String>,
+    /// What the prefetch fetcher last reported, if one ran for this data directory.
+    pub fetcher: Option<crate::spool::FollowStatus>,
 }
 
 /// The last value of `name` in a PostgreSQL configuration file's text
@@ -267,6 +269,10 @@ impl Status {
         };
         let size = control.segment_size;
         let next = Segment::containing(timeline, replayed, size);
+        r.fetcher = crate::spool::Spool::for_wal_dir(&dir.join("pg_wal")).status();
+        if let Some(gap) = r.fetcher.as_ref().and_then(|f| f.gap.clone()) {
+            r.problems.push(format!("blocked: the fetcher reports {gap} missing from the archive while later segments exist"));
+        }
         r.timeline = timeline;
         r.replayed_to = replayed.to_string();
         r.next_segment = next.to_string();
@@ -365,7 +371,10 @@ impl Status {
         r.behind_segments = behind;
         r.behind_bytes = behind * size;
         r.first_gap = first_gap;
-        if !r.next_segment_in_archive && behind > 0 {
+        if !r.next_segment_in_archive
+            && behind > 0
+            && !r.problems.iter().any(|p| p.starts_with("blocked:"))
+        {
             r.problems.push(format!(
                 "blocked: {} is missing from the archive while later segments exist",
                 r.next_segment
@@ -444,6 +453,21 @@ pub fn render(r: &StatusReport) -> String {
     );
     if let Some(g) = &r.first_gap {
         let _ = writeln!(out, "first gap ahead: {g}");
+    }
+    if let Some(f) = &r.fetcher {
+        let _ = writeln!(
+            out,
+            "fetcher (pid {}, {}): {} segments ready after {}{}",
+            f.pid,
+            f.updated,
+            f.ready,
+            f.wanted.as_deref().unwrap_or("?"),
+            if f.at_archive_head {
+                ", at the archive head"
+            } else {
+                ""
+            }
+        );
     }
     out
 }

@@ -20,18 +20,21 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
 use crate::codec::{Codec, ALL};
+use crate::config::StorageSettings;
 use crate::constants::COPY_BUFFER_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
 use crate::layout::{wal_key, WAL};
 use crate::pg::datadir::system_identifier;
+use crate::spool::Spool;
 use crate::storage::{ObjectReader, Storage};
-use crate::wal::name::WalFile;
+use crate::wal::name::{Segment, WalFile};
 use crate::wal::records::check_segment;
 use crate::wal::segment::SegmentCheck;
 
@@ -115,8 +118,12 @@ impl WalFetch {
         }
     }
 
-    /// Fetches the file.
-    pub fn run(&self, storage: &dyn Storage) -> Result<()> {
+    /// Fetches the file: from the prefetch spool when the fetcher has it ready (no
+    /// storage access at all), else directly, making sure a fetcher runs for what follows.
+    pub fn run(
+        &self,
+        open: &dyn Fn() -> Result<(StorageSettings, Arc<dyn Storage>)>,
+    ) -> Result<()> {
         let started = Instant::now();
         let name = self.wal_name.as_str();
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -130,63 +137,161 @@ impl WalFetch {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let segment = match kind {
+            Some(WalFile::Segment(seg)) if prefetch_enabled() => Some(seg),
+            _ => None,
+        };
+        let spool = Spool::for_wal_dir(&dest_dir);
+        if let Some(seg) = &segment {
+            spool.set_requested(seg);
+            if self.from_spool(&spool, seg)? {
+                tracing::info!(
+                    file = name,
+                    us = started.elapsed().as_micros() as u64,
+                    "restored from the prefetch spool"
+                );
+                return Ok(());
+            }
+        }
         fsutil::remove_stale_temporaries(&dest_dir);
-
-        let (key, codec, raw) = find(storage, name)?;
-        let url = format!("{}/{key}", storage.describe());
-        let mut decoded = codec.decoder(raw, &url);
-
-        let mut check = kind.and_then(|k| k.segment()).map(|seg| {
-            let sysid = system_identifier(&self.datadir()).ok().flatten();
-            SegmentCheck::new(&url, seg, expected_segment_size(), sysid)
-        });
+        let (settings, storage) = open()?;
+        if segment.is_some() && !spool.fetcher_running() {
+            spawn_follower(&self.datadir(), &settings);
+        }
+        let sysid = system_identifier(&self.datadir()).ok().flatten();
         let tmp = temp_path_for(&self.destination);
-        let guard = RemoveOnDrop(Some(tmp.clone()));
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::local_io(tmp.display(), &e))?;
-        let mut buf = vec![0u8; COPY_BUFFER_SIZE];
-        let mut total = 0u64;
-        loop {
-            // Fill the buffer before writing, so writes are large even when chunks are small.
-            let mut filled = 0;
-            while filled < buf.len() {
-                match decoded.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(decoded.classify(&e)),
-                }
-            }
-            if filled == 0 {
-                break;
-            }
-            if let Some(c) = check.as_mut() {
-                c.feed(&buf[..filled]);
-            }
-            out.write_all(&buf[..filled])
-                .map_err(|e| Error::local_io(tmp.display(), &e))?;
-            total += filled as u64;
-        }
-        drop(out);
-        if let (Some(c), Some(seg)) = (&check, kind.and_then(|k| k.segment())) {
-            c.finish()?;
-            // Record CRCs over the written file (mapped, so memory stays flat for 1 GB segments).
-            let file = fs::File::open(&tmp).map_err(|e| Error::local_io(tmp.display(), &e))?;
-            // SAFETY: the temporary is private to this call (unique name, not yet renamed into place).
-            let map = unsafe { memmap2::Mmap::map(&file) }
-                .map_err(|e| Error::local_io(tmp.display(), &e))?;
-            check_segment(&map, seg, &url)?;
-        }
-        fs::rename(&tmp, &self.destination)
-            .map_err(|e| Error::local_io(self.destination.display(), &e))?;
-        guard.disarm();
+        let (url, total) = fetch_into(storage.as_ref(), name, &self.destination, &tmp, sysid)?;
         tracing::info!(file = name, object = %url, bytes = total, ms = started.elapsed().as_millis() as u64, "restored");
         Ok(())
     }
+
+    /// Takes `seg` from the spool, waiting while a live fetcher is downloading it.
+    fn from_spool(&self, spool: &Spool, seg: &Segment) -> Result<bool> {
+        if spool.take(seg, &self.destination)? {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + SPOOL_WAIT;
+        while spool.in_flight(seg) && spool.fetcher_running() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            if spool.take(seg, &self.destination)? {
+                return Ok(true);
+            }
+        }
+        spool.take(seg, &self.destination)
+    }
+}
+
+/// How long a shim waits for a segment the fetcher is downloading before fetching it itself.
+const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prefetch is on unless `WALFETCH_PREFETCH=off` or `WALG_DOWNLOAD_CONCURRENCY=1` (as in wal-g).
+pub fn prefetch_enabled() -> bool {
+    let off = std::env::var("WALFETCH_PREFETCH")
+        .is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
+    let one = std::env::var("WALG_DOWNLOAD_CONCURRENCY").is_ok_and(|v| v.trim() == "1");
+    !off && !one
+}
+
+/// Starts `walfetch follow` for `datadir` in its own session, detached from PostgreSQL,
+/// with the same storage settings; its log goes to the spool directory.
+fn spawn_follower(datadir: &Path, settings: &StorageSettings) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let spool = Spool::for_wal_dir(&datadir.join("pg_wal"));
+    if spool.create().is_err() {
+        return;
+    }
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spool.dir().join(".walfetch-follow.log"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(settings.to_flags())
+        .arg("follow")
+        .arg(datadir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    match log {
+        Ok(f) => cmd.stderr(f),
+        Err(_) => cmd.stderr(std::process::Stdio::null()),
+    };
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(child) => tracing::debug!(pid = child.id(), "started the prefetch fetcher"),
+        Err(e) => {
+            tracing::warn!(cause = %e, "could not start the prefetch fetcher; fetching segments one by one")
+        }
+    }
+}
+
+/// Fetches WAL file `name` from storage into `dest` through the temporary `tmp`,
+/// validating segments (size, first page, every page header and record CRC) before the
+/// rename. Returns the object's URL and the bytes written.
+pub fn fetch_into(
+    storage: &dyn Storage,
+    name: &str,
+    dest: &Path,
+    tmp: &Path,
+    sysid: Option<u64>,
+) -> Result<(String, u64)> {
+    let kind = WalFile::parse(name);
+    let (key, codec, raw) = find(storage, name)?;
+    let url = format!("{}/{key}", storage.describe());
+    let mut decoded = codec.decoder(raw, &url);
+    let mut check = kind
+        .and_then(|k| k.segment())
+        .map(|seg| SegmentCheck::new(&url, seg, expected_segment_size(), sysid));
+    let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::local_io(tmp.display(), &e))?;
+    let mut buf = vec![0u8; COPY_BUFFER_SIZE];
+    let mut total = 0u64;
+    loop {
+        // Fill the buffer before writing, so writes are large even when chunks are small.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match decoded.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(decoded.classify(&e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if let Some(c) = check.as_mut() {
+            c.feed(&buf[..filled]);
+        }
+        out.write_all(&buf[..filled])
+            .map_err(|e| Error::local_io(tmp.display(), &e))?;
+        total += filled as u64;
+    }
+    drop(out);
+    if let (Some(c), Some(seg)) = (&check, kind.and_then(|k| k.segment())) {
+        c.finish()?;
+        // Record CRCs over the written file (mapped, so memory stays flat for 1 GB segments).
+        let file = fs::File::open(tmp).map_err(|e| Error::local_io(tmp.display(), &e))?;
+        // SAFETY: the temporary is private to this call (unique name, not yet renamed into place).
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(tmp.display(), &e))?;
+        check_segment(&map, seg, &url)?;
+    }
+    fs::rename(tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
+    guard.disarm();
+    Ok((url, total))
 }
 
 /// `WALG_PG_WAL_SIZE` (MiB), when set, pins the expected segment size.

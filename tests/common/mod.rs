@@ -472,9 +472,11 @@ pub fn walfetch(args: &[&str], env: &[(String, String)]) -> Output {
 /// Like [`walfetch`], in directory `cwd`.
 pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Output {
     let mut cmd = as_postgres(walfetch_bin());
-    // Few retries by default, so failure tests finish fast; a test's env may raise it.
+    // Few retries by default, so failure tests finish fast, and no prefetch fetcher, so a
+    // test can replace an object between two calls; a test's env may override both.
     cmd.args(args)
         .env("WALFETCH_MAX_RETRIES", "2")
+        .env("WALFETCH_PREFETCH", "off")
         .envs(env.iter().cloned())
         .stdin(Stdio::null());
     for var in [

@@ -1,0 +1,249 @@
+//! The prefetch spool shared by `wal-fetch` and the `follow` fetcher, in wal-g's layout
+//! so the two tools' prefetch directories look alike:
+//!
+//! ```text
+//! <base>/.wal-g/prefetch/<segment>                 ready: downloaded, decoded, validated
+//! <base>/.wal-g/prefetch/running/<segment>.<pid>   being downloaded by the fetcher
+//! <base>/.wal-g/prefetch/.walfetch-follow.lock     flock held by the running fetcher
+//! <base>/.wal-g/prefetch/.walfetch-requested       the segment PostgreSQL asked for last
+//! <base>/.wal-g/prefetch/.walfetch-status.json     the fetcher's view: position, head, gap
+//! ```
+//!
+//! `<base>` is `WALG_PREFETCH_DIR`, or the directory of `%p` (`pg_wal`). A segment moves
+//! from `running/` to the spool by rename, and from the spool to `%p` by rename: it is
+//! never visible half-written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
+use crate::wal::name::Segment;
+
+/// The spool of one data directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// What the fetcher last reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FollowStatus {
+    /// The fetcher's process ID.
+    pub pid: u32,
+    /// When this was written (RFC 3339).
+    pub updated: String,
+    /// The segment the standby asked for last.
+    pub wanted: Option<String>,
+    /// Segments ready in the spool.
+    pub ready: u64,
+    /// The first segment missing from the archive while later ones exist.
+    pub gap: Option<String>,
+    /// When the gap was first seen (RFC 3339).
+    pub gap_since: Option<String>,
+    /// True when the fetcher is waiting for the archive to grow.
+    pub at_archive_head: bool,
+}
+
+/// An exclusive lock held for the life of the fetcher.
+pub struct FollowLock {
+    _file: File,
+}
+
+impl Spool {
+    /// The spool for a `%p` destination directory (usually `pg_wal`).
+    pub fn for_wal_dir(wal_dir: &Path) -> Spool {
+        let base = std::env::var_os("WALG_PREFETCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| wal_dir.to_path_buf());
+        Spool {
+            dir: base.join(".wal-g").join("prefetch"),
+        }
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a ready segment lives.
+    pub fn ready_path(&self, seg: &Segment) -> PathBuf {
+        self.dir.join(seg.to_string())
+    }
+
+    /// The directory of downloads in progress.
+    pub fn running_dir(&self) -> PathBuf {
+        self.dir.join("running")
+    }
+
+    /// Creates the spool directories.
+    pub fn create(&self) -> Result<()> {
+        fs::create_dir_all(self.running_dir()).map_err(|e| Error::local_io(self.dir.display(), &e))
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join(".walfetch-follow.lock")
+    }
+
+    /// Takes the fetcher lock, or `None` if another fetcher holds it.
+    pub fn try_lock(&self) -> Result<Option<FollowLock>> {
+        self.create()?;
+        let path = self.lock_path();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::local_io(path.display(), &e))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            Ok(Some(FollowLock { _file: file }))
+        } else if io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(Error::local_io(path.display(), &io::Error::last_os_error()))
+        }
+    }
+
+    /// Whether a fetcher is running (holds the lock).
+    pub fn fetcher_running(&self) -> bool {
+        match self.try_lock() {
+            Ok(Some(_lock)) => false,
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Records the segment PostgreSQL asked for (best effort: the fetcher is an optimisation).
+    pub fn set_requested(&self, seg: &Segment) {
+        if self.create().is_ok() {
+            let _ = write_atomically(
+                &self.dir.join(".walfetch-requested"),
+                |f| f.write_all(seg.to_string().as_bytes()),
+                false,
+            );
+        }
+    }
+
+    /// The segment PostgreSQL asked for last, with the time it asked.
+    pub fn requested(&self) -> Option<(Segment, std::time::SystemTime)> {
+        let path = self.dir.join(".walfetch-requested");
+        let text = fs::read_to_string(&path).ok()?;
+        let when = fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+        Some((Segment::parse(text.trim())?, when))
+    }
+
+    /// Moves a ready segment to `dest`; false if the spool does not have it.
+    pub fn take(&self, seg: &Segment, dest: &Path) -> Result<bool> {
+        match fs::rename(self.ready_path(seg), dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::local_io(dest.display(), &e)),
+        }
+    }
+
+    /// Whether the fetcher is downloading `seg` now.
+    pub fn in_flight(&self, seg: &Segment) -> bool {
+        let prefix = format!("{seg}.");
+        fs::read_dir(self.running_dir())
+            .map(|it| {
+                it.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Removes ready and running segments older than `seg` (lower timeline, or same
+    /// timeline and lower number), as wal-g's prefetch does.
+    pub fn remove_older_than(&self, seg: &Segment) {
+        for dir in [self.dir.clone(), self.running_dir()] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let Some(other) = name.get(..24).and_then(Segment::parse) else {
+                    continue;
+                };
+                if other.timeline < seg.timeline
+                    || other.timeline == seg.timeline && (other.log, other.seg) < (seg.log, seg.seg)
+                {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Writes the fetcher's status.
+    pub fn write_status(&self, status: &FollowStatus) -> Result<()> {
+        let text = serde_json::to_vec_pretty(status)
+            .map_err(|e| Error::new(crate::error::ErrorKind::LocalIo, e.to_string()))?;
+        write_atomically(
+            &self.dir.join(".walfetch-status.json"),
+            |f| f.write_all(&text),
+            false,
+        )
+    }
+
+    /// The fetcher's last status, if any.
+    pub fn status(&self) -> Option<FollowStatus> {
+        serde_json::from_slice(&fs::read(self.dir.join(".walfetch-status.json")).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_older_segments_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool {
+            dir: dir.path().join(".wal-g/prefetch"),
+        };
+        let lock = spool.try_lock().unwrap().expect("first lock");
+        assert!(spool.fetcher_running());
+        drop(lock);
+        assert!(!spool.fetcher_running());
+
+        for s in [
+            "000000010000000000000004",
+            "000000010000000000000005",
+            "000000010000000000000006",
+        ] {
+            fs::write(spool.dir().join(s), b"x").unwrap();
+        }
+        fs::write(
+            spool.running_dir().join("000000010000000000000003.123"),
+            b"x",
+        )
+        .unwrap();
+        let five = Segment::parse("000000010000000000000005").unwrap();
+        spool.remove_older_than(&five);
+        let mut left: Vec<String> = fs::read_dir(spool.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert!(
+            left.contains(&"000000010000000000000005".to_string())
+                && !left.contains(&"000000010000000000000004".to_string())
+        );
+        assert!(!spool.in_flight(&Segment::parse("000000010000000000000003").unwrap()));
+        let dest = dir.path().join("RECOVERYXLOG");
+        assert!(spool.take(&five, &dest).unwrap());
+        assert!(!spool.take(&five, &dest).unwrap());
+        spool.set_requested(&five);
+        assert_eq!(spool.requested().unwrap().0, five);
+    }
+}

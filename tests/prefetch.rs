@@ -1,0 +1,161 @@
+//! The prefetch fetcher and the spool: a ready segment is served by rename without
+//! touching storage, a gap is reported by name within a poll interval, a dead fetcher
+//! never blocks wal-fetch, and one fetcher runs per data directory.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::archive::*;
+use common::*;
+use walfetch::codec::Codec;
+
+const SIZE: u64 = 1 << 20;
+
+fn seg(n: u32) -> String {
+    format!("0000000100000000{n:08X}")
+}
+
+fn env(a: &Archive) -> Vec<(String, String)> {
+    let mut e = a.env();
+    e.push(("WALFETCH_PREFETCH".into(), "on".into()));
+    e.push(("WALFETCH_FOLLOW_IDLE".into(), "3".into()));
+    e.push(("WALG_PG_WAL_SIZE".into(), "1".into()));
+    e
+}
+
+fn spool(dir: &Path) -> std::path::PathBuf {
+    dir.join("pg_wal/.wal-g/prefetch")
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ready_segments_are_served_from_the_spool_without_storage() {
+    let a = Archive::new();
+    for n in 5..=12 {
+        a.put(
+            &format!("wal_005/{}.lz4", seg(n)),
+            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
+        );
+    }
+    let dir = a.datadir(7, true);
+    let out = walfetch_in(
+        Some(&dir),
+        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
+        &env(&a),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The fetcher, started on demand, fills the window after 5.
+    wait_for("the spool to fill", 20, || {
+        (6..=12).all(|n| spool(&dir).join(seg(n)).exists())
+    });
+    // Storage is gone: the next segments come from the spool alone.
+    fs::remove_dir_all(a.root.join("wal_005")).unwrap();
+    for n in 6..=8 {
+        let out = walfetch_in(
+            Some(&dir),
+            &["wal-fetch", &seg(n), "pg_wal/RECOVERYXLOG"],
+            &env(&a),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("prefetch spool"), "{}", stderr(&out));
+        assert_eq!(
+            fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(),
+            fake_segment(&seg(n), SIZE, 7)
+        );
+    }
+    // Segments older than the one requested are removed from the spool.
+    assert!(!spool(&dir).join(seg(7)).exists());
+    // Idle, the on-demand fetcher exits and releases its lock.
+    wait_for("the fetcher to exit when idle", 30, || {
+        let out = walfetch_in(
+            Some(&dir),
+            &["follow", dir.to_str().unwrap(), "--idle-timeout", "0"],
+            &env(&a),
+        );
+        String::from_utf8_lossy(&out.stderr).contains("fetcher started")
+    });
+}
+
+#[test]
+fn a_gap_is_reported_by_name_within_a_poll_interval() {
+    let a = Archive::new();
+    for n in (5..=12).filter(|n| *n != 6) {
+        a.put(
+            &format!("wal_005/{}.lz4", seg(n)),
+            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
+        );
+    }
+    let dir = a.datadir(7, true);
+    let out = walfetch_in(
+        Some(&dir),
+        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
+        &env(&a),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = walfetch_in(
+        Some(&dir),
+        &["wal-fetch", &seg(6), "pg_wal/RECOVERYXLOG"],
+        &env(&a),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let status_file = spool(&dir).join(".walfetch-status.json");
+    wait_for("the gap in the status file", 10, || {
+        fs::read_to_string(&status_file)
+            .is_ok_and(|t| t.contains(&format!("\"gap\": \"{}\"", seg(6))))
+    });
+    let log = fs::read_to_string(spool(&dir).join(".walfetch-follow.log")).unwrap();
+    assert!(
+        log.contains("gap in the archive") && log.contains(&seg(6)),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_dead_fetcher_never_blocks_and_one_fetcher_runs_per_datadir() {
+    let a = Archive::new();
+    a.put(
+        &format!("wal_005/{}.zst", seg(5)),
+        &encode(Codec::Zstd, &fake_segment(&seg(5), SIZE, 7)),
+    );
+    let dir = a.datadir(7, true);
+    // A download left behind by a fetcher that died: no lock holder.
+    fs::create_dir_all(spool(&dir).join("running")).unwrap();
+    fs::write(
+        spool(&dir)
+            .join("running")
+            .join(format!("{}.999999", seg(5))),
+        b"partial",
+    )
+    .unwrap();
+    give_to_postgres(&dir);
+    let started = Instant::now();
+    let out = walfetch_in(
+        Some(&dir),
+        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
+        &env(&a),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "blocked on a dead fetcher"
+    );
+
+    // While one fetcher runs (the one wal-fetch started), another exits at once.
+    let out = walfetch_in(
+        Some(&dir),
+        &["follow", dir.to_str().unwrap(), "--foreground"],
+        &env(&a),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("already runs"), "{}", stderr(&out));
+}

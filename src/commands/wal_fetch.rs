@@ -144,7 +144,7 @@ impl WalFetch {
         let spool = Spool::for_wal_dir(&dest_dir);
         if let Some(seg) = &segment {
             spool.set_requested(seg);
-            if self.from_spool(&spool, seg)? {
+            if self.take_from_spool(&spool, seg)? {
                 tracing::info!(
                     file = name,
                     us = started.elapsed().as_micros() as u64,
@@ -166,7 +166,7 @@ impl WalFetch {
     }
 
     /// Takes `seg` from the spool, waiting while a live fetcher is downloading it.
-    fn from_spool(&self, spool: &Spool, seg: &Segment) -> Result<bool> {
+    fn take_from_spool(&self, spool: &Spool, seg: &Segment) -> Result<bool> {
         if spool.take(seg, &self.destination)? {
             return Ok(true);
         }

@@ -70,14 +70,19 @@ impl WalFetch {
     /// The data directory: `%p` is `pg_wal/RECOVERYXLOG` relative to it.
     fn datadir(&self) -> PathBuf {
         let parent = self.destination.parent().unwrap_or(Path::new(""));
-        match parent.file_name().and_then(|n| n.to_str()) {
+        let dir = match parent.file_name().and_then(|n| n.to_str()) {
             Some("pg_wal") | Some("pg_xlog") => {
                 parent.parent().map(Path::to_path_buf).unwrap_or_default()
             }
-            _ => PathBuf::from("."),
-        }
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+            _ => PathBuf::new(),
+        };
+        // `%p` is relative to the data directory, which is PostgreSQL's working directory.
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        dir.canonicalize().unwrap_or(dir)
     }
 
     /// Whether failures should let PostgreSQL retry (standby) or stop it (recovery).

@@ -10,9 +10,7 @@ use crate::logging::LogFormat;
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "walfetch", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WALFETCH_COMMIT"), ")"))]
-#[command(
-    about = "Restore a PostgreSQL standby from a wal-g / WAL-E archive in S3 or a directory, and keep it fed"
-)]
+#[command(about = "Restore a PostgreSQL standby from a wal-g / WAL-E archive in S3 or a directory, and keep it fed")]
 pub struct Cli {
     /// Storage options shared by every command.
     #[command(flatten)]
@@ -92,11 +90,7 @@ pub fn default_concurrency(env_name: &str) -> usize {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|n: &usize| *n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }
 
 /// An absolute form of `path` (relative to the current directory).
@@ -104,8 +98,6 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
     }
 }

@@ -53,30 +53,17 @@ pub struct StorageFlags {
 }
 
 /// Environment names accepted for the archive location, in wal-g's order of precedence.
-pub const PREFIX_ENV_NAMES: &[&str] = &[
-    "WALG_S3_PREFIX",
-    "WALE_S3_PREFIX",
-    "WALG_FILE_PREFIX",
-    "WALE_FILE_PREFIX",
-];
+pub const PREFIX_ENV_NAMES: &[&str] = &["WALG_S3_PREFIX", "WALE_S3_PREFIX", "WALG_FILE_PREFIX", "WALE_FILE_PREFIX"];
 
 fn first_env(names: &[&str]) -> Option<(String, String)> {
-    names.iter().find_map(|name| {
-        env::var(name)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (name.to_string(), v))
-    })
+    names
+        .iter()
+        .find_map(|name| env::var(name).ok().filter(|v| !v.trim().is_empty()).map(|v| (name.to_string(), v)))
 }
 
 fn env_flag(name: &str) -> bool {
     env::var(name)
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
 }
 
@@ -98,9 +85,10 @@ impl StorageSettings {
         let location = parse_location(&raw_prefix).map_err(|e| e.context(&source))?;
 
         let mut path_style = flags.path_style || env_flag("AWS_S3_FORCE_PATH_STYLE");
-        let mut endpoint = flags.endpoint.clone().or_else(|| {
-            first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]).map(|(_, v)| v)
-        });
+        let mut endpoint = flags
+            .endpoint
+            .clone()
+            .or_else(|| first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]).map(|(_, v)| v));
         if endpoint.is_none() {
             if let Some((_, wale)) = first_env(&["WALE_S3_ENDPOINT"]) {
                 let (url, wale_path_style) = parse_wale_endpoint(&wale)?;
@@ -175,18 +163,14 @@ pub fn parse_location(raw: &str) -> Result<Location> {
     if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
         return Err(Error::new(
             ErrorKind::Config,
-            format!(
-                "'{raw}' is not a supported archive location (use s3://bucket/path or file:///dir)"
-            ),
+            format!("'{raw}' is not a supported archive location (use s3://bucket/path or file:///dir)"),
         ));
     }
     let path = PathBuf::from(path);
     let root = if path.is_absolute() {
         path
     } else {
-        env::current_dir()
-            .map_err(|e| Error::local_io("current directory", &e))?
-            .join(path)
+        env::current_dir().map_err(|e| Error::local_io("current directory", &e))?.join(path)
     };
     Ok(Location::File { root })
 }
@@ -206,10 +190,7 @@ fn parse_wale_endpoint(raw: &str) -> Result<(String, bool)> {
             format!("WALE_S3_ENDPOINT '{raw}': protocol must be http or https"),
         ));
     }
-    Ok((
-        format!("{proto}://{}", rest.trim_end_matches('/')),
-        convention == "path",
-    ))
+    Ok((format!("{proto}://{}", rest.trim_end_matches('/')), convention == "path"))
 }
 
 /// A scheme-less endpoint means https, as in wal-g.
@@ -261,9 +242,7 @@ mod tests {
         );
         assert_eq!(
             parse_location("file://localhost/srv/wale").unwrap(),
-            Location::File {
-                root: "/srv/wale".into()
-            }
+            Location::File { root: "/srv/wale".into() }
         );
         assert!(parse_location("file://otherhost/srv").is_err());
         assert!(parse_location("gs://bucket").is_err());

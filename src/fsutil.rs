@@ -16,10 +16,7 @@ pub const TEMP_SUFFIX: &str = ".walfetch-tmp";
 
 /// A hidden temporary name beside `dest`, unique to this process and call.
 pub fn temp_path_for(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     dest.with_file_name(format!(".{name}.{}.{n}{TEMP_SUFFIX}", std::process::id()))
 }
@@ -27,11 +24,7 @@ pub fn temp_path_for(dest: &Path) -> PathBuf {
 /// Writes `dest` through a temporary file in the same directory and renames it into
 /// place; the temporary is removed on any failure. With `durable`, the file and the
 /// directory are fsynced so the object survives a crash once this returns.
-pub fn write_atomically(
-    dest: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<()>,
-    durable: bool,
-) -> Result<()> {
+pub fn write_atomically(dest: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>, durable: bool) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::local_io(dir.display(), &e))?;
     let tmp = temp_path_for(dest);
@@ -43,11 +36,9 @@ pub fn write_atomically(
         .open(&tmp)
         .map_err(|e| Error::local_io(tmp.display(), &e))?;
     fill(&mut file).map_err(|e| Error::local_io(dest.display(), &e))?;
-    file.flush()
-        .map_err(|e| Error::local_io(tmp.display(), &e))?;
+    file.flush().map_err(|e| Error::local_io(tmp.display(), &e))?;
     if durable {
-        file.sync_all()
-            .map_err(|e| Error::local_io(tmp.display(), &e))?;
+        file.sync_all().map_err(|e| Error::local_io(tmp.display(), &e))?;
     }
     drop(file);
     fs::rename(&tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
@@ -110,9 +101,7 @@ pub fn clear_dir(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(|e| Error::local_io(dir.display(), &e))? {
         let entry = entry.map_err(|e| Error::local_io(dir.display(), &e))?;
         let path = entry.path();
-        let ft = entry
-            .file_type()
-            .map_err(|e| Error::local_io(path.display(), &e))?;
+        let ft = entry.file_type().map_err(|e| Error::local_io(path.display(), &e))?;
         let res = if ft.is_dir() {
             fs::remove_dir_all(&path)
         } else {
@@ -135,8 +124,7 @@ pub fn process_alive(pid: u32) -> bool {
     // /proc/<pid>/stat: "pid (comm) state ..."; comm may contain spaces, so split after ')'.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()),
             Some('Z') | Some('X')
         ),
         Err(_) => true,
@@ -216,12 +204,8 @@ mod tests {
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let live = dir
-            .path()
-            .join(format!(".x.{}.0{TEMP_SUFFIX}", std::process::id()));
-        let dead = dir
-            .path()
-            .join(format!(".x.{}.0{TEMP_SUFFIX}", 999_999_999u32));
+        let live = dir.path().join(format!(".x.{}.0{TEMP_SUFFIX}", std::process::id()));
+        let dead = dir.path().join(format!(".x.{}.0{TEMP_SUFFIX}", 999_999_999u32));
         fs::write(&live, b"").unwrap();
         fs::write(&dead, b"").unwrap();
         remove_stale_temporaries(dir.path());

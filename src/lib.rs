@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod layout;
 pub mod logging;
 pub mod pg;
+pub mod progress;
 pub mod restore;
 pub mod spool;
 pub mod storage;

@@ -35,10 +35,8 @@ pub fn level(flag: Option<&str>) -> String {
 /// Installs the global subscriber.
 pub fn init(level: &str, format: LogFormat) {
     // Dependencies stay at warn even at debug/trace: request dumps could carry headers.
-    let filter = EnvFilter::try_new(format!("warn,walfetch={level}"))
-        .unwrap_or_else(|_| EnvFilter::new("warn,walfetch=info"));
-    let ansi = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let filter = EnvFilter::try_new(format!("warn,walfetch={level}")).unwrap_or_else(|_| EnvFilter::new("warn,walfetch=info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

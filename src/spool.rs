@@ -153,10 +153,7 @@ impl Spool {
     pub fn in_flight(&self, seg: &Segment) -> bool {
         let prefix = format!("{seg}.");
         fs::read_dir(self.running_dir())
-            .map(|it| {
-                it.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            })
+            .map(|it| it.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
             .unwrap_or(false)
     }
 
@@ -173,9 +170,7 @@ impl Spool {
                 let Some(other) = name.get(..24).and_then(Segment::parse) else {
                     continue;
                 };
-                if other.timeline < seg.timeline
-                    || other.timeline == seg.timeline && (other.log, other.seg) < (seg.log, seg.seg)
-                {
+                if other.timeline < seg.timeline || other.timeline == seg.timeline && (other.log, other.seg) < (seg.log, seg.seg) {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -184,13 +179,8 @@ impl Spool {
 
     /// Writes the fetcher's status.
     pub fn write_status(&self, status: &FollowStatus) -> Result<()> {
-        let text = serde_json::to_vec_pretty(status)
-            .map_err(|e| Error::new(crate::error::ErrorKind::LocalIo, e.to_string()))?;
-        write_atomically(
-            &self.dir.join(".walfetch-status.json"),
-            |f| f.write_all(&text),
-            false,
-        )
+        let text = serde_json::to_vec_pretty(status).map_err(|e| Error::new(crate::error::ErrorKind::LocalIo, e.to_string()))?;
+        write_atomically(&self.dir.join(".walfetch-status.json"), |f| f.write_all(&text), false)
     }
 
     /// The fetcher's last status, if any.
@@ -214,18 +204,10 @@ mod tests {
         drop(lock);
         assert!(!spool.fetcher_running());
 
-        for s in [
-            "000000010000000000000004",
-            "000000010000000000000005",
-            "000000010000000000000006",
-        ] {
+        for s in ["000000010000000000000004", "000000010000000000000005", "000000010000000000000006"] {
             fs::write(spool.dir().join(s), b"x").unwrap();
         }
-        fs::write(
-            spool.running_dir().join("000000010000000000000003.123"),
-            b"x",
-        )
-        .unwrap();
+        fs::write(spool.running_dir().join("000000010000000000000003.123"), b"x").unwrap();
         let five = Segment::parse("000000010000000000000005").unwrap();
         spool.remove_older_than(&five);
         let mut left: Vec<String> = fs::read_dir(spool.dir())
@@ -235,10 +217,7 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert!(
-            left.contains(&"000000010000000000000005".to_string())
-                && !left.contains(&"000000010000000000000004".to_string())
-        );
+        assert!(left.contains(&"000000010000000000000005".to_string()) && !left.contains(&"000000010000000000000004".to_string()));
         assert!(!spool.in_flight(&Segment::parse("000000010000000000000003").unwrap()));
         let dest = dir.path().join("RECOVERYXLOG");
         assert!(spool.take(&five, &dest).unwrap());

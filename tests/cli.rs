@@ -9,10 +9,7 @@ use common::*;
 fn version_completions_manpage_and_json_logs() {
     let out = walfetch(&["--version"], &[]);
     let v = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        v.starts_with("walfetch ") && v.contains('(') && v.trim_end().ends_with(')'),
-        "{v}"
-    );
+    assert!(v.starts_with("walfetch ") && v.contains('(') && v.trim_end().ends_with(')'), "{v}");
 
     let out = walfetch(&["completions", "bash"], &[]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("wal-fetch"));
@@ -35,8 +32,7 @@ fn version_completions_manpage_and_json_logs() {
     let err = stderr(&out);
     assert!(err.lines().count() >= 1, "no log lines");
     for line in err.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some(), "{line}");
     }
 }

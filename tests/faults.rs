@@ -30,11 +30,7 @@ impl Faulty {
         let archive = Archive::new();
         let s3 = S3Server::start(archive.s3_data());
         let proxy = FaultProxy::start(s3.port);
-        Faulty {
-            archive,
-            _s3: s3,
-            proxy,
-        }
+        Faulty { archive, _s3: s3, proxy }
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -61,9 +57,7 @@ fn big_backup(a: &Archive) -> (Vec<u8>, Vec<u8>) {
             &[("PG_VERSION", b"15\n", None), ("base/1/one", &one, None)],
             &[("base/1/two", &two, None)],
         ],
-        Some(
-            r#"{"Files":{"base/1/one":{},"base/1/two":{},"PG_VERSION":{}},"TarFileSets":{"part_001.tar.lz4":[],"part_002.tar.lz4":[]}}"#,
-        ),
+        Some(r#"{"Files":{"base/1/one":{},"base/1/two":{},"PG_VERSION":{}},"TarFileSets":{"part_001.tar.lz4":[],"part_002.tar.lz4":[]}}"#),
     );
     (one, two)
 }
@@ -72,24 +66,13 @@ fn big_backup(a: &Archive) -> (Vec<u8>, Vec<u8>) {
 fn backup_fetch_finishes_correctly_through_transient_faults() {
     let f = Faulty::new();
     let (one, two) = big_backup(&f.archive);
-    f.proxy.inject(
-        "_backup_stop_sentinel.json",
-        Fault::Status(500, "InternalError"),
-        1,
-    );
-    f.proxy
-        .inject("part_001.tar.lz4", Fault::ResetAfter(1_000_000), 1);
-    f.proxy
-        .inject("part_002.tar.lz4", Fault::CutShortAfter(700_000), 1);
-    f.proxy
-        .inject("pg_control.tar.lz4", Fault::Status(503, "SlowDown"), 1);
-    f.proxy
-        .inject("list-type=2", Fault::Delay(Duration::from_millis(300)), 2);
+    f.proxy.inject("_backup_stop_sentinel.json", Fault::Status(500, "InternalError"), 1);
+    f.proxy.inject("part_001.tar.lz4", Fault::ResetAfter(1_000_000), 1);
+    f.proxy.inject("part_002.tar.lz4", Fault::CutShortAfter(700_000), 1);
+    f.proxy.inject("pg_control.tar.lz4", Fault::Status(503, "SlowDown"), 1);
+    f.proxy.inject("list-type=2", Fault::Delay(Duration::from_millis(300)), 2);
     let target = f.archive.scratch.path().join("restored");
-    let out = walfetch(
-        &["backup-fetch", target.to_str().unwrap(), "LATEST"],
-        &f.env(),
-    );
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(fs::read(target.join("base/1/one")).unwrap(), one);
@@ -99,17 +82,13 @@ fn backup_fetch_finishes_correctly_through_transient_faults() {
     // Every retry is logged with its object and cause.
     for (object, cause) in [
         ("part_001.tar.lz4", "connection broke"),
-        (
-            "part_002.tar.lz4",
-            "end of file before message length reached",
-        ),
+        ("part_002.tar.lz4", "end of file before message length reached"),
         ("pg_control.tar.lz4", "SlowDown"),
         ("_backup_stop_sentinel.json", "500"),
     ] {
         assert!(
-            log.lines().any(|l| l.contains(object)
-                && l.contains(cause)
-                && (l.contains("retrying") || l.contains("resuming"))),
+            log.lines()
+                .any(|l| l.contains(object) && l.contains(cause) && (l.contains("retrying") || l.contains("resuming"))),
             "no retry line for {object} ({cause}):\n{log}"
         );
     }
@@ -133,97 +112,43 @@ fn backup_fetch_finishes_correctly_through_transient_faults() {
 fn wal_fetch_survives_a_stall_and_a_reset() {
     let f = Faulty::new();
     let data = fake_segment(SEG, SEG_SIZE, 7);
-    f.archive
-        .put(&format!("wal_005/{SEG}.zst"), &encode(Codec::Zstd, &data));
+    f.archive.put(&format!("wal_005/{SEG}.zst"), &encode(Codec::Zstd, &data));
     let dir = f.archive.datadir(7, true);
-    f.proxy
-        .inject(&format!("wal_005/{SEG}.zst"), Fault::Stall, 1);
-    f.proxy
-        .inject(&format!("wal_005/{SEG}.zst"), Fault::ResetAfter(1000), 1);
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"],
-        &f.env(),
-    );
+    f.proxy.inject(&format!("wal_005/{SEG}.zst"), Fault::Stall, 1);
+    f.proxy.inject(&format!("wal_005/{SEG}.zst"), Fault::ResetAfter(1000), 1);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &f.env());
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), data);
-    assert!(
-        log.contains("timed out"),
-        "the stall must hit the timeout:\n{log}"
-    );
+    assert!(log.contains("timed out"), "the stall must hit the timeout:\n{log}");
     assert_eq!(files_in(&dir.join("pg_wal")), ["RECOVERYXLOG"]);
 }
 
 #[test]
 fn exhausted_retries_follow_the_exit_code_rules() {
     let f = Faulty::new();
-    f.archive.put(
-        &format!("wal_005/{SEG}.lz4"),
-        &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7)),
-    );
+    f.archive
+        .put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7)));
     big_backup(&f.archive);
-    f.proxy.inject(
-        &format!("wal_005/{SEG}"),
-        Fault::Status(503, "SlowDown"),
-        1000,
-    );
-    f.proxy.inject(
-        "part_001.tar.lz4",
-        Fault::Status(500, "InternalError"),
-        1000,
-    );
+    f.proxy.inject(&format!("wal_005/{SEG}"), Fault::Status(503, "SlowDown"), 1000);
+    f.proxy.inject("part_001.tar.lz4", Fault::Status(500, "InternalError"), 1000);
     let dir = f.archive.datadir(7, true);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &f.env());
+    assert_eq!(out.status.code(), Some(5), "standby: retry later, {}", stderr(&out));
+    assert!(stderr(&out).contains("gave up after 5 attempts"), "{}", stderr(&out));
     let out = walfetch_in(
         Some(&dir),
-        &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"],
+        &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG", "--mode", "recovery"],
         &f.env(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "standby: retry later, {}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("gave up after 5 attempts"),
-        "{}",
-        stderr(&out)
-    );
-    let out = walfetch_in(
-        Some(&dir),
-        &[
-            "wal-fetch",
-            SEG,
-            "pg_wal/RECOVERYXLOG",
-            "--mode",
-            "recovery",
-        ],
-        &f.env(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(133),
-        "recovery: stop, {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(133), "recovery: stop, {}", stderr(&out));
     assert!(files_in(&dir.join("pg_wal")).is_empty());
 
     let target = f.archive.scratch.path().join("restored");
-    let out = walfetch(
-        &["backup-fetch", target.to_str().unwrap(), "LATEST"],
-        &f.env(),
-    );
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("part_001.tar.lz4"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        target.join("WALFETCH_RESTORE_INCOMPLETE").exists()
-            && !target.join("global/pg_control").exists()
-    );
+    assert!(stderr(&out).contains("part_001.tar.lz4"), "{}", stderr(&out));
+    assert!(target.join("WALFETCH_RESTORE_INCOMPLETE").exists() && !target.join("global/pg_control").exists());
 }
 
 #[test]
@@ -236,9 +161,7 @@ fn eight_concurrent_wal_fetches_of_one_segment_agree() {
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let (dir, env) = (dir.clone(), env.clone());
-            thread::spawn(move || {
-                walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env)
-            })
+            thread::spawn(move || walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env))
         })
         .collect();
     for h in handles {
@@ -250,11 +173,7 @@ fn eight_concurrent_wal_fetches_of_one_segment_agree() {
 }
 
 /// Starts walfetch in the background (as postgres when root).
-fn spawn_walfetch(
-    cwd: Option<&std::path::Path>,
-    args: &[&str],
-    env: &[(String, String)],
-) -> std::process::Child {
+fn spawn_walfetch(cwd: Option<&std::path::Path>, args: &[&str], env: &[(String, String)]) -> std::process::Child {
     let mut cmd = if is_root() {
         Command::new("runuser")
     } else {
@@ -263,10 +182,7 @@ fn spawn_walfetch(
     if is_root() {
         cmd.args(["-u", "postgres", "--"]).arg(walfetch_bin());
     }
-    cmd.args(args)
-        .envs(env.iter().cloned())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args(args).envs(env.iter().cloned()).stdout(Stdio::null()).stderr(Stdio::null());
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
@@ -275,9 +191,7 @@ fn spawn_walfetch(
 
 /// SIGKILL to the walfetch process (runuser's child when root).
 fn kill9(child: &mut std::process::Child) {
-    let _ = Command::new("pkill")
-        .args(["-9", "-P", &child.id().to_string()])
-        .status();
+    let _ = Command::new("pkill").args(["-9", "-P", &child.id().to_string()]).status();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -286,22 +200,12 @@ fn kill9(child: &mut std::process::Child) {
 fn kill_9_in_the_middle_of_backup_fetch_then_rerun() {
     let f = Faulty::new();
     let (one, two) = big_backup(&f.archive);
-    f.proxy.inject(
-        "part_002.tar.lz4",
-        Fault::Throttle(64 * 1024, Duration::from_millis(200)),
-        1,
-    );
-    f.proxy.inject(
-        "part_001.tar.lz4",
-        Fault::Throttle(64 * 1024, Duration::from_millis(200)),
-        1,
-    );
+    f.proxy
+        .inject("part_002.tar.lz4", Fault::Throttle(64 * 1024, Duration::from_millis(200)), 1);
+    f.proxy
+        .inject("part_001.tar.lz4", Fault::Throttle(64 * 1024, Duration::from_millis(200)), 1);
     let target = f.archive.scratch.path().join("restored");
-    let mut child = spawn_walfetch(
-        None,
-        &["backup-fetch", target.to_str().unwrap(), "LATEST"],
-        &f.env(),
-    );
+    let mut child = spawn_walfetch(None, &["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
     thread::sleep(Duration::from_millis(1500));
     kill9(&mut child);
     assert!(
@@ -313,20 +217,9 @@ fn kill_9_in_the_middle_of_backup_fetch_then_rerun() {
         "an interrupted restore must not be startable"
     );
 
-    let out = walfetch(
-        &["backup-fetch", target.to_str().unwrap(), "LATEST"],
-        &f.env(),
-    );
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
-    let out = walfetch(
-        &[
-            "backup-fetch",
-            target.to_str().unwrap(),
-            "LATEST",
-            "--force",
-        ],
-        &f.env(),
-    );
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST", "--force"], &f.env());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fs::read(target.join("base/1/one")).unwrap(), one);
     assert_eq!(fs::read(target.join("base/1/two")).unwrap(), two);
@@ -339,19 +232,14 @@ fn kill_9_in_the_middle_of_wal_fetch_then_rerun() {
     let data = noise(SEG_SIZE as usize, 3);
     let mut seg = fake_segment(SEG, SEG_SIZE, 7);
     seg[8192..].copy_from_slice(&data[8192..]);
-    f.archive
-        .put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &seg));
+    f.archive.put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &seg));
     let dir = f.archive.datadir(7, true);
     f.proxy.inject(
         &format!("wal_005/{SEG}.lz4"),
         Fault::Throttle(64 * 1024, Duration::from_millis(150)),
         1,
     );
-    let mut child = spawn_walfetch(
-        Some(&dir),
-        &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"],
-        &f.env(),
-    );
+    let mut child = spawn_walfetch(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &f.env());
     thread::sleep(Duration::from_millis(1000));
     kill9(&mut child);
     assert!(
@@ -359,11 +247,7 @@ fn kill_9_in_the_middle_of_wal_fetch_then_rerun() {
         "no partial segment may be visible under %p"
     );
 
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"],
-        &f.env(),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &f.env());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), seg);
     assert_eq!(
@@ -376,13 +260,10 @@ fn kill_9_in_the_middle_of_wal_fetch_then_rerun() {
 #[test]
 fn no_secret_appears_in_any_log_output_at_any_level() {
     let f = Faulty::new();
-    f.archive.put(
-        &format!("wal_005/{SEG}.lz4"),
-        &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7)),
-    );
+    f.archive
+        .put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &fake_segment(SEG, SEG_SIZE, 7)));
     big_backup(&f.archive);
-    f.proxy
-        .inject("part_001.tar.lz4", Fault::ResetAfter(100_000), 5);
+    f.proxy.inject("part_001.tar.lz4", Fault::ResetAfter(100_000), 5);
     let dir = f.archive.datadir(7, true);
     let token = "FwoGZXIvYXdzEXAMPLESESSIONTOKENabc123";
     let secrets = [ACCESS_KEY, SECRET_KEY, token];
@@ -392,51 +273,19 @@ fn no_secret_appears_in_any_log_output_at_any_level() {
             env.push(("AWS_SESSION_TOKEN".into(), token.into()));
             if wrong_secret {
                 env.retain(|(k, _)| k != "AWS_SECRET_ACCESS_KEY");
-                env.push((
-                    "AWS_SECRET_ACCESS_KEY".into(),
-                    format!("{SECRET_KEY}-wrong"),
-                ));
+                env.push(("AWS_SECRET_ACCESS_KEY".into(), format!("{SECRET_KEY}-wrong")));
             }
-            let target = f
-                .archive
-                .scratch
-                .path()
-                .join(format!("r-{level}-{wrong_secret}"));
+            let target = f.archive.scratch.path().join(format!("r-{level}-{wrong_secret}"));
             let runs = [
-                walfetch_in(
-                    Some(&dir),
-                    &[
-                        "--log-level",
-                        level,
-                        "wal-fetch",
-                        SEG,
-                        "pg_wal/RECOVERYXLOG",
-                    ],
-                    &env,
-                ),
+                walfetch_in(Some(&dir), &["--log-level", level, "wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env),
                 walfetch(&["--log-level", level, "backup-list"], &env),
-                walfetch(
-                    &[
-                        "--log-level",
-                        level,
-                        "backup-fetch",
-                        target.to_str().unwrap(),
-                        "LATEST",
-                    ],
-                    &env,
-                ),
-                walfetch(
-                    &["--log-level", level, "--log-format", "json", "wal-verify"],
-                    &env,
-                ),
+                walfetch(&["--log-level", level, "backup-fetch", target.to_str().unwrap(), "LATEST"], &env),
+                walfetch(&["--log-level", level, "--log-format", "json", "wal-verify"], &env),
             ];
             for out in runs {
                 let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
                 for s in secrets {
-                    assert!(
-                        !text.contains(s),
-                        "secret {s:?} in output at {level}:\n{text}"
-                    );
+                    assert!(!text.contains(s), "secret {s:?} in output at {level}:\n{text}");
                 }
             }
         }

@@ -50,11 +50,7 @@ fn every_codec_of_the_walrus_fixture_archive_restores_and_validates() {
     }
     let dir = a.datadir(SYSID, true);
     for (seg, ext, sha) in SEGMENTS {
-        let out = walfetch_in(
-            Some(&dir),
-            &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"],
-            &a.env(),
-        );
+        let out = walfetch_in(Some(&dir), &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"], &a.env());
         assert_eq!(out.status.code(), Some(0), "{seg}.{ext}: {}", stderr(&out));
         let data = fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap();
         assert_eq!(hex(&Sha256::digest(&data)), sha, "{seg}.{ext}");
@@ -67,11 +63,7 @@ fn every_codec_of_the_walrus_fixture_archive_restores_and_validates() {
     .unwrap();
     let out = walfetch_in(
         Some(&dir),
-        &[
-            "wal-fetch",
-            "00000001000000000000000B",
-            "pg_wal/RECOVERYXLOG",
-        ],
+        &["wal-fetch", "00000001000000000000000B", "pg_wal/RECOVERYXLOG"],
         &a.env(),
     );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
@@ -84,11 +76,7 @@ fn every_codec_of_the_walrus_fixture_archive_restores_and_validates() {
     give_to_postgres(&other);
     let out = walfetch_in(
         Some(&other),
-        &[
-            "wal-fetch",
-            "000000010000000000000008",
-            "pg_wal/RECOVERYXLOG",
-        ],
+        &["wal-fetch", "000000010000000000000008", "pg_wal/RECOVERYXLOG"],
         &a.env(),
     );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
@@ -97,8 +85,7 @@ fn every_codec_of_the_walrus_fixture_archive_restores_and_validates() {
 
 /// Decodes a fixture segment.
 fn fixture_segment(seg: &str, ext: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("fixtures/walrus-archive/wal_005/{seg}.{ext}"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/walrus-archive/wal_005/{seg}.{ext}"));
     let (_, codec) = walfetch::codec::Codec::split(&format!("x.{ext}"));
     let mut d = codec.decoder(Box::new(fs::File::open(path).unwrap()), "fixture");
     let mut out = Vec::new();
@@ -125,11 +112,7 @@ fn flipped_bytes_in_a_record_under_an_lz4_frame_without_checksum_are_refused() {
     let a = Archive::new();
     a.put(&format!("wal_005/{seg}.lz4"), &enc.finish().unwrap());
     let dir = a.datadir(SYSID, false);
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"],
-        &a.env(),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"], &a.env());
     assert_eq!(
         out.status.code(),
         Some(128 + 7),

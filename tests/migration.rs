@@ -10,10 +10,7 @@ use common::*;
 
 /// The `sh` code blocks of the guide, in order.
 fn guide_commands() -> String {
-    let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/MIGRATING.md"),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/MIGRATING.md")).unwrap();
     let mut script = String::new();
     let mut in_sh = false;
     for line in text.lines() {
@@ -46,10 +43,7 @@ fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
     source.env = env.clone();
     source.configure(&[
         ("archive_mode", "on"),
-        (
-            "archive_command",
-            &format!("{} wal-push %p", walfetch_bin().display()),
-        ),
+        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
     ]);
     source.start();
     source.pgbench(&["-i", "-s", "1", "-q"]);
@@ -73,10 +67,7 @@ fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
         walfetch_bin().parent().unwrap().display(),
         pg_bin().display()
     );
-    let script = format!(
-        "set -euo pipefail\nexport PATH='{path}'\n{}",
-        guide_commands()
-    );
+    let script = format!("set -euo pipefail\nexport PATH='{path}'\n{}", guide_commands());
     let out = as_postgres("bash")
         .arg("-c")
         .arg(&script)
@@ -89,15 +80,8 @@ fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the guide failed:\n{stdout}\n{}",
-        stderr(&out)
-    );
-    assert!(
-        stdout.trim_end().ends_with('f'),
-        "the standby was not promoted:\n{stdout}"
-    );
+    assert!(out.status.success(), "the guide failed:\n{stdout}\n{}", stderr(&out));
+    assert!(stdout.trim_end().ends_with('f'), "the standby was not promoted:\n{stdout}");
 
     let mut promoted = Cluster::attach(&scratch, "standby", standby);
     promoted.adopt_running();

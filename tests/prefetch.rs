@@ -48,40 +48,23 @@ fn ready_segments_are_served_from_the_spool_without_storage() {
         );
     }
     let dir = a.datadir(7, true);
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
-        &env(&a),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // The fetcher, started on demand, fills the window after 5.
-    wait_for("the spool to fill", 20, || {
-        (6..=12).all(|n| spool(&dir).join(seg(n)).exists())
-    });
+    wait_for("the spool to fill", 20, || (6..=12).all(|n| spool(&dir).join(seg(n)).exists()));
     // Storage is gone: the next segments come from the spool alone.
     fs::remove_dir_all(a.root.join("wal_005")).unwrap();
     for n in 6..=8 {
-        let out = walfetch_in(
-            Some(&dir),
-            &["wal-fetch", &seg(n), "pg_wal/RECOVERYXLOG"],
-            &env(&a),
-        );
+        let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(n), "pg_wal/RECOVERYXLOG"], &env(&a));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("prefetch spool"), "{}", stderr(&out));
-        assert_eq!(
-            fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(),
-            fake_segment(&seg(n), SIZE, 7)
-        );
+        assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), fake_segment(&seg(n), SIZE, 7));
     }
     // Segments older than the one requested are removed from the spool.
     assert!(!spool(&dir).join(seg(7)).exists());
     // Idle, the on-demand fetcher exits and releases its lock.
     wait_for("the fetcher to exit when idle", 30, || {
-        let out = walfetch_in(
-            Some(&dir),
-            &["follow", dir.to_str().unwrap(), "--idle-timeout", "0"],
-            &env(&a),
-        );
+        let out = walfetch_in(Some(&dir), &["follow", dir.to_str().unwrap(), "--idle-timeout", "0"], &env(&a));
         String::from_utf8_lossy(&out.stderr).contains("fetcher started")
     });
 }
@@ -96,28 +79,16 @@ fn a_gap_is_reported_by_name_within_a_poll_interval() {
         );
     }
     let dir = a.datadir(7, true);
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
-        &env(&a),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", &seg(6), "pg_wal/RECOVERYXLOG"],
-        &env(&a),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(6), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let status_file = spool(&dir).join(".walfetch-status.json");
     wait_for("the gap in the status file", 10, || {
-        fs::read_to_string(&status_file)
-            .is_ok_and(|t| t.contains(&format!("\"gap\": \"{}\"", seg(6))))
+        fs::read_to_string(&status_file).is_ok_and(|t| t.contains(&format!("\"gap\": \"{}\"", seg(6))))
     });
     let log = fs::read_to_string(spool(&dir).join(".walfetch-follow.log")).unwrap();
-    assert!(
-        log.contains("gap in the archive") && log.contains(&seg(6)),
-        "{log}"
-    );
+    assert!(log.contains("gap in the archive") && log.contains(&seg(6)), "{log}");
 }
 
 #[test]
@@ -130,32 +101,15 @@ fn a_dead_fetcher_never_blocks_and_one_fetcher_runs_per_datadir() {
     let dir = a.datadir(7, true);
     // A download left behind by a fetcher that died: no lock holder.
     fs::create_dir_all(spool(&dir).join("running")).unwrap();
-    fs::write(
-        spool(&dir)
-            .join("running")
-            .join(format!("{}.999999", seg(5))),
-        b"partial",
-    )
-    .unwrap();
+    fs::write(spool(&dir).join("running").join(format!("{}.999999", seg(5))), b"partial").unwrap();
     give_to_postgres(&dir);
     let started = Instant::now();
-    let out = walfetch_in(
-        Some(&dir),
-        &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"],
-        &env(&a),
-    );
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "blocked on a dead fetcher"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "blocked on a dead fetcher");
 
     // While one fetcher runs (the one wal-fetch started), another exits at once.
-    let out = walfetch_in(
-        Some(&dir),
-        &["follow", dir.to_str().unwrap(), "--foreground"],
-        &env(&a),
-    );
+    let out = walfetch_in(Some(&dir), &["follow", dir.to_str().unwrap(), "--foreground"], &env(&a));
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("already runs"), "{}", stderr(&out));
 }

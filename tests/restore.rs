@@ -61,10 +61,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
     primary.env = env.clone();
     primary.configure(&[
         ("archive_mode", "on"),
-        (
-            "archive_command",
-            &format!("{} wal-push %p", writer_bin.display()),
-        ),
+        ("archive_command", &format!("{} wal-push %p", writer_bin.display())),
     ]);
     primary.start();
     primary.pgbench(&["-i", "-s", "1", "-q"]);
@@ -72,10 +69,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
     let tbs_restored = scratch.dir("tbs-restored");
     if tablespace {
         let loc = scratch.dir("tbs-source");
-        primary.sql(&format!(
-            "CREATE TABLESPACE spaced LOCATION '{}'",
-            loc.display()
-        ));
+        primary.sql(&format!("CREATE TABLESPACE spaced LOCATION '{}'", loc.display()));
         primary.sql("CREATE TABLE in_tablespace TABLESPACE spaced AS SELECT g, md5(g::text) AS m FROM generate_series(1, 20000) g");
         tables.push(("in_tablespace", "g"));
     }
@@ -86,25 +80,16 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
         .envs(env.iter().cloned())
         .envs(primary.libpq_env());
     let out = push.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{writer:?} backup-push: {}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "{writer:?} backup-push: {}", stderr(&out));
 
     primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
     primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
     if tablespace {
-        primary.sql(
-            "INSERT INTO in_tablespace SELECT g, 'after' FROM generate_series(20001, 25000) g",
-        );
+        primary.sql("INSERT INTO in_tablespace SELECT g, 'after' FROM generate_series(20001, 25000) g");
     }
     let lsn = primary.sql("SELECT pg_current_wal_lsn()");
     primary.archive_through(&lsn);
-    let expected: Vec<String> = tables
-        .iter()
-        .map(|(t, o)| primary.table_digest(t, o))
-        .collect();
+    let expected: Vec<String> = tables.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
     primary.stop();
 
     let restored: PathBuf = scratch.path().join("standby");
@@ -140,11 +125,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
                 .envs(env.iter().cloned())
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "walrus backup-fetch: {}",
-                stderr(&out)
-            );
+            assert!(out.status.success(), "walrus backup-fetch: {}", stderr(&out));
             std::fs::write(restored.join("standby.signal"), "").unwrap();
             let prefix = env
                 .iter()
@@ -156,11 +137,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
                 walrus_bin().display()
             );
             let auto = restored.join("postgresql.auto.conf");
-            std::fs::write(
-                &auto,
-                std::fs::read_to_string(&auto).unwrap_or_default() + &conf,
-            )
-            .unwrap();
+            std::fs::write(&auto, std::fs::read_to_string(&auto).unwrap_or_default() + &conf).unwrap();
             give_to_postgres(&restored);
         }
     }
@@ -168,18 +145,11 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
     let mut standby = Cluster::attach(&scratch, "standby", restored);
     // Only the credentials come from the server's environment; where the archive is
     // comes from the restore_command that backup-fetch wrote.
-    standby.env = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .cloned()
-        .collect();
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
     standby.start();
     standby.wait_replayed(&lsn);
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
-    let actual: Vec<String> = tables
-        .iter()
-        .map(|(t, o)| standby.table_digest(t, o))
-        .collect();
+    let actual: Vec<String> = tables.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
     assert_eq!(actual, expected, "standby data differs from the primary's");
     if tablespace {
         let link = std::fs::read_dir(standby.data.join("pg_tblspc"))
@@ -188,11 +158,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
             .unwrap()
             .unwrap()
             .path();
-        assert_eq!(
-            std::fs::read_link(link).unwrap(),
-            tbs_restored,
-            "tablespace must be relocated"
-        );
+        assert_eq!(std::fs::read_link(link).unwrap(), tbs_restored, "tablespace must be relocated");
     }
     let log = standby.log_text();
     assert!(
@@ -278,13 +244,7 @@ fn walrus_restores_walfetch_zstd_file() {
 
 #[test]
 fn walrus_restores_walfetch_brotli_file() {
-    restore_with(
-        Writer::Walfetch,
-        Writer::Walrus,
-        "brotli",
-        Store::File,
-        false,
-    );
+    restore_with(Writer::Walfetch, Writer::Walrus, "brotli", Store::File, false);
 }
 
 #[test]

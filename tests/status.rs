@@ -11,13 +11,8 @@ use serde_json::Value;
 
 fn status(datadir: &std::path::Path, env: &[(String, String)]) -> (i32, Value) {
     let out = walfetch(&["status", datadir.to_str().unwrap(), "--json"], env);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
-        )
-    });
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
     (out.status.code().unwrap(), json)
 }
 
@@ -38,10 +33,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     primary.env = env.clone();
     primary.configure(&[
         ("archive_mode", "on"),
-        (
-            "archive_command",
-            &format!("{} wal-push %p", walfetch_bin().display()),
-        ),
+        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
     ]);
     primary.start();
     primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
@@ -61,10 +53,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
 
     let restore = |name: &str| {
         let dir = scratch.path().join(name);
-        let out = walfetch(
-            &["backup-fetch", dir.to_str().unwrap(), "LATEST", "--standby"],
-            &env,
-        );
+        let out = walfetch(&["backup-fetch", dir.to_str().unwrap(), "LATEST", "--standby"], &env);
         assert!(out.status.success(), "{}", stderr(&out));
         dir
     };
@@ -77,11 +66,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     standby.wait_replayed(&lsn);
     standby.stop();
     let (code, r) = status(&healthy, &creds);
-    assert_eq!(
-        (code, r["verdict"].as_str().unwrap()),
-        (0, "healthy"),
-        "{r:#}"
-    );
+    assert_eq!((code, r["verdict"].as_str().unwrap()), (0, "healthy"), "{r:#}");
     assert_eq!(r["mode"], "standby");
     assert_eq!(r["system_identifier"], r["archive_system_identifier"]);
     let out = walfetch(&["status", healthy.to_str().unwrap()], &creds);
@@ -96,8 +81,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     let (code, r) = status(&fresh, &creds);
     assert_eq!(code, 0, "{r:#}");
     assert!(
-        r["next_segment_in_archive"].as_bool().unwrap()
-            && r["behind_segments"].as_u64().unwrap() >= 3,
+        r["next_segment_in_archive"].as_bool().unwrap() && r["behind_segments"].as_u64().unwrap() >= 3,
         "{r:#}"
     );
 
@@ -105,18 +89,8 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     let unsignalled = restore("unsignalled");
     fs::remove_file(unsignalled.join("standby.signal")).unwrap();
     let (code, r) = status(&unsignalled, &creds);
-    assert_eq!(
-        (code, r["verdict"].as_str().unwrap()),
-        (16, "misconfigured"),
-        "{r:#}"
-    );
-    assert!(
-        r["problems"][0]
-            .as_str()
-            .unwrap()
-            .contains("standby.signal"),
-        "{r:#}"
-    );
+    assert_eq!((code, r["verdict"].as_str().unwrap()), (16, "misconfigured"), "{r:#}");
+    assert!(r["problems"][0].as_str().unwrap().contains("standby.signal"), "{r:#}");
 
     // restore_command pointing at a bucket that does not exist.
     let wrong = restore("wrong-bucket");
@@ -129,32 +103,15 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     )
     .unwrap();
     let (code, r) = status(&wrong, &creds);
-    assert_eq!(
-        (code, r["verdict"].as_str().unwrap()),
-        (16, "misconfigured"),
-        "{r:#}"
-    );
-    assert!(
-        r["problems"].to_string().contains("no-such-bucket"),
-        "{r:#}"
-    );
+    assert_eq!((code, r["verdict"].as_str().unwrap()), (16, "misconfigured"), "{r:#}");
+    assert!(r["problems"].to_string().contains("no-such-bucket"), "{r:#}");
 
     // Blocked: the segment the fresh standby needs next is deleted from the archive.
     let (_, r) = status(&fresh, &creds);
     let next = r["next_segment"].as_str().unwrap().to_string();
-    fs::remove_file(
-        s3data
-            .join(BUCKET)
-            .join("pg/wal_005")
-            .join(format!("{next}.lz4")),
-    )
-    .unwrap();
+    fs::remove_file(s3data.join(BUCKET).join("pg/wal_005").join(format!("{next}.lz4"))).unwrap();
     let (code, r) = status(&fresh, &creds);
-    assert_eq!(
-        (code, r["verdict"].as_str().unwrap()),
-        (15, "blocked"),
-        "{r:#}"
-    );
+    assert_eq!((code, r["verdict"].as_str().unwrap()), (15, "blocked"), "{r:#}");
     assert_eq!(r["first_gap"], next.as_str());
 
     // check: ok against the archive, and a clear credentials verdict with a wrong secret.

@@ -19,31 +19,17 @@ fn segments(a: &Archive, tli: u32, from: u32, to: u32, except: &[u32]) {
 }
 
 fn backup(a: &Archive, start: u64, finish: u64) {
-    let name = format!(
-        "base_00000001{:08X}{:08X}",
-        start >> 32,
-        (start & 0xFFFF_FFFF) >> 24
-    );
-    let sentinel = format!(
-        r#"{{"LSN":{start},"FinishLSN":{finish},"PgVersion":150000,"FinishTime":"2026-11-25T00:00:00Z"}}"#
-    );
-    a.put(
-        &format!("basebackups_005/{name}_backup_stop_sentinel.json"),
-        sentinel.as_bytes(),
-    );
+    let name = format!("base_00000001{:08X}{:08X}", start >> 32, (start & 0xFFFF_FFFF) >> 24);
+    let sentinel = format!(r#"{{"LSN":{start},"FinishLSN":{finish},"PgVersion":150000,"FinishTime":"2026-11-25T00:00:00Z"}}"#);
+    a.put(&format!("basebackups_005/{name}_backup_stop_sentinel.json"), sentinel.as_bytes());
 }
 
 fn verify(a: &Archive, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["wal-verify", "--json"];
     all.extend(args);
     let out = walfetch(&all, &a.env());
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(&out)
-        )
-    });
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
     (out.status.code().unwrap(), json)
 }
 
@@ -86,16 +72,8 @@ fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
     assert_eq!(
         missing(&r),
         [
-            (
-                1,
-                "000000010000000000000005".into(),
-                "000000010000000000000005".into()
-            ),
-            (
-                1,
-                "000000010000000000000017".into(),
-                "000000010000000000000019".into()
-            )
+            (1, "000000010000000000000005".into(), "000000010000000000000005".into()),
+            (1, "000000010000000000000017".into(), "000000010000000000000019".into())
         ]
     );
     assert_eq!(r["missing_segments"], 4);
@@ -109,23 +87,11 @@ fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
             .join("basebackups_005/base_000000010000000000000016_backup_stop_sentinel.json"),
     )
     .unwrap();
-    let (code, r) = verify(
-        &a,
-        &[
-            "--wal-segment-size",
-            "16MB",
-            "--from",
-            "000000010000000000000010",
-        ],
-    );
+    let (code, r) = verify(&a, &["--wal-segment-size", "16MB", "--from", "000000010000000000000010"]);
     assert_eq!(code, 12, "{r:#}");
     assert_eq!(
         missing(&r),
-        [(
-            1,
-            "000000010000000000000017".into(),
-            "000000010000000000000019".into()
-        )]
+        [(1, "000000010000000000000017".into(), "000000010000000000000019".into())]
     );
     assert!(unrestorable(&r).is_empty());
 
@@ -133,8 +99,7 @@ fn reports_exactly_the_deleted_segments_and_the_backups_they_break() {
     let out = walfetch(&["wal-verify", "--wal-segment-size", "16MB"], &a.env());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("000000010000000000000017 .. 000000010000000000000019 (3)")
-            && text.contains("status: GAPS (exit 12)"),
+        text.contains("000000010000000000000017 .. 000000010000000000000019 (3)") && text.contains("status: GAPS (exit 12)"),
         "{text}"
     );
 }
@@ -223,32 +188,16 @@ fn follows_timeline_history() {
     assert_eq!(
         missing(&r),
         [
-            (
-                1,
-                "000000010000000000000005".into(),
-                "000000010000000000000005".into()
-            ),
-            (
-                2,
-                "00000002000000000000000C".into(),
-                "00000002000000000000000C".into()
-            )
+            (1, "000000010000000000000005".into(), "000000010000000000000005".into()),
+            (2, "00000002000000000000000C".into(), "00000002000000000000000C".into())
         ]
     );
     assert_eq!(r["unknown_objects"], 0, "a .partial is a WAL file: {r:#}");
-    let tl2 = r["timelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["timeline"] == 2)
-        .unwrap();
+    let tl2 = r["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 2).unwrap();
     assert_eq!(tl2["parent"], 1);
     assert_eq!(tl2["branched_at"], "0/A0000A0");
 
-    let out = walfetch(
-        &["wal-show", "--wal-segment-size", "16MB", "--json"],
-        &a.env(),
-    );
+    let out = walfetch(&["wal-show", "--wal-segment-size", "16MB", "--json"], &a.env());
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     let t1 = &shown[0];
     assert_eq!(t1["gaps"].as_array().unwrap().len(), 2, "{t1:#}");
@@ -277,19 +226,14 @@ fn real_cluster_with_segment_size(mb: u32) {
     pg.env = env.clone();
     pg.configure(&[
         ("archive_mode", "on"),
-        (
-            "archive_command",
-            &format!("{} wal-push %p", walfetch_bin().display()),
-        ),
+        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
     ]);
     if mb == 1 {
         pg.configure(&[("min_wal_size", "4MB"), ("max_wal_size", "16MB")]);
     }
     pg.start();
     for i in 0..6 {
-        pg.sql(&format!(
-            "CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 20000) g"
-        ));
+        pg.sql(&format!("CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 20000) g"));
         pg.sql("SELECT pg_switch_wal()");
     }
     let lsn = pg.sql("SELECT pg_current_wal_lsn()");
@@ -347,15 +291,7 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     primary.stop();
 
     let standby_dir = scratch.path().join("standby");
-    let out = walfetch(
-        &[
-            "backup-fetch",
-            standby_dir.to_str().unwrap(),
-            "LATEST",
-            "--standby",
-        ],
-        &env,
-    );
+    let out = walfetch(&["backup-fetch", standby_dir.to_str().unwrap(), "LATEST", "--standby"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut standby = Cluster::attach(scratch, "standby", standby_dir);
     standby.env = env.clone();

@@ -77,12 +77,7 @@ impl<R: Read> Lz4Guard<R> {
             }
             Item::Descriptor => {
                 self.flags = v[0];
-                let rest =
-                    1 + if self.flags & FLG_CONTENT_SIZE != 0 {
-                        8
-                    } else {
-                        0
-                    } + if self.flags & FLG_DICT_ID != 0 { 4 } else { 0 };
+                let rest = 1 + if self.flags & FLG_CONTENT_SIZE != 0 { 8 } else { 0 } + if self.flags & FLG_DICT_ID != 0 { 4 } else { 0 };
                 self.expect(Item::DescriptorRest, rest);
             }
             Item::DescriptorRest => self.expect(Item::BlockSize, 4),
@@ -100,12 +95,7 @@ impl<R: Read> Lz4Guard<R> {
                         self.expect(Item::Magic, 4);
                     }
                 } else {
-                    self.skip = (size & 0x7FFF_FFFF) as u64
-                        + if self.flags & FLG_BLOCK_CHECKSUM != 0 {
-                            4
-                        } else {
-                            0
-                        };
+                    self.skip = (size & 0x7FFF_FFFF) as u64 + if self.flags & FLG_BLOCK_CHECKSUM != 0 { 4 } else { 0 };
                     self.expect(Item::BlockSize, 4);
                 }
             }
@@ -136,8 +126,7 @@ impl<R: Read> Lz4Guard<R> {
     }
 
     fn at_end(&self) -> io::Result<()> {
-        let between_frames =
-            self.item == Item::Magic && self.collected.is_empty() && self.skip == 0;
+        let between_frames = self.item == Item::Magic && self.collected.is_empty() && self.skip == 0;
         if between_frames && self.frames > 0 {
             Ok(())
         } else {
@@ -247,9 +236,6 @@ mod tests {
                 );
             }
         }
-        assert!(
-            guarded_len(&[]).is_err(),
-            "an empty object is not an lz4 frame"
-        );
+        assert!(guarded_len(&[]).is_err(), "an empty object is not an lz4 frame");
     }
 }

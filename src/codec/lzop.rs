@@ -65,11 +65,7 @@ pub fn looks_like_openpgp(first: &[u8]) -> bool {
     if b & 0x80 == 0 {
         return false;
     }
-    let tag = if b & 0x40 != 0 {
-        b & 0x3F
-    } else {
-        (b >> 2) & 0x0F
-    };
+    let tag = if b & 0x40 != 0 { b & 0x3F } else { (b >> 2) & 0x0F };
     matches!(tag, 1 | 3)
 }
 
@@ -177,11 +173,7 @@ impl<R: Read> LzopReader<R> {
         read_full(&mut self.inner, &mut name, "the header")?;
         h.extend_from_slice(&name);
         let stored = self.u32("the header checksum")?;
-        let computed = if self.flags & F_H_CRC32 != 0 {
-            crc32(&h)
-        } else {
-            adler32(1, &h)
-        };
+        let computed = if self.flags & F_H_CRC32 != 0 { crc32(&h) } else { adler32(1, &h) };
         if stored != computed {
             return Err(invalid(format!(
                 "lzop header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
@@ -217,9 +209,7 @@ impl<R: Read> LzopReader<R> {
         }
         let src_len = self.u32("a block header")?;
         if dst_len > MAX_BLOCK_SIZE {
-            return Err(invalid(format!(
-                "lzop block of {dst_len} bytes exceeds the format's limit"
-            )));
+            return Err(invalid(format!("lzop block of {dst_len} bytes exceeds the format's limit")));
         }
         if src_len == 0 || src_len > dst_len {
             return Err(invalid(format!(
@@ -252,42 +242,31 @@ impl<R: Read> LzopReader<R> {
         read_full(&mut self.inner, &mut self.compressed, "block data")?;
         if let Some(sum) = adler_c {
             if adler32(1, &self.compressed) != sum {
-                return Err(invalid(
-                    "lzop Adler-32 checksum of compressed data does not match",
-                ));
+                return Err(invalid("lzop Adler-32 checksum of compressed data does not match"));
             }
         }
         if let Some(sum) = crc_c {
             if crc32(&self.compressed) != sum {
-                return Err(invalid(
-                    "lzop CRC-32 checksum of compressed data does not match",
-                ));
+                return Err(invalid("lzop CRC-32 checksum of compressed data does not match"));
             }
         }
         self.block.resize(dst_len as usize, 0);
         if stored {
             self.block.copy_from_slice(&self.compressed);
         } else {
-            let n = lzo::decompress_into(&self.compressed, &mut self.block)
-                .map_err(|e| invalid(format!("corrupt LZO1X block: {e:?}")))?;
+            let n = lzo::decompress_into(&self.compressed, &mut self.block).map_err(|e| invalid(format!("corrupt LZO1X block: {e:?}")))?;
             if n != dst_len as usize {
-                return Err(invalid(format!(
-                    "LZO1X block decoded to {n} bytes, header says {dst_len}"
-                )));
+                return Err(invalid(format!("LZO1X block decoded to {n} bytes, header says {dst_len}")));
             }
         }
         if let Some(sum) = adler_d {
             if adler32(1, &self.block) != sum {
-                return Err(invalid(
-                    "lzop Adler-32 checksum of uncompressed data does not match",
-                ));
+                return Err(invalid("lzop Adler-32 checksum of uncompressed data does not match"));
             }
         }
         if let Some(sum) = crc_d {
             if crc32(&self.block) != sum {
-                return Err(invalid(
-                    "lzop CRC-32 checksum of uncompressed data does not match",
-                ));
+                return Err(invalid("lzop CRC-32 checksum of uncompressed data does not match"));
             }
         }
         self.pos = 0;
@@ -334,12 +313,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/lzop")
-                .join(name),
-        )
-        .unwrap()
+        std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/lzop").join(name)).unwrap()
     }
 
     fn decode(data: &[u8]) -> io::Result<Vec<u8>> {
@@ -371,11 +345,7 @@ mod tests {
             } else {
                 expected.clone()
             };
-            assert_eq!(
-                decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}")),
-                want,
-                "{name}"
-            );
+            assert_eq!(decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}")), want, "{name}");
         }
     }
 
@@ -389,10 +359,7 @@ mod tests {
                 assert!(decode(&bad).is_err(), "{name}: flipped byte {at} accepted");
             }
             for cut in [1, 4, 5, data.len() / 2] {
-                assert!(
-                    decode(&data[..data.len() - cut]).is_err(),
-                    "{name}: cut {cut} accepted"
-                );
+                assert!(decode(&data[..data.len() - cut]).is_err(), "{name}: cut {cut} accepted");
             }
         }
     }
@@ -426,10 +393,7 @@ mod tests {
             } else {
                 0
             };
-            let skip = 4
-                * ((flags & F_ADLER32_D != 0) as usize
-                    + (flags & F_CRC32_D != 0) as usize
-                    + c_sums);
+            let skip = 4 * ((flags & F_ADLER32_D != 0) as usize + (flags & F_CRC32_D != 0) as usize + c_sums);
             let body = &data[pos + 8 + skip..pos + 8 + skip + src as usize];
             let plain = &raw[raw_pos..raw_pos + dst as usize];
             out.extend_from_slice(&dst.to_be_bytes());
@@ -465,9 +429,6 @@ mod tests {
         assert!(err.to_string().contains("GPG-encrypted"), "{err}");
         let err = decode(&[0xC1, 0x01, 0x0C, 0x03, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
         assert!(err.to_string().contains("GPG-encrypted"), "{err}");
-        assert!(decode(b"plain text, not lzop")
-            .unwrap_err()
-            .to_string()
-            .contains("bad magic"));
+        assert!(decode(b"plain text, not lzop").unwrap_err().to_string().contains("bad magic"));
     }
 }

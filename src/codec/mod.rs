@@ -41,14 +41,7 @@ pub enum Codec {
 }
 
 /// Every codec walfetch reads, in the order a lookup probes them (most common first).
-pub const ALL: [Codec; 6] = [
-    Codec::Lz4,
-    Codec::Zstd,
-    Codec::Brotli,
-    Codec::Lzma,
-    Codec::Lzo,
-    Codec::None,
-];
+pub const ALL: [Codec; 6] = [Codec::Lz4, Codec::Zstd, Codec::Brotli, Codec::Lzma, Codec::Lzo, Codec::None];
 
 impl Codec {
     /// The file extension without a dot (empty for [`Codec::None`]).
@@ -65,8 +58,7 @@ impl Codec {
 
     /// The codec for an extension (without the dot).
     pub fn from_extension(ext: &str) -> Option<Codec> {
-        ALL.into_iter()
-            .find(|c| *c != Codec::None && c.extension() == ext)
+        ALL.into_iter().find(|c| *c != Codec::None && c.extension() == ext)
     }
 
     /// `name` with this codec's extension appended.
@@ -133,25 +125,22 @@ impl Codec {
                 Encoder::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, out))
             }
             Codec::Zstd => Encoder::Zstd(
-                zstd::stream::write::Encoder::new(out, 3)
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("zstd encoder: {e}")))?,
+                zstd::stream::write::Encoder::new(out, 3).map_err(|e| Error::new(ErrorKind::LocalIo, format!("zstd encoder: {e}")))?,
             ),
-            Codec::Brotli => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
-                out,
-                64 * 1024,
-                3,
-                22,
-            ))),
+            Codec::Brotli => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(out, 64 * 1024, 3, 22))),
             Codec::Lzma => {
-                let mut opts = xz2::stream::LzmaOptions::new_preset(6)
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma options: {e}")))?;
+                let mut opts =
+                    xz2::stream::LzmaOptions::new_preset(6).map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma options: {e}")))?;
                 opts.dict_size(8 << 20);
                 let stream = xz2::stream::Stream::new_lzma_encoder(&opts)
                     .map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma encoder: {e}")))?;
                 Encoder::Lzma(xz2::write::XzEncoder::new_stream(out, stream))
             }
             Codec::Lzo => {
-                return Err(Error::new(ErrorKind::Config, "lzo is read-only in walfetch (WAL-E's format); push with lz4, zstd, brotli or lzma"))
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "lzo is read-only in walfetch (WAL-E's format); push with lz4, zstd, brotli or lzma",
+                ))
             }
         })
     }
@@ -170,9 +159,7 @@ impl FromStr for Codec {
             "none" | "" => Ok(Codec::None),
             other => Err(Error::new(
                 ErrorKind::Config,
-                format!(
-                    "unknown compression method '{other}' (use lz4, zstd, brotli, lzma or none)"
-                ),
+                format!("unknown compression method '{other}' (use lz4, zstd, brotli, lzma or none)"),
             )),
         }
     }
@@ -191,8 +178,7 @@ struct TrackErrors {
 impl Read for TrackErrors {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
-            let err = Error::from_io_ref(e)
-                .unwrap_or_else(|| Error::new(ErrorKind::Unreachable, e.to_string()));
+            let err = Error::from_io_ref(e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, e.to_string()));
             let mut slot = self.slot.0.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert(err);
         })
@@ -203,10 +189,7 @@ struct FailingReader(Option<io::Error>);
 
 impl Read for FailingReader {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| io::Error::other("decoder unavailable")))
+        Err(self.0.take().unwrap_or_else(|| io::Error::other("decoder unavailable")))
     }
 }
 
@@ -228,13 +211,7 @@ impl Decoded {
 
     /// Classifies an I/O error that came out of this decoder.
     pub fn classify(&self, err: &io::Error) -> Error {
-        if let Some(storage) = self
-            .slot
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(storage) = self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return storage;
         }
         if let Some(inner) = Error::from_io_ref(err) {
@@ -244,10 +221,7 @@ impl Decoded {
             Codec::None => "reading".to_string(),
             c => format!("decompressing {}", c.extension()),
         };
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("{}: {what} failed: {err}", self.object),
-        )
+        Error::new(ErrorKind::Corrupt, format!("{}: {what} failed: {err}", self.object))
     }
 
     /// Reads to the end, failing if any non-zero byte remains (what may follow a tar's
@@ -261,10 +235,7 @@ impl Decoded {
                 Ok(_) => {
                     return Err(Error::new(
                         ErrorKind::Corrupt,
-                        format!(
-                            "{}: unexpected data after the end of the tar archive",
-                            self.object
-                        ),
+                        format!("{}: unexpected data after the end of the tar archive", self.object),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -276,10 +247,7 @@ impl Decoded {
 
 impl Read for Decoded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .inner
-            .read(buf)
-            .map_err(|e| self.classify(&e).into_io())?;
+        let n = self.inner.read(buf).map_err(|e| self.classify(&e).into_io())?;
         self.total += n as u64;
         Ok(n)
     }
@@ -342,9 +310,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        (0..300_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect()
+        (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
     }
 
     fn round_trip(codec: Codec) -> Vec<u8> {
@@ -373,8 +339,7 @@ mod tests {
         for codec in [Codec::Lz4, Codec::Zstd, Codec::Brotli, Codec::Lzma] {
             let mut packed = round_trip(codec);
             packed.truncate(packed.len() / 2);
-            let err =
-                decode(codec, packed).expect_err(&format!("{codec:?} accepted a truncated stream"));
+            let err = decode(codec, packed).expect_err(&format!("{codec:?} accepted a truncated stream"));
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{codec:?}: {err}");
             assert!(err.message().contains("obj"));
         }
@@ -395,15 +360,9 @@ mod tests {
             Codec::split("000000010000000000000001.lz4"),
             ("000000010000000000000001", Codec::Lz4)
         );
-        assert_eq!(
-            Codec::split("part_001.tar.zst"),
-            ("part_001.tar", Codec::Zstd)
-        );
+        assert_eq!(Codec::split("part_001.tar.zst"), ("part_001.tar", Codec::Zstd));
         assert_eq!(Codec::split("part_001.tar"), ("part_001.tar", Codec::None));
-        assert_eq!(
-            Codec::split("00000002.history"),
-            ("00000002.history", Codec::None)
-        );
+        assert_eq!(Codec::split("00000002.history"), ("00000002.history", Codec::None));
         assert_eq!(Codec::Brotli.file_name("x"), "x.br");
         assert_eq!(Codec::None.file_name("x"), "x");
         assert_eq!("zstd".parse::<Codec>().unwrap(), Codec::Zstd);

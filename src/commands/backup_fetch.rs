@@ -33,6 +33,7 @@ use crate::layout::{backup_file_key, files_metadata, partitions_prefix};
 use crate::pg::datadir::{pg_major, server_running};
 use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
+use crate::progress::{self, Reporter};
 use crate::restore::extract::{sanitize, Target};
 use crate::restore::tablespace;
 use crate::storage::{ObjectMeta, Storage};
@@ -89,27 +90,28 @@ fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Partiti
         } else {
             return Err(Error::new(
                 ErrorKind::Corrupt,
-                format!("{}: unknown object in tar_partitions/ (unsupported compression or not a partition)", obj.key),
+                format!(
+                    "{}: unknown object in tar_partitions/ (unsupported compression or not a partition)",
+                    obj.key
+                ),
             ));
         }
     }
     // Largest first, so the longest download starts early and the tail is short.
-    parts
-        .data
-        .sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
+    parts.data.sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
     Ok(parts)
 }
 
-/// Byte counter for a reader.
+/// Counts compressed bytes read, for the progress report.
 struct Counting<R> {
     inner: R,
-    count: Arc<AtomicU64>,
+    counters: Arc<progress::Counters>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -117,7 +119,7 @@ impl<R: Read> Read for Counting<R> {
 /// Progress shared by the partition workers.
 #[derive(Default)]
 struct Progress {
-    compressed: Arc<AtomicU64>,
+    counters: Arc<progress::Counters>,
     decoded: AtomicU64,
     files: AtomicU64,
 }
@@ -152,19 +154,14 @@ impl BackupFetch {
         if parts.data.is_empty() {
             return Err(Error::new(
                 ErrorKind::Corrupt,
-                format!(
-                    "{}/{prefix}: the backup has no tar partitions",
-                    storage.describe()
-                ),
+                format!("{}/{prefix}: the backup has no tar partitions", storage.describe()),
             ));
         }
         let metadata_key = backup_file_key(&name, "files_metadata.json");
         let has_metadata = storage.stat(&metadata_key)?.is_some();
         if has_metadata {
             self.check_partitions_listed(storage.as_ref(), &metadata_key, &parts, &prefix)?;
-        } else if backup.sentinel.version.unwrap_or(0) >= 2
-            && !backup.sentinel.files_metadata_disabled.unwrap_or(false)
-        {
+        } else if backup.sentinel.version.unwrap_or(0) >= 2 && !backup.sentinel.files_metadata_disabled.unwrap_or(false) {
             tracing::warn!(object = %metadata_key, "backup has no files_metadata.json; files cannot be checked against it");
         }
 
@@ -177,20 +174,31 @@ impl BackupFetch {
         let relocated = !mappings.is_empty();
         let target = Target::create(&dir, plan)?;
         let marker = dir.join(INCOMPLETE_MARKER);
-        fs::write(&marker, format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"))
-            .map_err(|e| Error::local_io(marker.display(), &e))?;
+        fs::write(
+            &marker,
+            format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"),
+        )
+        .map_err(|e| Error::local_io(marker.display(), &e))?;
 
         let progress = Progress::default();
+        let all_parts: Vec<&ObjectMeta> = parts
+            .data
+            .iter()
+            .chain(parts.backup_label.iter())
+            .chain(parts.pg_control.iter())
+            .collect();
+        let total: u64 = all_parts.iter().map(|p| p.size).sum();
+        let reporter = Reporter::start(
+            &format!("restoring {name}"),
+            Arc::clone(&progress.counters),
+            total,
+            all_parts.len() as u64,
+        );
         self.extract_parallel(storage, &target, &parts.data, concurrency, &progress)?;
         for part in parts.backup_label.iter().chain(parts.pg_control.iter()) {
-            self.extract_one(
-                storage.as_ref(),
-                &target,
-                part,
-                &AtomicBool::new(false),
-                &progress,
-            )?;
+            self.extract_one(storage.as_ref(), &target, part, &AtomicBool::new(false), &progress)?;
         }
+        drop(reporter);
         let decoded = progress.decoded.load(Ordering::Relaxed);
         if let Some(expected) = backup.sentinel.uncompressed_size {
             if expected != decoded && backup.name.wale_offset.is_none() {
@@ -213,11 +221,7 @@ impl BackupFetch {
         if let Some(mode) = self.mode() {
             written = write_recovery_config(&dir, mode, &restore_command(settings)?)?;
             let control = dir.join(crate::restore::extract::STAGED_PG_CONTROL);
-            written.extend(minimal_config::write_missing(
-                &dir,
-                pg_major(&dir)?,
-                &control,
-            )?);
+            written.extend(minimal_config::write_missing(&dir, pg_major(&dir)?, &control)?);
         }
         if !self.no_sync {
             fsutil::sync_filesystem(&dir)?;
@@ -236,7 +240,7 @@ impl BackupFetch {
             dir.display(),
             progress.files.load(Ordering::Relaxed),
             decoded as f64 / 1048576.0,
-            progress.compressed.load(Ordering::Relaxed) as f64 / 1048576.0,
+            progress.counters.read.load(Ordering::Relaxed) as f64 / 1048576.0,
             parts.data.len() + parts.backup_label.iter().count() + parts.pg_control.iter().count(),
         );
         for line in &written {
@@ -250,7 +254,10 @@ impl BackupFetch {
         }
         match self.mode() {
             Some(_) => println!("next: pg_ctl -D {} start   (as the user that owns it)", dir.display()),
-            None => println!("next: configure recovery (or re-run with --standby / --recovery), then pg_ctl -D {} start", dir.display()),
+            None => println!(
+                "next: configure recovery (or re-run with --standby / --recovery), then pg_ctl -D {} start",
+                dir.display()
+            ),
         }
         Ok(())
     }
@@ -269,10 +276,7 @@ impl BackupFetch {
         if server_running(dir) {
             return Err(Error::new(
                 ErrorKind::Refused,
-                format!(
-                    "{}: a PostgreSQL server is running in it; stop it first",
-                    dir.display()
-                ),
+                format!("{}: a PostgreSQL server is running in it; stop it first", dir.display()),
             ));
         }
         if fsutil::is_empty_dir(dir)? {
@@ -286,23 +290,14 @@ impl BackupFetch {
             };
             return Err(Error::new(
                 ErrorKind::Refused,
-                format!(
-                    "{}: {why}; pass --force to delete its contents and restore into it",
-                    dir.display()
-                ),
+                format!("{}: {why}; pass --force to delete its contents and restore into it", dir.display()),
             ));
         }
         tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
         fsutil::clear_dir(dir)
     }
 
-    fn check_partitions_listed(
-        &self,
-        storage: &dyn Storage,
-        key: &str,
-        parts: &Partitions,
-        prefix: &str,
-    ) -> Result<()> {
+    fn check_partitions_listed(&self, storage: &dyn Storage, key: &str, parts: &Partitions, prefix: &str) -> Result<()> {
         let object = format!("{}/{key}", storage.describe());
         let meta = files_metadata::read(storage.open(key)?, &object, &mut |_, _| Ok(()))?;
         let present: Vec<String> = parts
@@ -310,30 +305,24 @@ impl BackupFetch {
             .iter()
             .chain(parts.backup_label.iter())
             .chain(parts.pg_control.iter())
-            .map(|o| {
-                Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key))
-                    .0
-                    .to_string()
-            })
+            .map(|o| Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key)).0.to_string())
             .collect();
         for set in &meta.tar_sets {
             let stem = Codec::split(set).0;
             if !present.iter().any(|p| p == stem) {
                 return Err(Error::new(
                     ErrorKind::Corrupt,
-                    format!("{}/{prefix}{set}: partition listed in files_metadata.json is missing from storage; the backup cannot be restored", storage.describe()),
+                    format!(
+                        "{}/{prefix}{set}: partition listed in files_metadata.json is missing from storage; the backup cannot be restored",
+                        storage.describe()
+                    ),
                 ));
             }
         }
         Ok(())
     }
 
-    fn check_files_extracted(
-        &self,
-        storage: &dyn Storage,
-        key: &str,
-        target: &Target,
-    ) -> Result<()> {
+    fn check_files_extracted(&self, storage: &dyn Storage, key: &str, target: &Target) -> Result<()> {
         let object = format!("{}/{key}", storage.describe());
         let mut missing = Vec::new();
         let mut missing_count = 0u64;
@@ -344,9 +333,7 @@ impl BackupFetch {
             let parts = sanitize(name.as_bytes(), &object)?;
             let rel = parts.join("/");
             let path = if rel == "global/pg_control" {
-                target
-                    .root()
-                    .join(crate::restore::extract::STAGED_PG_CONTROL)
+                target.root().join(crate::restore::extract::STAGED_PG_CONTROL)
             } else {
                 target.root().join(&rel)
             };
@@ -361,7 +348,10 @@ impl BackupFetch {
         if missing_count > 0 {
             return Err(Error::new(
                 ErrorKind::Corrupt,
-                format!("{object}: {missing_count} listed files are in no partition (e.g. {}); the backup is incomplete", missing.join(", ")),
+                format!(
+                    "{object}: {missing_count} listed files are in no partition (e.g. {}); the backup is incomplete",
+                    missing.join(", ")
+                ),
             ));
         }
         Ok(())
@@ -384,13 +374,10 @@ impl BackupFetch {
                     if cancel.load(Ordering::Relaxed) {
                         return;
                     }
-                    let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-                    else {
+                    let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                         return;
                     };
-                    if let Err(e) =
-                        self.extract_one(storage.as_ref(), target, part, &cancel, progress)
-                    {
+                    if let Err(e) = self.extract_one(storage.as_ref(), target, part, &cancel, progress) {
                         let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                         // Keep the root cause, not a worker's "stopped because another failed".
                         if slot.is_none() {
@@ -422,15 +409,14 @@ impl BackupFetch {
         let raw = storage.open(&part.key)?;
         let counted = Counting {
             inner: raw,
-            count: Arc::clone(&progress.compressed),
+            counters: Arc::clone(&progress.counters),
         };
         let decoded = codec.decoder(Box::new(counted), &url);
         let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
         decoded.drain_zeros()?;
-        progress
-            .decoded
-            .fetch_add(decoded.total(), Ordering::Relaxed);
+        progress.decoded.fetch_add(decoded.total(), Ordering::Relaxed);
         progress.files.fetch_add(stats.files, Ordering::Relaxed);
+        progress.counters.parts_done.fetch_add(1, Ordering::Relaxed);
         tracing::info!(object = %url, files = stats.files, bytes = stats.bytes, secs = format!("{:.2}", started.elapsed().as_secs_f64()), "partition restored");
         Ok(())
     }
@@ -468,10 +454,7 @@ pub fn restore_command(settings: &StorageSettings) -> Result<String> {
 
 /// Quotes a word for `sh` only when it needs it.
 fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
     if safe {
         word.to_string()
     } else {

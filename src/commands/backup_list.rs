@@ -29,14 +29,10 @@ fn human_size(bytes: Option<u64>) -> String {
 impl BackupList {
     /// Lists and prints.
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
-        let backups = list_backups(
-            storage,
-            default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4),
-        )?;
+        let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
         let rows: Vec<_> = backups.iter().map(|b| b.summary()).collect();
         if self.json {
-            let text = serde_json::to_string_pretty(&rows)
-                .map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?;
+            let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?;
             println!("{text}");
             return Ok(());
         }
@@ -56,9 +52,7 @@ impl BackupList {
                 r.start_lsn.as_deref().unwrap_or("-"),
                 r.finish_lsn.as_deref().unwrap_or("-"),
                 r.finish_time.as_deref().unwrap_or("-"),
-                r.pg_version
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                r.pg_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 human_size(r.uncompressed_size),
                 human_size(r.compressed_size),
             );

@@ -104,9 +104,7 @@ fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
         ErrorKind::Database,
         format!(
             "{what}: {e}{}",
-            e.as_db_error()
-                .map(|d| format!(" ({})", d.message()))
-                .unwrap_or_default()
+            e.as_db_error().map(|d| format!(" ({})", d.message())).unwrap_or_default()
         ),
     )
 }
@@ -116,16 +114,9 @@ impl Db {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::LocalIo,
-                    format!("cannot start the I/O runtime: {e}"),
-                )
-            })?;
+            .map_err(|e| Error::new(ErrorKind::LocalIo, format!("cannot start the I/O runtime: {e}")))?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let user = env("PGUSER")
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| "postgres".into());
+        let user = env("PGUSER").or_else(|| env("USER")).unwrap_or_else(|| "postgres".into());
         let mut config = tokio_postgres::Config::new();
         config
             .user(&user)
@@ -137,9 +128,10 @@ impl Db {
             None => config.host_path("/var/run/postgresql"),
         };
         if let Some(p) = env("PGPORT") {
-            config.port(p.parse().map_err(|_| {
-                Error::new(ErrorKind::Config, format!("PGPORT '{p}' is not a port"))
-            })?);
+            config.port(
+                p.parse()
+                    .map_err(|_| Error::new(ErrorKind::Config, format!("PGPORT '{p}' is not a port")))?,
+            );
         }
         if let Some(pw) = env("PGPASSWORD") {
             config.password(pw);
@@ -155,30 +147,19 @@ impl Db {
         Ok(Db { runtime, client })
     }
 
-    fn query_one(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<tokio_postgres::Row> {
+    fn query_one(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row> {
         self.runtime
             .block_on(self.client.query_one(sql, params))
             .map_err(|e| db_error(sql, e))
     }
 
     fn text(&self, sql: &str) -> Result<String> {
-        self.query_one(sql, &[])?
-            .try_get(0)
-            .map_err(|e| db_error(sql, e))
+        self.query_one(sql, &[])?.try_get(0).map_err(|e| db_error(sql, e))
     }
 }
 
 fn parse_lsn(text: &str) -> Result<Lsn> {
-    Lsn::parse(text).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Database,
-            format!("server returned '{text}', not an LSN"),
-        )
-    })
+    Lsn::parse(text).ok_or_else(|| Error::new(ErrorKind::Database, format!("server returned '{text}', not an LSN")))
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -197,13 +178,7 @@ fn hostname() -> String {
 }
 
 /// Walks `dir`, adding members named `prefix/<relative path>`.
-fn walk(
-    dir: &Path,
-    prefix: &str,
-    top: bool,
-    out: &mut Vec<Member>,
-    tablespaces: &mut BTreeMap<String, PathBuf>,
-) -> Result<()> {
+fn walk(dir: &Path, prefix: &str, top: bool, out: &mut Vec<Member>, tablespaces: &mut BTreeMap<String, PathBuf>) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(|e| Error::local_io(dir.display(), &e))?
         .filter_map(|e| e.ok())
@@ -222,10 +197,7 @@ fn walk(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::local_io(path.display(), &e)),
         };
-        if top && SKIP_FILES.contains(&file_name.as_str())
-            || file_name.starts_with("pgsql_tmp")
-            || file_name == "pg_internal.init"
-        {
+        if top && SKIP_FILES.contains(&file_name.as_str()) || file_name.starts_with("pgsql_tmp") || file_name == "pg_internal.init" {
             continue;
         }
         let member = |dir: bool, size: u64| Member {
@@ -238,8 +210,7 @@ fn walk(
         };
         if meta.file_type().is_symlink() {
             if prefix == "pg_tblspc" && file_name.bytes().all(|b| b.is_ascii_digit()) {
-                let target =
-                    fs::read_link(&path).map_err(|e| Error::local_io(path.display(), &e))?;
+                let target = fs::read_link(&path).map_err(|e| Error::local_io(path.display(), &e))?;
                 tablespaces.insert(file_name.clone(), target.clone());
                 walk(&target, &name, false, out, tablespaces)?;
             } else {
@@ -318,38 +289,21 @@ impl<R: Read> Read for Fixed<R> {
 }
 
 /// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed bytes, names written).
-fn build_tar(
-    members: &[Member],
-    codec: Codec,
-    extra: &[(&str, &[u8])],
-) -> Result<(File, u64, u64, Vec<String>)> {
+fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<String>)> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
-    let sink = io::BufWriter::with_capacity(
-        COPY_BUFFER_SIZE,
-        fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?,
-    );
+    let sink = io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?);
     let encoder = codec.encoder(sink)?;
-    let mut builder = tar::Builder::new(CountingWriter {
-        inner: encoder,
-        count: 0,
-    });
+    let mut builder = tar::Builder::new(CountingWriter { inner: encoder, count: 0 });
     let spool_err = |e: io::Error| Error::local_io("backup spool", &e);
     let mut names = Vec::new();
     for m in members {
         let mut header = tar::Header::new_gnu();
         header.set_mode(m.mode);
-        header.set_mtime(
-            m.mtime
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
+        header.set_mtime(m.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
         if m.dir {
             header.set_entry_type(tar::EntryType::Directory);
             header.set_size(0);
-            builder
-                .append_data(&mut header, &m.name, io::empty())
-                .map_err(spool_err)?;
+            builder.append_data(&mut header, &m.name, io::empty()).map_err(spool_err)?;
             continue;
         }
         let file = match File::open(&m.path) {
@@ -360,14 +314,7 @@ fn build_tar(
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(m.size);
         builder
-            .append_data(
-                &mut header,
-                &m.name,
-                Fixed {
-                    inner: file,
-                    left: m.size,
-                },
-            )
+            .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
             .map_err(spool_err)?;
         names.push(m.name.clone());
     }
@@ -376,9 +323,7 @@ fn build_tar(
         header.set_mode(0o600);
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(data.len() as u64);
-        builder
-            .append_data(&mut header, name, *data)
-            .map_err(spool_err)?;
+        builder.append_data(&mut header, name, *data).map_err(spool_err)?;
         names.push(name.to_string());
     }
     let counting = builder.into_inner().map_err(spool_err)?;
@@ -403,11 +348,7 @@ impl BackupPush {
             .unwrap_or_else(|| default_concurrency("WALG_UPLOAD_CONCURRENCY"));
         let threshold = self
             .tar_size_threshold
-            .or_else(|| {
-                std::env::var("WALG_TAR_SIZE_THRESHOLD")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-            })
+            .or_else(|| std::env::var("WALG_TAR_SIZE_THRESHOLD").ok().and_then(|v| v.parse().ok()))
             .unwrap_or(DEFAULT_TAR_SIZE_THRESHOLD)
             .max(1);
 
@@ -440,15 +381,9 @@ impl BackupPush {
                 .try_get::<_, String>(0)
                 .map_err(|e| db_error(start_sql, e))?,
         )?;
-        let name_fn = if version >= 100000 {
-            "pg_walfile_name"
-        } else {
-            "pg_xlogfile_name"
-        };
+        let name_fn = if version >= 100000 { "pg_walfile_name" } else { "pg_xlogfile_name" };
         // wal-g names a backup after pg_walfile_name_offset(start LSN).
-        let segment = db.text(&format!(
-            "SELECT file_name FROM {name_fn}_offset('{start_lsn}'::pg_lsn)"
-        ))?;
+        let segment = db.text(&format!("SELECT file_name FROM {name_fn}_offset('{start_lsn}'::pg_lsn)"))?;
         let backup = format!("base_{segment}");
         tracing::info!(backup = %backup, start_lsn = %start_lsn, "backup started");
 
@@ -463,20 +398,16 @@ impl BackupPush {
         let tar_bytes = AtomicU64::new(0);
         let compressed = AtomicU64::new(0);
         let sets: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
-        let queue = Mutex::new(
-            parts
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i + 1, p))
-                .collect::<VecDeque<_>>(),
-        );
+        let queue = Mutex::new(parts.iter().enumerate().map(|(i, p)| (i + 1, p)).collect::<VecDeque<_>>());
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..concurrency.min(parts.len()).max(1) {
                 s.spawn(|| {
                     while !failed.load(Ordering::Relaxed) {
-                        let Some((n, members)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { return };
+                        let Some((n, members)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                            return;
+                        };
                         let file = ext(&format!("part_{n:03}.tar"));
                         let result = build_tar(members, codec, &[]).and_then(|(spool, t, c, names)| {
                             storage.put(&format!("{prefix}{file}"), &spool)?;
@@ -509,19 +440,16 @@ impl BackupPush {
             mode: 0o600,
             mtime: SystemTime::now(),
         };
-        let mut upload_extra =
-            |stem: &str, members: &[Member], extra: &[(&str, &[u8])]| -> Result<()> {
-                let file = ext(stem);
-                let (spool, t, c, names) = build_tar(members, codec, extra)?;
-                storage.put(&format!("{prefix}{file}"), &spool)?;
-                tar_bytes.fetch_add(t, Ordering::Relaxed);
-                compressed.fetch_add(c, Ordering::Relaxed);
-                sets.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(file, names);
-                next += 1;
-                Ok(())
-            };
+        let mut upload_extra = |stem: &str, members: &[Member], extra: &[(&str, &[u8])]| -> Result<()> {
+            let file = ext(stem);
+            let (spool, t, c, names) = build_tar(members, codec, extra)?;
+            storage.put(&format!("{prefix}{file}"), &spool)?;
+            tar_bytes.fetch_add(t, Ordering::Relaxed);
+            compressed.fetch_add(c, Ordering::Relaxed);
+            sets.lock().unwrap_or_else(|p| p.into_inner()).insert(file, names);
+            next += 1;
+            Ok(())
+        };
         upload_extra("pg_control.tar", &[control], &[])?;
 
         let stop_sql = if version >= 150000 {
@@ -530,10 +458,7 @@ impl BackupPush {
             "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)"
         };
         let row = db.query_one(stop_sql, &[])?;
-        let finish_lsn = parse_lsn(
-            &row.try_get::<_, String>(0)
-                .map_err(|e| db_error(stop_sql, e))?,
-        )?;
+        let finish_lsn = parse_lsn(&row.try_get::<_, String>(0).map_err(|e| db_error(stop_sql, e))?)?;
         let labelfile: String = row.try_get(1).map_err(|e| db_error(stop_sql, e))?;
         let spcmap: Option<String> = row.try_get(2).map_err(|e| db_error(stop_sql, e))?;
         let mut extra: Vec<(&str, &[u8])> = vec![("backup_label", labelfile.as_bytes())];
@@ -547,15 +472,14 @@ impl BackupPush {
         let mut files = serde_json::Map::new();
         for names in sets.values() {
             for n in names {
-                files.insert(n.clone(), json!({"IsIncremented": false, "IsSkipped": false, "MTime": rfc3339(start_time), "UpdatesCount": 0}));
+                files.insert(
+                    n.clone(),
+                    json!({"IsIncremented": false, "IsSkipped": false, "MTime": rfc3339(start_time), "UpdatesCount": 0}),
+                );
             }
         }
         let files_metadata = json!({"Files": files, "TarFileSets": sets});
-        self.upload_json(
-            storage,
-            &backup_file_key(&backup, "files_metadata.json"),
-            &files_metadata,
-        )?;
+        self.upload_json(storage, &backup_file_key(&backup, "files_metadata.json"), &files_metadata)?;
 
         let uncompressed = tar_bytes.load(Ordering::Relaxed);
         let compressed = compressed.load(Ordering::Relaxed);
@@ -566,11 +490,7 @@ impl BackupPush {
             "hostname": host, "data_dir": data_dir, "pg_version": version, "start_lsn": start_lsn.0, "finish_lsn": finish_lsn.0,
             "is_permanent": self.permanent, "system_identifier": sysid, "uncompressed_size": uncompressed, "compressed_size": compressed,
         });
-        self.upload_json(
-            storage,
-            &backup_file_key(&backup, "metadata.json"),
-            &metadata,
-        )?;
+        self.upload_json(storage, &backup_file_key(&backup, "metadata.json"), &metadata)?;
 
         let mut sentinel = serde_json::Map::new();
         sentinel.insert("LSN".into(), json!(start_lsn.0));
@@ -589,10 +509,7 @@ impl BackupPush {
                 );
             }
             spec.insert("base_prefix".into(), json!(data_dir));
-            spec.insert(
-                "tablespaces".into(),
-                json!(tablespaces.keys().collect::<Vec<_>>()),
-            );
+            spec.insert("tablespaces".into(), json!(tablespaces.keys().collect::<Vec<_>>()));
             sentinel.insert("Spec".into(), serde_json::Value::Object(spec));
         }
         sentinel.insert("ChkpNum".into(), serde_json::Value::Null);
@@ -603,11 +520,7 @@ impl BackupPush {
         sentinel.insert("Hostname".into(), json!(host));
         sentinel.insert("DataDir".into(), json!(data_dir));
         sentinel.insert("IsPermanent".into(), json!(self.permanent));
-        self.upload_json(
-            storage,
-            &sentinel_key(&backup),
-            &serde_json::Value::Object(sentinel),
-        )?;
+        self.upload_json(storage, &sentinel_key(&backup), &serde_json::Value::Object(sentinel))?;
 
         println!(
             "backed up {backup} ({} partitions, {:.1} MiB as {:.1} MiB {}) in {:.1}s",
@@ -624,15 +537,9 @@ impl BackupPush {
         Ok(())
     }
 
-    fn upload_json(
-        &self,
-        storage: &Arc<dyn Storage>,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Result<()> {
+    fn upload_json(&self, storage: &Arc<dyn Storage>, key: &str, value: &serde_json::Value) -> Result<()> {
         let mut spool = fsutil::anonymous_file(&std::env::temp_dir())?;
-        serde_json::to_writer(&mut spool, value)
-            .map_err(|e| Error::new(ErrorKind::LocalIo, format!("{key}: {e}")))?;
+        serde_json::to_writer(&mut spool, value).map_err(|e| Error::new(ErrorKind::LocalIo, format!("{key}: {e}")))?;
         storage.put(key, &spool)
     }
 }
@@ -652,10 +559,7 @@ mod tests {
             mtime: SystemTime::UNIX_EPOCH,
         };
         let parts = partition(vec![m(5), m(5), m(5), m(20), m(1)], 10);
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [2, 1, 1, 1]
-        );
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [2, 1, 1, 1]);
     }
 
     #[test]

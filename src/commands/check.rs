@@ -58,20 +58,13 @@ impl Check {
         println!("archive: {}", storage.describe());
         let sentinels = step(&format!("list {BASEBACKUPS}"), settings, || {
             let all = storage.list_all(BASEBACKUPS, false)?;
-            Ok(all
-                .into_iter()
-                .filter(|o| o.key.ends_with(SENTINEL_SUFFIX))
-                .collect::<Vec<_>>())
+            Ok(all.into_iter().filter(|o| o.key.ends_with(SENTINEL_SUFFIX)).collect::<Vec<_>>())
         })?;
-        println!(
-            "ok    list {BASEBACKUPS}: {} complete backups",
-            sentinels.len()
-        );
+        println!("ok    list {BASEBACKUPS}: {} complete backups", sentinels.len());
         if let Some(newest) = sentinels.iter().max_by_key(|o| o.modified) {
             step(&format!("read {}", newest.key), settings, || {
                 let mut r = storage.open(&newest.key)?;
-                std::io::copy(&mut r, &mut std::io::sink())
-                    .map_err(|e| Error::local_io(&newest.key, &e))?;
+                std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::local_io(&newest.key, &e))?;
                 Ok(())
             })?;
             println!("ok    read {}", newest.key);
@@ -84,9 +77,7 @@ impl Check {
             })
         })?;
         println!("ok    list {WAL}: {wal_objects} objects");
-        match step("load credentials", settings, || {
-            storage.credentials_expiry()
-        })? {
+        match step("load credentials", settings, || storage.credentials_expiry())? {
             None => println!("ok    credentials: no expiry reported"),
             Some(at) => {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -94,11 +85,7 @@ impl Check {
                 if mins < self.expiry_warning_minutes {
                     println!("WARN  credentials expire in {mins} min: refresh them before a long restore (a restore_command running after expiry fails)");
                 } else {
-                    println!(
-                        "ok    credentials expire in {}h{:02}m",
-                        mins / 60,
-                        mins % 60
-                    );
+                    println!("ok    credentials expire in {}h{:02}m", mins / 60, mins % 60);
                 }
             }
         }
@@ -127,14 +114,8 @@ mod tests {
             path_style: false,
         };
         let h = |kind, msg: &str| hint(&Error::new(kind, msg), &s).unwrap_or_default();
-        assert!(h(
-            ErrorKind::Credentials,
-            "credentials rejected (ExpiredToken: x)"
-        )
-        .contains("expired"));
+        assert!(h(ErrorKind::Credentials, "credentials rejected (ExpiredToken: x)").contains("expired"));
         assert!(h(ErrorKind::Config, "bucket b is in another region").contains("region"));
-        assert!(
-            h(ErrorKind::Unreachable, "cannot reach storage (dns error)").contains("--path-style")
-        );
+        assert!(h(ErrorKind::Unreachable, "cannot reach storage (dns error)").contains("--path-style"));
     }
 }

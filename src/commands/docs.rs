@@ -19,12 +19,7 @@ pub struct Completions {
 impl Completions {
     /// Prints the completion script.
     pub fn run(&self) -> Result<()> {
-        clap_complete::generate(
-            self.shell,
-            &mut Cli::command(),
-            "walfetch",
-            &mut io::stdout(),
-        );
+        clap_complete::generate(self.shell, &mut Cli::command(), "walfetch", &mut io::stdout());
         Ok(())
     }
 }

@@ -58,11 +58,7 @@ enum Outcome {
 impl Follow {
     fn ahead(&self) -> usize {
         self.ahead
-            .or_else(|| {
-                std::env::var("WALG_DOWNLOAD_CONCURRENCY")
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-            })
+            .or_else(|| std::env::var("WALG_DOWNLOAD_CONCURRENCY").ok().and_then(|v| v.trim().parse().ok()))
             .filter(|n| *n > 0)
             .unwrap_or(8)
     }
@@ -70,11 +66,7 @@ impl Follow {
     fn idle_timeout(&self) -> Duration {
         Duration::from_secs(
             self.idle_timeout
-                .or_else(|| {
-                    std::env::var("WALFETCH_FOLLOW_IDLE")
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                })
+                .or_else(|| std::env::var("WALFETCH_FOLLOW_IDLE").ok().and_then(|v| v.trim().parse().ok()))
                 .unwrap_or(60),
         )
     }
@@ -111,20 +103,14 @@ impl Follow {
             spool.remove_older_than(&want);
             let size = self.segment_size(&datadir);
             let window: Vec<Segment> = (0..ahead as u64)
-                .filter_map(|i| {
-                    want.number(size)
-                        .map(|n| Segment::from_number(want.timeline, n + i, size))
-                })
+                .filter_map(|i| want.number(size).map(|n| Segment::from_number(want.timeline, n + i, size)))
                 .collect();
             let outcomes = self.fill(storage.as_ref(), &spool, &window, sysid);
 
             // A gap: the first missing segment of the window while a later one exists.
             let first_absent = outcomes.iter().position(|o| *o == Outcome::Absent);
-            let later_present =
-                first_absent.is_some_and(|i| outcomes[i + 1..].contains(&Outcome::Ready));
-            let gap = first_absent
-                .filter(|_| later_present)
-                .map(|i| window[i].to_string());
+            let later_present = first_absent.is_some_and(|i| outcomes[i + 1..].contains(&Outcome::Ready));
+            let gap = first_absent.filter(|_| later_present).map(|i| window[i].to_string());
             if gap != status.gap {
                 match &gap {
                     Some(g) => {
@@ -155,13 +141,7 @@ impl Follow {
     }
 
     /// Downloads the window's segments that are not ready yet, in parallel.
-    fn fill(
-        &self,
-        storage: &dyn Storage,
-        spool: &Spool,
-        window: &[Segment],
-        sysid: Option<u64>,
-    ) -> Vec<Outcome> {
+    fn fill(&self, storage: &dyn Storage, spool: &Spool, window: &[Segment], sysid: Option<u64>) -> Vec<Outcome> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let handles: Vec<_> = window
@@ -195,10 +175,7 @@ impl Follow {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Outcome::Failed))
-                .collect()
+            handles.into_iter().map(|h| h.join().unwrap_or(Outcome::Failed)).collect()
         })
     }
 

@@ -167,11 +167,7 @@ fn shell_words(cmd: &str) -> Vec<String> {
 fn walfetch_flags(cmd: &str) -> Option<StorageFlags> {
     let words = shell_words(cmd);
     let exe = words.first()?;
-    let calls_walfetch = exe
-        .rsplit('/')
-        .next()
-        .is_some_and(|b| b.starts_with("walfetch"))
-        && words.iter().any(|w| w == "wal-fetch");
+    let calls_walfetch = exe.rsplit('/').next().is_some_and(|b| b.starts_with("walfetch")) && words.iter().any(|w| w == "wal-fetch");
     if !calls_walfetch {
         return None;
     }
@@ -207,13 +203,10 @@ impl Status {
         };
         let recovery_conf = self.read_conf(&dir, "recovery.conf");
         r.mode = if dir.join("standby.signal").exists()
-            || setting(&recovery_conf, "standby_mode")
-                .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "yes" | "1"))
+            || setting(&recovery_conf, "standby_mode").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "yes" | "1"))
         {
             "standby"
-        } else if dir.join("recovery.signal").exists()
-            || (!version.uses_signal_files() && dir.join("recovery.conf").exists())
-        {
+        } else if dir.join("recovery.signal").exists() || (!version.uses_signal_files() && dir.join("recovery.conf").exists()) {
             "recovery"
         } else {
             "none"
@@ -224,25 +217,20 @@ impl Status {
             } else {
                 "recovery.conf with standby_mode = 'on'"
             };
-            r.problems.push(format!(
-                "no {want}: PostgreSQL will start as a primary, not replay the archive"
-            ));
+            r.problems
+                .push(format!("no {want}: PostgreSQL will start as a primary, not replay the archive"));
         }
         r.restore_command = if version.uses_signal_files() {
-            setting(
-                &self.read_conf(&dir, "postgresql.auto.conf"),
-                "restore_command",
-            )
-            .or_else(|| setting(&self.read_conf(&dir, "postgresql.conf"), "restore_command"))
+            setting(&self.read_conf(&dir, "postgresql.auto.conf"), "restore_command")
+                .or_else(|| setting(&self.read_conf(&dir, "postgresql.conf"), "restore_command"))
         } else {
             setting(&recovery_conf, "restore_command")
         }
         .filter(|c| !c.is_empty());
         let flags = match &r.restore_command {
             None => {
-                r.problems.push(
-                    "no restore_command: the standby cannot fetch WAL from the archive".into(),
-                );
+                r.problems
+                    .push("no restore_command: the standby cannot fetch WAL from the archive".into());
                 fallback.clone()
             }
             Some(cmd) => match walfetch_flags(cmd) {
@@ -252,9 +240,7 @@ impl Status {
                     fallback.clone()
                 }
                 None => {
-                    r.problems.push(format!(
-                        "restore_command does not call walfetch wal-fetch: {cmd}"
-                    ));
+                    r.problems.push(format!("restore_command does not call walfetch wal-fetch: {cmd}"));
                     fallback.clone()
                 }
             },
@@ -271,7 +257,9 @@ impl Status {
         let next = Segment::containing(timeline, replayed, size);
         r.fetcher = crate::spool::Spool::for_wal_dir(&dir.join("pg_wal")).status();
         if let Some(gap) = r.fetcher.as_ref().and_then(|f| f.gap.clone()) {
-            r.problems.push(format!("blocked: the fetcher reports {gap} missing from the archive while later segments exist"));
+            r.problems.push(format!(
+                "blocked: the fetcher reports {gap} missing from the archive while later segments exist"
+            ));
         }
         r.timeline = timeline;
         r.replayed_to = replayed.to_string();
@@ -296,29 +284,17 @@ impl Status {
                 Ok(r)
             }
             Err(e) => {
-                r.problems.push(format!(
-                    "the archive in restore_command cannot be used: {e}"
-                ));
+                r.problems.push(format!("the archive in restore_command cannot be used: {e}"));
                 Ok(finish(r))
             }
         }
     }
 
-    fn with_archive(
-        &self,
-        settings: &StorageSettings,
-        sysid: &u64,
-        next: Segment,
-        size: u64,
-        r: &mut StatusReport,
-    ) -> Result<()> {
+    fn with_archive(&self, settings: &StorageSettings, sysid: &u64, next: Segment, size: u64, r: &mut StatusReport) -> Result<()> {
         let storage: Arc<dyn Storage> = storage::open(settings)?;
         let (inv, _) = scan(storage.as_ref(), Some(size))?;
         let backups = list_backups(&storage, 4)?;
-        r.archive_system_identifier = backups
-            .iter()
-            .rev()
-            .find_map(|b| b.sentinel.system_identifier);
+        r.archive_system_identifier = backups.iter().rev().find_map(|b| b.sentinel.system_identifier);
         if let Some(archive_sysid) = r.archive_system_identifier {
             if archive_sysid != *sysid {
                 r.problems.push(format!(
@@ -327,16 +303,11 @@ impl Status {
             }
         }
         if inv.objects == 0 && backups.is_empty() {
-            r.problems.push(format!(
-                "{} holds no WAL and no backups: check the prefix",
-                storage.describe()
-            ));
+            r.problems
+                .push(format!("{} holds no WAL and no backups: check the prefix", storage.describe()));
         }
         let mut histories = Histories::new(storage.as_ref(), &inv);
-        let latest = inv
-            .latest_timeline()
-            .unwrap_or(next.timeline)
-            .max(next.timeline);
+        let latest = inv.latest_timeline().unwrap_or(next.timeline).max(next.timeline);
         let next_no = next.number(size).unwrap_or(0);
         // Along the chain to the newest timeline, from the segment the standby needs to
         // the newest segment: how many there are, and the first one missing.
@@ -371,10 +342,7 @@ impl Status {
         r.behind_segments = behind;
         r.behind_bytes = behind * size;
         r.first_gap = first_gap;
-        if !r.next_segment_in_archive
-            && behind > 0
-            && !r.problems.iter().any(|p| p.starts_with("blocked:"))
-        {
+        if !r.next_segment_in_archive && behind > 0 && !r.problems.iter().any(|p| p.starts_with("blocked:")) {
             r.problems.push(format!(
                 "blocked: {} is missing from the archive while later segments exist",
                 r.next_segment
@@ -401,12 +369,7 @@ fn finish(mut r: StatusReport) -> StatusReport {
 /// The readable summary.
 pub fn render(r: &StatusReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "verdict: {} (exit {})",
-        r.verdict.to_uppercase(),
-        r.exit_code
-    );
+    let _ = writeln!(out, "verdict: {} (exit {})", r.verdict.to_uppercase(), r.exit_code);
     for p in &r.problems {
         let _ = writeln!(out, "  - {p}");
     }
@@ -419,20 +382,10 @@ pub fn render(r: &StatusReport) -> String {
         out,
         "system identifier: {}{}",
         r.system_identifier,
-        r.archive_system_identifier
-            .map(|a| format!(" (archive: {a})"))
-            .unwrap_or_default()
+        r.archive_system_identifier.map(|a| format!(" (archive: {a})")).unwrap_or_default()
     );
-    let _ = writeln!(
-        out,
-        "restore_command: {}",
-        r.restore_command.as_deref().unwrap_or("(none)")
-    );
-    let _ = writeln!(
-        out,
-        "archive: {}",
-        r.archive.as_deref().unwrap_or("(unknown)")
-    );
+    let _ = writeln!(out, "restore_command: {}", r.restore_command.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(out, "archive: {}", r.archive.as_deref().unwrap_or("(unknown)"));
     let _ = writeln!(
         out,
         "replayed to {} (by its files); next segment {}: {}",
@@ -462,11 +415,7 @@ pub fn render(r: &StatusReport) -> String {
             f.updated,
             f.ready,
             f.wanted.as_deref().unwrap_or("?"),
-            if f.at_archive_head {
-                ", at the archive head"
-            } else {
-                ""
-            }
+            if f.at_archive_head { ", at the archive head" } else { "" }
         );
     }
     out
@@ -479,8 +428,7 @@ impl Status {
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
+                serde_json::to_string_pretty(&report).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
             );
         } else {
             print!("{}", render(&report));
@@ -502,30 +450,21 @@ mod tests {
         );
         assert_eq!(setting(text, "port").unwrap(), "5433");
         assert_eq!(setting(text, "archive_mode"), None);
-        assert_eq!(
-            setting("restore_command_x = 'no'\n", "restore_command"),
-            None
-        );
+        assert_eq!(setting("restore_command_x = 'no'\n", "restore_command"), None);
     }
 
     #[test]
     fn finds_walfetch_storage_flags() {
-        let f = walfetch_flags(
-            "'/opt/walfetch dir/other-tool' --prefix s3://b/p wal-fetch \"%f\" \"%p\"",
-        );
+        let f = walfetch_flags("'/opt/walfetch dir/other-tool' --prefix s3://b/p wal-fetch \"%f\" \"%p\"");
         assert!(f.is_none(), "a path whose last part is not walfetch");
-        let f =
-            walfetch_flags("'/opt/wal fetch/walfetch' --prefix s3://b/p wal-fetch \"%f\" \"%p\"")
-                .unwrap();
+        let f = walfetch_flags("'/opt/wal fetch/walfetch' --prefix s3://b/p wal-fetch \"%f\" \"%p\"").unwrap();
         assert_eq!(f.prefix.as_deref(), Some("s3://b/p"));
-        let f = walfetch_flags("/usr/local/bin/walfetch --prefix s3://b/p --endpoint http://h:1 --path-style wal-fetch \"%f\" \"%p\"").unwrap();
+        let f =
+            walfetch_flags("/usr/local/bin/walfetch --prefix s3://b/p --endpoint http://h:1 --path-style wal-fetch \"%f\" \"%p\"").unwrap();
         assert_eq!(f.prefix.as_deref(), Some("s3://b/p"));
         assert_eq!(f.endpoint.as_deref(), Some("http://h:1"));
         assert!(f.path_style);
         assert!(walfetch_flags("wal-g wal-fetch %f %p").is_none());
-        assert_eq!(
-            shell_words(r#"a 'b c' "d\"e" f\ g"#),
-            ["a", "b c", "d\"e", "f g"]
-        );
+        assert_eq!(shell_words(r#"a 'b c' "d\"e" f\ g"#), ["a", "b c", "d\"e", "f g"]);
     }
 }

@@ -57,12 +57,7 @@ pub struct WalFetch {
     /// Where to put it (%p), relative to the data directory.
     pub destination: PathBuf,
     /// How failures are reported [env: WALFETCH_RECOVERY_MODE]
-    #[arg(
-        long,
-        value_enum,
-        default_value = "auto",
-        env = "WALFETCH_RECOVERY_MODE"
-    )]
+    #[arg(long, value_enum, default_value = "auto", env = "WALFETCH_RECOVERY_MODE")]
     pub mode: Mode,
 }
 
@@ -71,17 +66,11 @@ impl WalFetch {
     fn datadir(&self) -> PathBuf {
         let parent = self.destination.parent().unwrap_or(Path::new(""));
         let dir = match parent.file_name().and_then(|n| n.to_str()) {
-            Some("pg_wal") | Some("pg_xlog") => {
-                parent.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
+            Some("pg_wal") | Some("pg_xlog") => parent.parent().map(Path::to_path_buf).unwrap_or_default(),
             _ => PathBuf::new(),
         };
         // `%p` is relative to the data directory, which is PostgreSQL's working directory.
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         dir.canonicalize().unwrap_or(dir)
     }
 
@@ -125,17 +114,11 @@ impl WalFetch {
 
     /// Fetches the file: from the prefetch spool when the fetcher has it ready (no
     /// storage access at all), else directly, making sure a fetcher runs for what follows.
-    pub fn run(
-        &self,
-        open: &dyn Fn() -> Result<(StorageSettings, Arc<dyn Storage>)>,
-    ) -> Result<()> {
+    pub fn run(&self, open: &dyn Fn() -> Result<(StorageSettings, Arc<dyn Storage>)>) -> Result<()> {
         let started = Instant::now();
         let name = self.wal_name.as_str();
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!("'{name}' is not a WAL file name"),
-            ));
+            return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
         }
         let kind = WalFile::parse(name);
         let dest_dir = match self.destination.parent() {
@@ -191,8 +174,7 @@ const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Prefetch is on unless `WALFETCH_PREFETCH=off` or `WALG_DOWNLOAD_CONCURRENCY=1` (as in wal-g).
 pub fn prefetch_enabled() -> bool {
-    let off = std::env::var("WALFETCH_PREFETCH")
-        .is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
+    let off = std::env::var("WALFETCH_PREFETCH").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
     let one = std::env::var("WALG_DOWNLOAD_CONCURRENCY").is_ok_and(|v| v.trim() == "1");
     !off && !one
 }
@@ -240,13 +222,7 @@ fn spawn_follower(datadir: &Path, settings: &StorageSettings) {
 /// Fetches WAL file `name` from storage into `dest` through the temporary `tmp`,
 /// validating segments (size, first page, every page header and record CRC) before the
 /// rename. Returns the object's URL and the bytes written.
-pub fn fetch_into(
-    storage: &dyn Storage,
-    name: &str,
-    dest: &Path,
-    tmp: &Path,
-    sysid: Option<u64>,
-) -> Result<(String, u64)> {
+pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, sysid: Option<u64>) -> Result<(String, u64)> {
     let kind = WalFile::parse(name);
     let (key, codec, raw) = find(storage, name)?;
     let url = format!("{}/{key}", storage.describe());
@@ -280,8 +256,7 @@ pub fn fetch_into(
         if let Some(c) = check.as_mut() {
             c.feed(&buf[..filled]);
         }
-        out.write_all(&buf[..filled])
-            .map_err(|e| Error::local_io(tmp.display(), &e))?;
+        out.write_all(&buf[..filled]).map_err(|e| Error::local_io(tmp.display(), &e))?;
         total += filled as u64;
     }
     drop(out);
@@ -290,8 +265,7 @@ pub fn fetch_into(
         // Record CRCs over the written file (mapped, so memory stays flat for 1 GB segments).
         let file = fs::File::open(tmp).map_err(|e| Error::local_io(tmp.display(), &e))?;
         // SAFETY: the temporary is private to this call (unique name, not yet renamed into place).
-        let map =
-            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(tmp.display(), &e))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(tmp.display(), &e))?;
         check_segment(&map, seg, &url)?;
     }
     fs::rename(tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
@@ -333,9 +307,7 @@ fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReade
         .filter(|k| {
             k.strip_prefix(&prefix)
                 .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|ext| {
-                    !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history")
-                })
+                .is_some_and(|ext| !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history"))
         })
         .collect();
     if !unreadable.is_empty() {

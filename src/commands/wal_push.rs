@@ -34,10 +34,7 @@ pub struct WalPush {
 
 /// Reads the compression method from the flag, then `WALG_COMPRESSION_METHOD`.
 pub fn compression(flag: Option<&str>) -> Result<Codec> {
-    match flag
-        .map(str::to_string)
-        .or_else(|| std::env::var("WALG_COMPRESSION_METHOD").ok())
-    {
+    match flag.map(str::to_string).or_else(|| std::env::var("WALG_COMPRESSION_METHOD").ok()) {
         Some(m) => m.parse(),
         None => Ok(Codec::Lz4),
     }
@@ -72,9 +69,7 @@ pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<F
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::local_io(what, &e)),
         };
-        encoder
-            .write_all(&buf[..n])
-            .map_err(|e| Error::local_io("spool", &e))?;
+        encoder.write_all(&buf[..n]).map_err(|e| Error::local_io("spool", &e))?;
     }
     let mut inner = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
     inner.flush().map_err(|e| Error::local_io("spool", &e))?;
@@ -90,12 +85,7 @@ impl WalPush {
             .path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{}: not a file name", self.path.display()),
-                )
-            })?
+            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{}: not a file name", self.path.display())))?
             .to_string();
         let shown = self.path.display().to_string();
         let mut source = File::open(&self.path).map_err(|e| Error::local_io(&shown, &e))?;
@@ -112,7 +102,9 @@ impl WalPush {
             }
             return Err(Error::new(
                 ErrorKind::Refused,
-                format!("{url}: already archived with different content; refusing to overwrite (another cluster archiving to the same prefix?)"),
+                format!(
+                    "{url}: already archived with different content; refusing to overwrite (another cluster archiving to the same prefix?)"
+                ),
             ));
         }
         let spool = spool_compressed(&mut source, codec, &shown)?;

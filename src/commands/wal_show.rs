@@ -50,22 +50,11 @@ pub struct ShownTimeline {
 impl WalShow {
     /// Shows.
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
-        let (inv, size) = scan(
-            storage.as_ref(),
-            segment_size_setting(self.wal_segment_size.as_deref())?,
-        )?;
-        let backups = list_backups(
-            storage,
-            default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4),
-        )?;
+        let (inv, size) = scan(storage.as_ref(), segment_size_setting(self.wal_segment_size.as_deref())?)?;
+        let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
         let mut histories = Histories::new(storage.as_ref(), &inv);
         let name = |tli: u32, n: u64| Segment::from_number(tli, n, size).to_string();
-        let tlis: std::collections::BTreeSet<u32> = inv
-            .timelines
-            .keys()
-            .chain(inv.histories.keys())
-            .copied()
-            .collect();
+        let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
         let mut shown = Vec::new();
         for tli in tlis {
             let records = histories.records(tli)?;
@@ -100,18 +89,12 @@ impl WalShow {
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&shown)
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
+                serde_json::to_string_pretty(&shown).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
             );
             return Ok(());
         }
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "archive: {} ({} MiB segments)",
-            storage.describe(),
-            size >> 20
-        );
+        let _ = writeln!(out, "archive: {} ({} MiB segments)", storage.describe(), size >> 20);
         for t in &shown {
             let range = match (&t.first, &t.last) {
                 (Some(a), Some(b)) => format!("{a} .. {b}, {} segments", t.segments),

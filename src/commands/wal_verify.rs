@@ -163,12 +163,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
     } else {
         (t.strip_suffix('b').unwrap_or(&t), 1)
     };
-    let size = num
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|n| n * mult)
-        .filter(|s| valid_segment_size(*s));
+    let size = num.trim().parse::<u64>().ok().map(|n| n * mult).filter(|s| valid_segment_size(*s));
     size.ok_or_else(|| {
         Error::new(
             ErrorKind::Config,
@@ -189,12 +184,7 @@ pub fn parse_age(text: &str) -> Result<Duration> {
     };
     num.parse::<u64>()
         .map(|n| Duration::from_secs(n * mult))
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Config,
-                format!("'{text}' is not an age (e.g. 90s, 15m, 2h, 1d)"),
-            )
-        })
+        .map_err(|_| Error::new(ErrorKind::Config, format!("'{text}' is not an age (e.g. 90s, 15m, 2h, 1d)")))
 }
 
 /// Segment size from the flag, then `WALG_PG_WAL_SIZE` (MB); `None` means "read it from the archive".
@@ -237,8 +227,7 @@ impl<'a> Histories<'a> {
                 let (_, codec) = crate::codec::Codec::split(key);
                 let mut text = String::new();
                 let mut decoded = codec.decoder(self.storage.open(key)?, &url);
-                std::io::Read::read_to_string(&mut decoded, &mut text)
-                    .map_err(|e| decoded.classify(&e))?;
+                std::io::Read::read_to_string(&mut decoded, &mut text).map_err(|e| decoded.classify(&e))?;
                 parse_history(&text, &url)?
             }
         };
@@ -280,14 +269,8 @@ fn missing_on(inv: &Inventory, tli: u32, lo: u64, hi: u64, size: u64) -> Vec<Mis
 
 /// Builds the report (no output, no exit).
 pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
-    let (inv, size) = scan(
-        storage.as_ref(),
-        segment_size_setting(opts.wal_segment_size.as_deref())?,
-    )?;
-    let backups = list_backups(
-        storage,
-        default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4),
-    )?;
+    let (inv, size) = scan(storage.as_ref(), segment_size_setting(opts.wal_segment_size.as_deref())?)?;
+    let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
     let mut histories = Histories::new(storage.as_ref(), &inv);
     let current = inv.latest_timeline();
     let spans = match current {
@@ -299,33 +282,18 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
     // Where the required range starts.
     let (start, reason) = match &opts.from {
         Some(f) => {
-            let seg = Segment::parse(f)
-                .and_then(|s| s.number(size))
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "--from '{f}' is not a segment name for {} MiB segments",
-                            size >> 20
-                        ),
-                    )
-                })?;
+            let seg = Segment::parse(f).and_then(|s| s.number(size)).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("--from '{f}' is not a segment name for {} MiB segments", size >> 20),
+                )
+            })?;
             (Some(seg), format!("--from {f}"))
         }
-        None => match backups
-            .iter()
-            .filter_map(|b| b.start().map(|l| (l, b)))
-            .min_by_key(|(l, _)| *l)
-        {
-            Some((lsn, b)) => (
-                Some(seg_of(lsn)),
-                format!("start of the oldest backup, {}", b.name.name),
-            ),
+        None => match backups.iter().filter_map(|b| b.start().map(|l| (l, b))).min_by_key(|(l, _)| *l) {
+            Some((lsn, b)) => (Some(seg_of(lsn)), format!("start of the oldest backup, {}", b.name.name)),
             None => {
-                let first = spans
-                    .first()
-                    .and_then(|s| inv.timelines.get(&s.timeline))
-                    .map(|r| r.first);
+                let first = spans.first().and_then(|s| inv.timelines.get(&s.timeline)).map(|r| r.first);
                 (first, "no backups: the first archived segment".to_string())
             }
         },
@@ -358,11 +326,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
         .iter()
         .map(|b: &Backup| {
             let tli = b.name.start_segment.timeline;
-            let lo = b
-                .start()
-                .map(seg_of)
-                .or_else(|| b.name.start_segment.number(size))
-                .unwrap_or(0);
+            let lo = b.start().map(seg_of).or_else(|| b.name.start_segment.number(size)).unwrap_or(0);
             let hi = b.finish().map(seg_of).unwrap_or(lo);
             let missing = missing_on(&inv, tli, lo, hi, size);
             BackupReport {
@@ -374,12 +338,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
         .collect();
 
     let mut timelines = Vec::new();
-    let tlis: std::collections::BTreeSet<u32> = inv
-        .timelines
-        .keys()
-        .chain(inv.histories.keys())
-        .copied()
-        .collect();
+    let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
     for tli in tlis {
         let records = histories.records(tli)?;
         let runs = inv.timelines.get(&tli);
@@ -391,24 +350,14 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
             last: runs.map(|r| name(tli, r.last, size)),
             segments: runs.map(|r| r.count).unwrap_or(0),
             on_current_chain: spans.iter().any(|s| s.timeline == tli),
-            required: required
-                .get(&tli)
-                .map(|(a, b)| (name(tli, *a, size), name(tli, *b, size))),
+            required: required.get(&tli).map(|(a, b)| (name(tli, *a, size), name(tli, *b, size))),
         });
     }
 
     let now = SystemTime::now();
-    let age = inv
-        .newest
-        .map(|(_, t)| now.duration_since(t).unwrap_or_default().as_secs());
-    let max_age = opts
-        .max_age
-        .as_deref()
-        .map(parse_age)
-        .transpose()?
-        .map(|d| d.as_secs());
-    let stale = matches!((age, max_age), (Some(a), Some(m)) if a > m)
-        || (max_age.is_some() && age.is_none());
+    let age = inv.newest.map(|(_, t)| now.duration_since(t).unwrap_or_default().as_secs());
+    let max_age = opts.max_age.as_deref().map(parse_age).transpose()?.map(|d| d.as_secs());
+    let stale = matches!((age, max_age), (Some(a), Some(m)) if a > m) || (max_age.is_some() && age.is_none());
     let unrestorable = backup_reports.iter().any(|b| !b.restorable);
     let (status, exit_code) = if unrestorable {
         ("unrestorable", EXIT_UNRESTORABLE)
@@ -419,11 +368,9 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
     } else {
         ("healthy", 0)
     };
-    let first_required = spans.iter().find_map(|s| {
-        required
-            .get(&s.timeline)
-            .map(|(a, _)| name(s.timeline, *a, size))
-    });
+    let first_required = spans
+        .iter()
+        .find_map(|s| required.get(&s.timeline).map(|(a, _)| name(s.timeline, *a, size)));
     Ok(Report {
         status,
         exit_code,
@@ -475,11 +422,7 @@ pub fn render(r: &Report) -> String {
     }
     match (&r.required_from, &r.required_to) {
         (Some(a), Some(b)) => {
-            let _ = writeln!(
-                out,
-                "required WAL: {a} .. {b} (from the {})",
-                r.required_from_reason
-            );
+            let _ = writeln!(out, "required WAL: {a} .. {b} (from the {})", r.required_from_reason);
         }
         _ => {
             let _ = writeln!(out, "required WAL: none (no segments archived)");
@@ -488,21 +431,12 @@ pub fn render(r: &Report) -> String {
     if r.missing.is_empty() {
         let _ = writeln!(out, "missing: none");
     } else {
-        let _ = writeln!(
-            out,
-            "missing: {} segments in {} ranges",
-            r.missing_segments,
-            r.missing.len()
-        );
+        let _ = writeln!(out, "missing: {} segments in {} ranges", r.missing_segments, r.missing.len());
         for m in &r.missing {
             if m.count == 1 {
                 let _ = writeln!(out, "  timeline {}: {}", m.timeline, m.from);
             } else {
-                let _ = writeln!(
-                    out,
-                    "  timeline {}: {} .. {} ({})",
-                    m.timeline, m.from, m.to, m.count
-                );
+                let _ = writeln!(out, "  timeline {}: {} .. {} ({})", m.timeline, m.from, m.to, m.count);
             }
         }
     }
@@ -524,10 +458,7 @@ pub fn render(r: &Report) -> String {
     }
     match (&r.newest_segment, r.newest_segment_age_seconds) {
         (Some(s), Some(age)) => {
-            let limit = r
-                .max_age_seconds
-                .map(|m| format!(" (max age {m}s)"))
-                .unwrap_or_default();
+            let limit = r.max_age_seconds.map(|m| format!(" (max age {m}s)")).unwrap_or_default();
             let _ = writeln!(
                 out,
                 "newest segment: {s}, {age}s old{limit}{}",
@@ -535,11 +466,7 @@ pub fn render(r: &Report) -> String {
             );
         }
         _ => {
-            let _ = writeln!(
-                out,
-                "newest segment: none{}",
-                if r.stale { ": STALE" } else { "" }
-            );
+            let _ = writeln!(out, "newest segment: none{}", if r.stale { ": STALE" } else { "" });
         }
     }
     if r.unknown_objects > 0 {
@@ -550,24 +477,19 @@ pub fn render(r: &Report) -> String {
             r.unknown_examples.join(", ")
         );
     }
-    let _ = writeln!(
-        out,
-        "status: {} (exit {})",
-        r.status.to_uppercase(),
-        r.exit_code
-    );
+    let _ = writeln!(out, "status: {} (exit {})", r.status.to_uppercase(), r.exit_code);
     out
 }
 
 /// Prometheus textfile-collector metrics.
 pub fn prometheus(r: &Report) -> String {
-    let label = format!(
-        "archive=\"{}\"",
-        r.archive.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let label = format!("archive=\"{}\"", r.archive.replace('\\', "\\\\").replace('"', "\\\""));
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP walfetch_{name} {help}\n# TYPE walfetch_{name} gauge\nwalfetch_{name}{{{label}}} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP walfetch_{name} {help}\n# TYPE walfetch_{name} gauge\nwalfetch_{name}{{{label}}} {value}"
+        );
     };
     metric(
         "wal_verify_status",
@@ -579,26 +501,16 @@ pub fn prometheus(r: &Report) -> String {
         "Required WAL segments missing from the archive.",
         r.missing_segments.to_string(),
     );
-    metric(
-        "wal_backups",
-        "Complete backups in the archive.",
-        r.backups.len().to_string(),
-    );
+    metric("wal_backups", "Complete backups in the archive.", r.backups.len().to_string());
     metric(
         "wal_unrestorable_backups",
         "Backups lacking WAL between their start and finish.",
-        r.backups
-            .iter()
-            .filter(|b| !b.restorable)
-            .count()
-            .to_string(),
+        r.backups.iter().filter(|b| !b.restorable).count().to_string(),
     );
     metric(
         "wal_newest_segment_age_seconds",
         "Age of the newest archived segment.",
-        r.newest_segment_age_seconds
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "NaN".into()),
+        r.newest_segment_age_seconds.map(|a| a.to_string()).unwrap_or_else(|| "NaN".into()),
     );
     metric(
         "wal_unknown_objects",
@@ -608,9 +520,7 @@ pub fn prometheus(r: &Report) -> String {
     metric(
         "wal_current_timeline",
         "Newest timeline in the archive.",
-        r.current_timeline
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "NaN".into()),
+        r.current_timeline.map(|t| t.to_string()).unwrap_or_else(|| "NaN".into()),
     );
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -631,19 +541,14 @@ impl WalVerify {
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
+                serde_json::to_string_pretty(&report).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
             );
         } else {
             print!("{}", render(&report));
         }
         if let Some(path) = &self.prometheus {
             let text = prometheus(&report);
-            write_atomically(
-                path,
-                |f| std::io::Write::write_all(f, text.as_bytes()),
-                false,
-            )?;
+            write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()), false)?;
         }
         Ok(report.exit_code)
     }

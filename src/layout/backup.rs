@@ -162,11 +162,7 @@ pub fn read_backup(storage: &dyn Storage, name: &str) -> Result<Backup> {
     Ok(Backup {
         name: parsed,
         sentinel,
-        object: ObjectMeta {
-            key,
-            size,
-            modified: None,
-        },
+        object: ObjectMeta { key, size, modified: None },
     })
 }
 
@@ -211,10 +207,7 @@ pub fn list_backups(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Ve
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sentinel reader panicked"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("sentinel reader panicked")).collect()
     });
     let mut backups = Vec::new();
     for r in results {
@@ -233,12 +226,7 @@ fn order_key(
     Option<std::time::SystemTime>,
     String,
 ) {
-    (
-        b.finish(),
-        b.sentinel.finished_at(),
-        b.object.modified,
-        b.name.name.clone(),
-    )
+    (b.finish(), b.sentinel.finished_at(), b.object.modified, b.name.name.clone())
 }
 
 /// The backup `LATEST` means (see the module doc), or a `NotFound` error.
@@ -263,8 +251,7 @@ mod tests {
         let b = BackupName::parse("base_000000010000000000000004").unwrap();
         assert_eq!(b.start_segment.to_string(), "000000010000000000000004");
         assert!(!b.is_wale());
-        let d =
-            BackupName::parse("base_000000010000000100000061_D_000000010000000100000046").unwrap();
+        let d = BackupName::parse("base_000000010000000100000061_D_000000010000000100000046").unwrap();
         assert_eq!(d.delta_suffix.as_deref(), Some("000000010000000100000046"));
         let w = BackupName::parse("base_000000010000000000000010_00000040").unwrap();
         assert_eq!(w.wale_offset, Some(40));
@@ -299,24 +286,9 @@ mod tests {
     fn latest_is_by_finish_lsn_then_time_not_modification_time() {
         let mut v = [
             // Re-uploaded yesterday's backup: newest modification time, oldest LSN.
-            backup(
-                "base_000000010000000000000002",
-                Some(100),
-                Some("2026-01-01T00:00:00Z"),
-                999,
-            ),
-            backup(
-                "base_000000010000000000000009",
-                Some(900),
-                Some("2026-01-02T00:00:00Z"),
-                1,
-            ),
-            backup(
-                "base_000000010000000000000008",
-                Some(900),
-                Some("2026-01-01T12:00:00Z"),
-                2,
-            ),
+            backup("base_000000010000000000000002", Some(100), Some("2026-01-01T00:00:00Z"), 999),
+            backup("base_000000010000000000000009", Some(900), Some("2026-01-02T00:00:00Z"), 1),
+            backup("base_000000010000000000000008", Some(900), Some("2026-01-01T12:00:00Z"), 2),
         ];
         v.sort_by_key(order_key);
         assert_eq!(v.last().unwrap().name.name, "base_000000010000000000000009");

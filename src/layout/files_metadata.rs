@@ -35,10 +35,7 @@ type FileCallback<'a> = dyn FnMut(&str, &FileEntry) -> Result<()> + 'a;
 
 /// Streams `files_metadata.json`, calling `each` for every file entry.
 pub fn read(reader: impl Read, object: &str, each: &mut FileCallback<'_>) -> Result<FilesMetadata> {
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
-        256 * 1024,
-        reader,
-    ));
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(256 * 1024, reader));
     let mut failure: Option<Error> = None;
     let seed = TopSeed {
         each,
@@ -48,12 +45,7 @@ pub fn read(reader: impl Read, object: &str, each: &mut FileCallback<'_>) -> Res
     if let Some(e) = failure {
         return Err(e);
     }
-    let meta = result.map_err(|e| {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("{object}: not valid files metadata: {e}"),
-        )
-    })?;
+    let meta = result.map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not valid files metadata: {e}")))?;
     de.end()
         .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: trailing data: {e}")))?;
     Ok(meta)
@@ -66,10 +58,7 @@ struct TopSeed<'a, 'b> {
 
 impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
     type Value = FilesMetadata;
-    fn deserialize<D: Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<FilesMetadata, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<FilesMetadata, D::Error> {
         d.deserialize_map(self)
     }
 }
@@ -79,10 +68,7 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a files metadata object")
     }
-    fn visit_map<A: MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<FilesMetadata, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<FilesMetadata, A::Error> {
         let mut out = FilesMetadata::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -156,13 +142,7 @@ mod tests {
         .unwrap();
         assert_eq!(meta.files, 2);
         assert_eq!(meta.tar_sets, ["part_001.tar.lz4"]);
-        assert_eq!(
-            seen,
-            [
-                ("/base/1/1".to_string(), false),
-                ("global/2".to_string(), true)
-            ]
-        );
+        assert_eq!(seen, [("/base/1/1".to_string(), false), ("global/2".to_string(), true)]);
     }
 
     #[test]

@@ -92,35 +92,19 @@ impl<'de> Deserialize<'de> for TablespaceSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
         let mut spec = TablespaceSpec {
-            base_prefix: map
-                .get("base_prefix")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            base_prefix: map.get("base_prefix").and_then(|v| v.as_str()).map(str::to_string),
             locations: BTreeMap::new(),
         };
         let oids: Vec<String> = match map.get("tablespaces") {
             Some(serde_json::Value::Array(a)) => a
                 .iter()
-                .filter_map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .or_else(|| v.as_u64().map(|n| n.to_string()))
-                })
+                .filter_map(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
                 .collect(),
-            _ => map
-                .keys()
-                .filter(|k| k.bytes().all(|b| b.is_ascii_digit()))
-                .cloned()
-                .collect(),
+            _ => map.keys().filter(|k| k.bytes().all(|b| b.is_ascii_digit())).cloned().collect(),
         };
         for oid in oids {
-            if let Some(loc) = map
-                .get(&oid)
-                .and_then(|v| v.get("loc"))
-                .and_then(|v| v.as_str())
-            {
-                spec.locations
-                    .insert(oid, loc.trim_end_matches('/').to_string());
+            if let Some(loc) = map.get(&oid).and_then(|v| v.get("loc")).and_then(|v| v.as_str()) {
+                spec.locations.insert(oid, loc.trim_end_matches('/').to_string());
             }
         }
         Ok(spec)
@@ -129,9 +113,7 @@ impl<'de> Deserialize<'de> for TablespaceSpec {
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
     Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     })
@@ -140,24 +122,15 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u6
 impl Sentinel {
     /// Parses a sentinel; `object` names it in errors.
     pub fn read(reader: impl Read, object: &str) -> Result<Sentinel> {
-        let value: serde_json::Value = serde_json::from_reader(reader).map_err(|e| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!("{object}: not a valid backup sentinel: {e}"),
-            )
-        })?;
+        let value: serde_json::Value = serde_json::from_reader(reader)
+            .map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not a valid backup sentinel: {e}")))?;
         if !value.is_object() {
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!("{object}: not a valid backup sentinel: not a JSON object"),
             ));
         }
-        serde_json::from_value(value).map_err(|e| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!("{object}: not a valid backup sentinel: {e}"),
-            )
-        })
+        serde_json::from_value(value).map_err(|e| Error::new(ErrorKind::Corrupt, format!("{object}: not a valid backup sentinel: {e}")))
     }
 
     /// The stop LSN: `FinishLSN`, or WAL-E's stop segment and decimal offset.
@@ -166,12 +139,7 @@ impl Sentinel {
             return Some(Lsn(l));
         }
         let seg = Segment::parse(self.wal_segment_backup_stop.as_deref()?)?;
-        let offset: u64 = self
-            .wal_segment_offset_backup_stop
-            .as_deref()?
-            .trim()
-            .parse()
-            .ok()?;
+        let offset: u64 = self.wal_segment_offset_backup_stop.as_deref()?.trim().parse().ok()?;
         Some(Lsn(seg.start_lsn(WALE_SEGMENT_SIZE)?.0 + offset))
     }
 
@@ -196,19 +164,12 @@ mod tests {
 
     #[test]
     fn reads_walg_v2() {
-        let s = parse(include_str!(
-            "../../fixtures/sentinels/walg_v2_tablespace.json"
-        ));
+        let s = parse(include_str!("../../fixtures/sentinels/walg_v2_tablespace.json"));
         assert_eq!(s.lsn, Some(67108904));
         assert_eq!(s.finish(), Some(Lsn(67109176)));
         assert_eq!(s.system_identifier, Some(7345678901234567890));
         assert_eq!(
-            s.spec
-                .as_ref()
-                .unwrap()
-                .locations
-                .get("16385")
-                .map(String::as_str),
+            s.spec.as_ref().unwrap().locations.get("16385").map(String::as_str),
             Some("/mnt/tbs1")
         );
         assert_eq!(s.pg_major(), Some(16));
@@ -226,10 +187,7 @@ mod tests {
     #[test]
     fn reads_old_walg_increment_keys_and_string_numbers() {
         let s = parse(include_str!("../../fixtures/sentinels/walg_v0_delta.json"));
-        assert_eq!(
-            s.delta_from.as_deref(),
-            Some("base_000000010000000000000002")
-        );
+        assert_eq!(s.delta_from.as_deref(), Some("base_000000010000000000000002"));
         assert_eq!(s.finish(), Some(Lsn(0x0300_0138)));
         assert_eq!(s.pg_major(), Some(9));
     }
@@ -240,10 +198,7 @@ mod tests {
         // Segment 0/10 at 16 MiB is LSN 0/10000000, plus decimal offset 312.
         assert_eq!(s.finish(), Some(Lsn(0x1000_0000 + 312)));
         assert_eq!(s.uncompressed_size, Some(41_000_000));
-        assert_eq!(
-            s.spec.unwrap().locations.get("16400").map(String::as_str),
-            Some("/srv/tbs")
-        );
+        assert_eq!(s.spec.unwrap().locations.get("16400").map(String::as_str), Some("/srv/tbs"));
     }
 
     #[test]

@@ -56,11 +56,7 @@ impl Runs {
             self.first = segno;
         } else {
             // Inside the range: either a duplicate (another codec) or it fills a gap.
-            let Some(i) = self
-                .gaps
-                .iter()
-                .position(|(a, b)| *a <= segno && segno <= *b)
-            else {
+            let Some(i) = self.gaps.iter().position(|(a, b)| *a <= segno && segno <= *b) else {
                 return;
             };
             let (a, b) = self.gaps[i];
@@ -78,9 +74,7 @@ impl Runs {
 
     /// Whether `segno` is present.
     pub fn contains(&self, segno: u64) -> bool {
-        self.first <= segno
-            && segno <= self.last
-            && !self.gaps.iter().any(|(a, b)| *a <= segno && segno <= *b)
+        self.first <= segno && segno <= self.last && !self.gaps.iter().any(|(a, b)| *a <= segno && segno <= *b)
     }
 
     /// The ranges of `[from, to]` that are not present.
@@ -171,11 +165,7 @@ impl Inventory {
 
     /// The highest timeline named by a segment or a history file.
     pub fn latest_timeline(&self) -> Option<u32> {
-        self.timelines
-            .keys()
-            .chain(self.histories.keys())
-            .max()
-            .copied()
+        self.timelines.keys().chain(self.histories.keys()).max().copied()
     }
 }
 
@@ -185,11 +175,13 @@ fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
     let (_, codec) = Codec::split(key);
     let mut decoded = codec.decoder(storage.open(key)?, &url);
     let mut header = [0u8; 40];
-    decoded
-        .read_exact(&mut header)
-        .map_err(|e| decoded.classify(&e))?;
-    crate::wal::segment::segment_size_in_header(&header)
-        .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("{url}: no valid WAL page header to read the segment size from; pass --wal-segment-size")))
+    decoded.read_exact(&mut header).map_err(|e| decoded.classify(&e))?;
+    crate::wal::segment::segment_size_in_header(&header).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("{url}: no valid WAL page header to read the segment size from; pass --wal-segment-size"),
+        )
+    })
 }
 
 /// Lists `wal_005/` once into an inventory. Without a known segment size, it is read from
@@ -236,10 +228,7 @@ mod tests {
         r.insert(1);
         assert_eq!(r.count, 9);
         assert!(r.contains(13) && !r.contains(14));
-        assert_eq!(
-            r.missing_in(0, 20),
-            [(0, 0), (3, 4), (8, 9), (12, 12), (14, 14), (16, 20)]
-        );
+        assert_eq!(r.missing_in(0, 20), [(0, 0), (3, 4), (8, 9), (12, 12), (14, 14), (16, 20)]);
         assert_eq!(r.missing_in(9, 11), [(9, 9)]);
         assert_eq!(r.missing_in(30, 31), [(30, 31)]);
         assert!(r.missing_in(5, 4).is_empty());

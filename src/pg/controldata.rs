@@ -34,17 +34,19 @@ pub fn tool(version: PgMajor) -> Option<PathBuf> {
     if versioned.exists() {
         return Some(versioned);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("pg_controldata"))
-            .find(|p| p.exists())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("pg_controldata")).find(|p| p.exists()))
 }
 
 /// Runs `pg_controldata` on `datadir` and returns its raw output.
 pub fn run(datadir: &Path, version: PgMajor) -> Result<String> {
     let tool = tool(version).ok_or_else(|| {
-        Error::new(ErrorKind::Config, format!("pg_controldata for PostgreSQL {version} is not installed; it is needed to read {}/global/pg_control", datadir.display()))
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "pg_controldata for PostgreSQL {version} is not installed; it is needed to read {}/global/pg_control",
+                datadir.display()
+            ),
+        )
     })?;
     let out = Command::new(&tool)
         .arg(datadir)
@@ -67,9 +69,7 @@ pub fn run(datadir: &Path, version: PgMajor) -> Result<String> {
 
 /// The value printed after `label`.
 pub fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(str::trim)
+    text.lines().find_map(|l| l.strip_prefix(label)).map(str::trim)
 }
 
 /// Parses `pg_controldata` output.
@@ -78,13 +78,9 @@ pub fn parse(text: &str) -> Option<ControlData> {
         system_identifier: field(text, "Database system identifier:")?.parse().ok()?,
         state: field(text, "Database cluster state:")?.to_string(),
         redo: Lsn::parse(field(text, "Latest checkpoint's REDO location:")?)?,
-        timeline: field(text, "Latest checkpoint's TimeLineID:")?
-            .parse()
-            .ok()?,
+        timeline: field(text, "Latest checkpoint's TimeLineID:")?.parse().ok()?,
         min_recovery: Lsn::parse(field(text, "Minimum recovery ending location:")?)?,
-        min_recovery_timeline: field(text, "Min recovery ending loc's timeline:")?
-            .parse()
-            .ok()?,
+        min_recovery_timeline: field(text, "Min recovery ending loc's timeline:")?.parse().ok()?,
         segment_size: field(text, "Bytes per WAL segment:")?.parse().ok()?,
     })
 }
@@ -95,10 +91,7 @@ pub fn read(datadir: &Path, version: PgMajor) -> Result<ControlData> {
     parse(&text).ok_or_else(|| {
         Error::new(
             ErrorKind::Corrupt,
-            format!(
-                "{}: pg_controldata output not understood",
-                datadir.display()
-            ),
+            format!("{}: pg_controldata output not understood", datadir.display()),
         )
     })
 }
@@ -113,10 +106,7 @@ mod tests {
         let c = parse(text).unwrap();
         assert_eq!(c.system_identifier, 7712042867296447195);
         assert_eq!(c.redo, Lsn(0x200_0028));
-        assert_eq!(
-            (c.min_recovery, c.min_recovery_timeline),
-            (Lsn(0x300_0100), 2)
-        );
+        assert_eq!((c.min_recovery, c.min_recovery_timeline), (Lsn(0x300_0100), 2));
         assert_eq!(c.segment_size, 16 << 20);
         assert_eq!(field(text, "max_connections setting:"), Some("100"));
         assert!(parse("garbage").is_none());

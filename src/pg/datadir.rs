@@ -51,11 +51,7 @@ pub fn pg_major(datadir: &Path) -> Result<PgMajor> {
     PgMajor::parse(&text).ok_or_else(|| {
         Error::new(
             ErrorKind::Corrupt,
-            format!(
-                "{}: not a PostgreSQL version: {:?}",
-                path.display(),
-                text.trim()
-            ),
+            format!("{}: not a PostgreSQL version: {:?}", path.display(), text.trim()),
         )
     })
 }
@@ -85,17 +81,8 @@ mod tests {
 
     #[test]
     fn parses_pg_version_files() {
-        assert_eq!(
-            PgMajor::parse("9.6\n"),
-            Some(PgMajor { major: 9, minor: 6 })
-        );
-        assert_eq!(
-            PgMajor::parse("18\n"),
-            Some(PgMajor {
-                major: 18,
-                minor: 0
-            })
-        );
+        assert_eq!(PgMajor::parse("9.6\n"), Some(PgMajor { major: 9, minor: 6 }));
+        assert_eq!(PgMajor::parse("18\n"), Some(PgMajor { major: 18, minor: 0 }));
         assert_eq!(PgMajor::parse("x"), None);
         assert!(!PgMajor::parse("11").unwrap().uses_signal_files());
         assert!(PgMajor::parse("12").unwrap().uses_signal_files());

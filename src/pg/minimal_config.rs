@@ -29,10 +29,7 @@ const STANDBY_MINIMUMS: [(&str, &str); 5] = [
 
 /// Which of the configuration files `datadir` lacks.
 pub fn missing(datadir: &Path) -> Vec<&'static str> {
-    CONFIG_FILES
-        .into_iter()
-        .filter(|f| !datadir.join(f).exists())
-        .collect()
+    CONFIG_FILES.into_iter().filter(|f| !datadir.join(f).exists()).collect()
 }
 
 /// The primary's values of [`STANDBY_MINIMUMS`], as recorded in the `pg_control` file
@@ -42,26 +39,17 @@ fn primary_settings(control: &Path, version: PgMajor) -> Vec<(&'static str, Stri
         return Vec::new();
     };
     let scratch = std::env::temp_dir().join(format!("walfetch-controldata-{}", std::process::id()));
-    let copied = fs::create_dir_all(scratch.join("global"))
-        .and_then(|_| fs::copy(control, scratch.join("global/pg_control")));
-    let out = copied.ok().and_then(|_| {
-        Command::new(tool)
-            .arg(&scratch)
-            .env("LC_ALL", "C")
-            .output()
-            .ok()
-    });
+    let copied = fs::create_dir_all(scratch.join("global")).and_then(|_| fs::copy(control, scratch.join("global/pg_control")));
+    let out = copied
+        .ok()
+        .and_then(|_| Command::new(tool).arg(&scratch).env("LC_ALL", "C").output().ok());
     let _ = fs::remove_dir_all(&scratch);
     let Some(out) = out else { return Vec::new() };
     let text = String::from_utf8_lossy(&out.stdout);
     STANDBY_MINIMUMS
         .iter()
         .filter_map(|(name, label)| {
-            let value = text
-                .lines()
-                .find_map(|l| l.strip_prefix(label))?
-                .trim()
-                .to_string();
+            let value = text.lines().find_map(|l| l.strip_prefix(label))?.trim().to_string();
             value.parse::<u64>().ok().map(|_| (*name, value))
         })
         .collect()
@@ -86,11 +74,7 @@ pub fn write_missing(datadir: &Path, version: PgMajor, control: &Path) -> Result
                 t
             }
             "pg_hba.conf" => {
-                let method = if version.major >= 10 {
-                    "scram-sha-256"
-                } else {
-                    "md5"
-                };
+                let method = if version.major >= 10 { "scram-sha-256" } else { "md5" };
                 format!(
                     "{header}local   all             all                                     peer\nhost    all             all             127.0.0.1/32            {method}\nhost    all             all             ::1/128                 {method}\nlocal   replication     all                                     peer\n"
                 )
@@ -98,15 +82,8 @@ pub fn write_missing(datadir: &Path, version: PgMajor, control: &Path) -> Result
             _ => header.to_string(),
         };
         let path = datadir.join(file);
-        write_atomically(
-            &path,
-            |f| std::io::Write::write_all(f, text.as_bytes()),
-            false,
-        )?;
-        written.push(format!(
-            "{}: minimal configuration (the backup had none)",
-            path.display()
-        ));
+        write_atomically(&path, |f| std::io::Write::write_all(f, text.as_bytes()), false)?;
+        written.push(format!("{}: minimal configuration (the backup had none)", path.display()));
     }
     Ok(written)
 }
@@ -120,15 +97,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("pg_ident.conf"), "mine\n").unwrap();
         assert_eq!(missing(dir.path()), ["postgresql.conf", "pg_hba.conf"]);
-        let written = write_missing(
-            dir.path(),
-            PgMajor {
-                major: 15,
-                minor: 0,
-            },
-            &dir.path().join("no-control"),
-        )
-        .unwrap();
+        let written = write_missing(dir.path(), PgMajor { major: 15, minor: 0 }, &dir.path().join("no-control")).unwrap();
         assert_eq!(written.len(), 2);
         assert!(fs::read_to_string(dir.path().join("pg_hba.conf"))
             .unwrap()
@@ -136,10 +105,7 @@ mod tests {
         assert!(fs::read_to_string(dir.path().join("postgresql.conf"))
             .unwrap()
             .contains("hot_standby = on"));
-        assert_eq!(
-            fs::read_to_string(dir.path().join("pg_ident.conf")).unwrap(),
-            "mine\n"
-        );
+        assert_eq!(fs::read_to_string(dir.path().join("pg_ident.conf")).unwrap(), "mine\n");
         assert!(missing(dir.path()).is_empty());
     }
 }

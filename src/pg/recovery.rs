@@ -27,12 +27,7 @@ pub enum RecoveryMode {
 }
 
 /// Settings walfetch writes into `postgresql.auto.conf`; earlier lines for them are replaced.
-const MANAGED_SETTINGS: &[&str] = &[
-    "restore_command",
-    "archive_mode",
-    "standby_mode",
-    "recovery_target_timeline",
-];
+const MANAGED_SETTINGS: &[&str] = &["restore_command", "archive_mode", "standby_mode", "recovery_target_timeline"];
 const MARKER: &str = "# Written by walfetch backup-fetch";
 
 /// Quotes `value` as a PostgreSQL configuration string.
@@ -44,12 +39,7 @@ fn conf_string(value: &str) -> String {
 fn without_settings(text: &str, names: &[&str]) -> String {
     let mut out = String::new();
     for line in text.lines() {
-        let key = line
-            .trim_start()
-            .split(['=', ' ', '\t'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let key = line.trim_start().split(['=', ' ', '\t']).next().unwrap_or("").to_ascii_lowercase();
         if names.contains(&key.as_str()) || line.trim() == MARKER {
             continue;
         }
@@ -60,11 +50,7 @@ fn without_settings(text: &str, names: &[&str]) -> String {
 }
 
 /// Writes the configuration for `mode` into `datadir`; returns one line per file written.
-pub fn write_recovery_config(
-    datadir: &Path,
-    mode: RecoveryMode,
-    restore_command: &str,
-) -> Result<Vec<String>> {
+pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command: &str) -> Result<Vec<String>> {
     let version = pg_major(datadir)?;
     let mut written = Vec::new();
     let auto_conf = datadir.join("postgresql.auto.conf");
@@ -91,10 +77,7 @@ pub fn write_recovery_config(
                 kept.display()
             ));
         }
-        auto.push_str(&format!(
-            "restore_command = {}\n",
-            conf_string(restore_command)
-        ));
+        auto.push_str(&format!("restore_command = {}\n", conf_string(restore_command)));
         let signal = match mode {
             RecoveryMode::Standby => "standby.signal",
             RecoveryMode::Recovery => "recovery.signal",
@@ -111,11 +94,7 @@ pub fn write_recovery_config(
         if mode == RecoveryMode::Standby {
             conf.push_str("standby_mode = 'on'\n");
         }
-        write_atomically(
-            &path,
-            |f| std::io::Write::write_all(f, conf.as_bytes()),
-            false,
-        )?;
+        write_atomically(&path, |f| std::io::Write::write_all(f, conf.as_bytes()), false)?;
         written.push(format!(
             "{}: restore_command{}",
             path.display(),
@@ -126,28 +105,18 @@ pub fn write_recovery_config(
             }
         ));
     }
-    write_atomically(
-        &auto_conf,
-        |f| std::io::Write::write_all(f, auto.as_bytes()),
-        false,
-    )?;
+    write_atomically(&auto_conf, |f| std::io::Write::write_all(f, auto.as_bytes()), false)?;
     written.push(format!(
         "{}: archive_mode = 'off'{}",
         auto_conf.display(),
-        if version.uses_signal_files() {
-            ", restore_command"
-        } else {
-            ""
-        }
+        if version.uses_signal_files() { ", restore_command" } else { "" }
     ));
     Ok(written)
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::local_io(path.display(), &e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::local_io(path.display(), &e)),
         _ => Ok(()),
     }
 }
@@ -184,28 +153,18 @@ mod tests {
             assert!(dir.path().join("standby.signal").exists(), "{v}");
             assert!(!dir.path().join("recovery.signal").exists(), "{v}");
             assert!(!dir.path().join("recovery.conf").exists(), "{v}");
-            assert!(auto.contains("restore_command = '/usr/bin/walfetch --prefix s3://b/it''s wal-fetch \"%f\" \"%p\"'"), "{v}: {auto}");
-            assert!(auto.contains("archive_mode = 'off'"), "{v}");
-            assert_eq!(
-                auto.matches("restore_command").count(),
-                1,
-                "{v}: old restore_command kept: {auto}"
-            );
             assert!(
-                auto.contains("work_mem = '64MB'"),
-                "{v}: unrelated settings must stay"
+                auto.contains("restore_command = '/usr/bin/walfetch --prefix s3://b/it''s wal-fetch \"%f\" \"%p\"'"),
+                "{v}: {auto}"
             );
+            assert!(auto.contains("archive_mode = 'off'"), "{v}");
+            assert_eq!(auto.matches("restore_command").count(), 1, "{v}: old restore_command kept: {auto}");
+            assert!(auto.contains("work_mem = '64MB'"), "{v}: unrelated settings must stay");
 
             write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
             assert!(dir.path().join("recovery.signal").exists(), "{v}");
             assert!(!dir.path().join("standby.signal").exists(), "{v}");
-            assert_eq!(
-                read(dir.path(), "postgresql.auto.conf")
-                    .matches(MARKER)
-                    .count(),
-                1,
-                "{v}"
-            );
+            assert_eq!(read(dir.path(), "postgresql.auto.conf").matches(MARKER).count(), 1, "{v}");
         }
     }
 
@@ -220,17 +179,11 @@ mod tests {
             assert!(conf.contains("recovery_target_timeline = 'latest'"), "{v}");
             assert!(!dir.path().join("standby.signal").exists(), "{v}");
             let auto = read(dir.path(), "postgresql.auto.conf");
-            assert!(
-                !auto.contains("restore_command"),
-                "{v}: restore_command is not a GUC before 12"
-            );
+            assert!(!auto.contains("restore_command"), "{v}: restore_command is not a GUC before 12");
             assert!(auto.contains("archive_mode = 'off'"), "{v}");
 
             write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
-            assert!(
-                !read(dir.path(), "recovery.conf").contains("standby_mode"),
-                "{v}"
-            );
+            assert!(!read(dir.path(), "recovery.conf").contains("standby_mode"), "{v}");
         }
     }
 

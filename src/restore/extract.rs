@@ -51,10 +51,7 @@ pub fn sanitize(raw: &[u8], object: &str) -> Result<Vec<String>> {
     let name = std::str::from_utf8(raw).map_err(|_| {
         Error::new(
             ErrorKind::Unsafe,
-            format!(
-                "{object}: member name is not UTF-8: {:?}",
-                String::from_utf8_lossy(raw)
-            ),
+            format!("{object}: member name is not UTF-8: {:?}", String::from_utf8_lossy(raw)),
         )
     })?;
     let mut parts = Vec::new();
@@ -62,7 +59,10 @@ pub fn sanitize(raw: &[u8], object: &str) -> Result<Vec<String>> {
         match comp {
             "" | "." => continue,
             ".." => {
-                return Err(Error::new(ErrorKind::Unsafe, format!("{object}: member '{name}' climbs out of the target with '..'; refusing the archive")))
+                return Err(Error::new(
+                    ErrorKind::Unsafe,
+                    format!("{object}: member '{name}' climbs out of the target with '..'; refusing the archive"),
+                ))
             }
             c => parts.push(c.to_string()),
         }
@@ -82,8 +82,7 @@ impl Target {
             .mode(0o700)
             .create(root)
             .map_err(|e| Error::local_io(root.display(), &e))?;
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::local_io(root.display(), &e))?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(|e| Error::local_io(root.display(), &e))?;
         let target = Target {
             root: root.to_path_buf(),
             tablespaces,
@@ -96,7 +95,10 @@ impl Target {
                 if !fsutil::is_empty_dir(loc)? {
                     return Err(Error::new(
                         ErrorKind::Refused,
-                        format!("tablespace {oid}: {} is not empty; empty it or relocate with --tablespace-map {oid}=PATH", loc.display()),
+                        format!(
+                            "tablespace {oid}: {} is not empty; empty it or relocate with --tablespace-map {oid}=PATH",
+                            loc.display()
+                        ),
                     ));
                 }
                 fs::DirBuilder::new()
@@ -133,12 +135,7 @@ impl Target {
 
     /// Makes sure `dir` is a real directory (creating it), never a symlink.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        if self
-            .checked_dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(dir)
-        {
+        if self.checked_dirs.lock().unwrap_or_else(|p| p.into_inner()).contains(dir) {
             return Ok(());
         }
         match fs::symlink_metadata(dir) {
@@ -146,10 +143,7 @@ impl Target {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(Error::new(
                     ErrorKind::Unsafe,
-                    format!(
-                        "{}: is a symlink; refusing to write through it",
-                        dir.display()
-                    ),
+                    format!("{}: is a symlink; refusing to write through it", dir.display()),
                 ))
             }
             Ok(_) => {
@@ -158,15 +152,11 @@ impl Target {
                     format!("{}: a file where the backup has a directory", dir.display()),
                 ))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::DirBuilder::new().mode(0o700).create(dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        return self.ensure_dir_uncached(dir)
-                    }
-                    Err(e) => return Err(Error::local_io(dir.display(), &e)),
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return self.ensure_dir_uncached(dir),
+                Err(e) => return Err(Error::local_io(dir.display(), &e)),
+            },
             Err(e) => return Err(Error::local_io(dir.display(), &e)),
         }
         self.checked_dirs
@@ -182,10 +172,7 @@ impl Target {
         if !m.is_dir() {
             return Err(Error::new(
                 ErrorKind::Unsafe,
-                format!(
-                    "{}: not a real directory; refusing to write through it",
-                    dir.display()
-                ),
+                format!("{}: not a real directory; refusing to write through it", dir.display()),
             ));
         }
         self.checked_dirs
@@ -208,22 +195,12 @@ impl Target {
 
     /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
     /// the work early when another partition has failed.
-    pub fn extract<R: Read>(
-        &self,
-        reader: R,
-        object: &str,
-        cancel: &AtomicBool,
-    ) -> Result<(Extracted, R)> {
+    pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
         let mut buf = vec![0u8; COPY_BUFFER_SIZE];
         let read_error = |e: io::Error| {
-            Error::from_io_ref(&e).unwrap_or_else(|| {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!("{object}: malformed tar stream: {e}"),
-                )
-            })
+            Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: malformed tar stream: {e}")))
         };
         for entry in archive.entries().map_err(read_error)? {
             if cancel.load(Ordering::Relaxed) {
@@ -238,9 +215,7 @@ impl Target {
             let shown = parts.join("/");
             match entry.header().entry_type() {
                 EntryType::Directory => {
-                    if parts.is_empty()
-                        || is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1])
-                    {
+                    if parts.is_empty() || is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) {
                         continue;
                     }
                     let (base, skip) = self.destination(&parts);
@@ -273,10 +248,7 @@ impl Target {
                         .map_err(|e| match e.raw_os_error() {
                             Some(libc::ELOOP) => Error::new(
                                 ErrorKind::Unsafe,
-                                format!(
-                                    "{}: is a symlink; refusing to write through it",
-                                    path.display()
-                                ),
+                                format!("{}: is a symlink; refusing to write through it", path.display()),
                             ),
                             _ => Error::local_io(path.display(), &e),
                         })?;
@@ -287,21 +259,15 @@ impl Target {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) => return Err(read_error(e)),
                         };
-                        out.write_all(&buf[..n])
-                            .map_err(|e| Error::local_io(path.display(), &e))?;
+                        out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
                         stats.bytes += n as u64;
                     }
                     stats.files += 1;
                 }
-                EntryType::Symlink
-                    if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) =>
-                {
+                EntryType::Symlink if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) => {
                     // Already created from the backup's tablespace spec (and relocation).
                 }
-                EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink => {}
+                EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
                 other => {
                     let link = entry
                         .link_name_bytes()
@@ -309,7 +275,10 @@ impl Target {
                         .unwrap_or_default();
                     return Err(Error::new(
                         ErrorKind::Unsafe,
-                        format!("{object}: member '{shown}' is a {other:?}{}; only files, directories and tablespace links are allowed", if link.is_empty() { String::new() } else { format!(" -> {link}") }),
+                        format!(
+                            "{object}: member '{shown}' is a {other:?}{}; only files, directories and tablespace links are allowed",
+                            if link.is_empty() { String::new() } else { format!(" -> {link}") }
+                        ),
                     ));
                 }
             }
@@ -366,11 +335,7 @@ mod tests {
 
     fn run(data: Vec<u8>, target: &Target) -> Result<Extracted> {
         target
-            .extract(
-                io::Cursor::new(data),
-                "part_001.tar",
-                &AtomicBool::new(false),
-            )
+            .extract(io::Cursor::new(data), "part_001.tar", &AtomicBool::new(false))
             .map(|(s, _)| s)
     }
 
@@ -388,10 +353,7 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("pg/base/1/1259")).unwrap(), b"abc");
         assert!(!dir.path().join("pg/global/pg_control").exists());
         t.install_pg_control().unwrap();
-        assert_eq!(
-            fs::read(dir.path().join("pg/global/pg_control")).unwrap(),
-            b"ctl"
-        );
+        assert_eq!(fs::read(dir.path().join("pg/global/pg_control")).unwrap(), b"ctl");
     }
 
     #[test]
@@ -428,16 +390,9 @@ mod tests {
         let mut plan = BTreeMap::new();
         plan.insert("16385".to_string(), loc.clone());
         let t = Target::create(&dir.path().join("pg"), plan).unwrap();
-        run(
-            tar_with(|b| file(b, "/pg_tblspc/16385/PG_15_1/5/16390", b"rel")),
-            &t,
-        )
-        .unwrap();
+        run(tar_with(|b| file(b, "/pg_tblspc/16385/PG_15_1/5/16390", b"rel")), &t).unwrap();
         assert_eq!(fs::read(loc.join("PG_15_1/5/16390")).unwrap(), b"rel");
-        assert_eq!(
-            fs::read_link(dir.path().join("pg/pg_tblspc/16385")).unwrap(),
-            loc
-        );
+        assert_eq!(fs::read_link(dir.path().join("pg/pg_tblspc/16385")).unwrap(), loc);
     }
 
     #[test]

@@ -9,12 +9,9 @@ use crate::layout::sentinel::TablespaceSpec;
 
 /// Parses one `--tablespace-map OID=PATH` argument.
 pub fn parse_mapping(arg: &str) -> Result<(String, PathBuf)> {
-    let (oid, path) = arg.split_once('=').ok_or_else(|| {
-        Error::new(
-            ErrorKind::Config,
-            format!("--tablespace-map '{arg}': expected OID=PATH"),
-        )
-    })?;
+    let (oid, path) = arg
+        .split_once('=')
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("--tablespace-map '{arg}': expected OID=PATH")))?;
     if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::new(
             ErrorKind::Config,
@@ -34,17 +31,9 @@ pub fn parse_mapping(arg: &str) -> Result<(String, PathBuf)> {
 /// Final location of every tablespace: the spec's, overridden by the mappings.
 /// A mapping for an OID the backup does not have is an error (a typo would otherwise
 /// silently restore into the source's path).
-pub fn plan(
-    spec: Option<&TablespaceSpec>,
-    mappings: &[(String, PathBuf)],
-) -> Result<BTreeMap<String, PathBuf>> {
+pub fn plan(spec: Option<&TablespaceSpec>, mappings: &[(String, PathBuf)]) -> Result<BTreeMap<String, PathBuf>> {
     let mut out: BTreeMap<String, PathBuf> = spec
-        .map(|s| {
-            s.locations
-                .iter()
-                .map(|(oid, loc)| (oid.clone(), PathBuf::from(loc)))
-                .collect()
-        })
+        .map(|s| s.locations.iter().map(|(oid, loc)| (oid.clone(), PathBuf::from(loc))).collect())
         .unwrap_or_default();
     for (oid, path) in mappings {
         match out.get_mut(oid) {
@@ -104,9 +93,6 @@ mod tests {
     fn tablespace_map_is_rewritten() {
         let mut loc = BTreeMap::new();
         loc.insert("16385".to_string(), PathBuf::from("/srv/new"));
-        assert_eq!(
-            rewrite_map("16385 /mnt/old\n16386 /keep\n", &loc),
-            "16385 /srv/new\n16386 /keep\n"
-        );
+        assert_eq!(rewrite_map("16385 /mnt/old\n16386 /keep\n", &loc), "16385 /srv/new\n16386 /keep\n");
     }
 }

@@ -37,14 +37,7 @@ impl FsStorage {
         Error::new(kind, format!("{}: {err}", self.path(key).display()))
     }
 
-    fn walk(
-        &self,
-        dir: &Path,
-        rel: &str,
-        prefix: &str,
-        recursive: bool,
-        out: &mut Vec<ObjectMeta>,
-    ) -> Result<()> {
+    fn walk(&self, dir: &Path, rel: &str, prefix: &str, recursive: bool, out: &mut Vec<ObjectMeta>) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -87,10 +80,7 @@ impl Storage for FsStorage {
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
             return Err(Error::new(
                 ErrorKind::NotFound,
-                format!(
-                    "{}: is a directory, not an object",
-                    self.path(key).display()
-                ),
+                format!("{}: is a directory, not an object", self.path(key).display()),
             ));
         }
         Ok(Box::new(file))
@@ -105,24 +95,13 @@ impl Storage for FsStorage {
         }
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-        recursive: bool,
-        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
-    ) -> Result<()> {
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
         let (dir_rel, _) = prefix
             .rsplit_once('/')
             .map(|(d, n)| (format!("{d}/"), n))
             .unwrap_or((String::new(), prefix));
         let mut out = Vec::new();
-        self.walk(
-            &self.root.join(&dir_rel),
-            &dir_rel,
-            prefix,
-            recursive,
-            &mut out,
-        )?;
+        self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         each(out)
     }

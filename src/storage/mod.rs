@@ -45,12 +45,7 @@ pub trait Storage: Send + Sync {
     /// Lists objects whose keys start with `prefix`. Non-recursive listings stop at the
     /// next `/` and report only objects directly below. Pages are passed to `each` as they
     /// arrive, so memory does not grow with the number of keys.
-    fn list(
-        &self,
-        prefix: &str,
-        recursive: bool,
-        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
-    ) -> Result<()>;
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()>;
 
     /// Stores the contents of `source` (read from its start) under `key`, atomically:
     /// readers see either no object or the whole new one.

@@ -75,11 +75,7 @@ mod tests {
 
     #[test]
     fn never_retries_not_found_or_credentials() {
-        for kind in [
-            ErrorKind::NotFound,
-            ErrorKind::Credentials,
-            ErrorKind::Corrupt,
-        ] {
+        for kind in [ErrorKind::NotFound, ErrorKind::Credentials, ErrorKind::Corrupt] {
             let mut calls = 0;
             let out: Result<(), Error> = with_retries("k", || {
                 calls += 1;

@@ -47,12 +47,7 @@ impl S3Storage {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::LocalIo,
-                    format!("cannot start the I/O runtime: {e}"),
-                )
-            })?;
+            .map_err(|e| Error::new(ErrorKind::LocalIo, format!("cannot start the I/O runtime: {e}")))?;
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new("us-east-1"));
@@ -116,9 +111,7 @@ where
             let status = service.raw().status().as_u16();
             classify_status(bucket, what, status, code, message)
         }
-        SdkError::TimeoutError(_) => {
-            Error::new(ErrorKind::Unreachable, format!("{what}: request timed out"))
-        }
+        SdkError::TimeoutError(_) => Error::new(ErrorKind::Unreachable, format!("{what}: request timed out")),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             let detail = DisplayErrorContext(err).to_string();
             if detail.contains("credentials") || detail.contains("Credentials") {
@@ -127,10 +120,7 @@ where
                     format!("{what}: no usable AWS credentials for bucket {bucket} ({detail}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"),
                 )
             } else {
-                Error::new(
-                    ErrorKind::Unreachable,
-                    format!("{what}: cannot reach storage ({detail})"),
-                )
+                Error::new(ErrorKind::Unreachable, format!("{what}: cannot reach storage ({detail})"))
             }
         }
         _ => {
@@ -155,10 +145,19 @@ fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &
     match code {
         "NoSuchKey" | "NotFound" => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
         "NoSuchBucket" => {
-            return Error::new(ErrorKind::Config, format!("{what}: bucket {bucket} does not exist; check the prefix"))
+            return Error::new(
+                ErrorKind::Config,
+                format!("{what}: bucket {bucket} does not exist; check the prefix"),
+            )
         }
-        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken"
-        | "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => {
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "TokenRefreshRequired"
+        | "InvalidToken"
+        | "AccessDenied"
+        | "AllAccessDisabled"
+        | "AccountProblem" => {
             return Error::new(
                 ErrorKind::Credentials,
                 format!("{what}: credentials rejected by bucket {bucket} ({detail}); check the access key, secret and session token"),
@@ -179,7 +178,9 @@ fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &
         404 => Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
         401 | 403 => Error::new(
             ErrorKind::Credentials,
-            format!("{what}: credentials rejected by bucket {bucket} (HTTP {status} {detail}); check the access key, secret and session token"),
+            format!(
+                "{what}: credentials rejected by bucket {bucket} (HTTP {status} {detail}); check the access key, secret and session token"
+            ),
         ),
         301 => Error::new(
             ErrorKind::Config,
@@ -187,7 +188,10 @@ fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &
         ),
         408 | 429 | 500..=599 => Error::new(ErrorKind::Unreachable, format!("{what}: storage error HTTP {status} {detail}")),
         412 => Error::new(ErrorKind::Corrupt, format!("{what}: object changed while it was being read")),
-        _ => Error::new(ErrorKind::Config, format!("{what}: storage refused the request (HTTP {status} {detail})")),
+        _ => Error::new(
+            ErrorKind::Config,
+            format!("{what}: storage refused the request (HTTP {status} {detail})"),
+        ),
     }
 }
 
@@ -223,20 +227,9 @@ impl Storage for S3Storage {
         let url = self.object_url(key);
         let full = self.full_key(key);
         let out = with_retries(&url, || {
-            let fut = self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send();
-            match self
-                .runtime
-                .block_on(async { tokio::time::timeout(self.timeout, fut).await })
-            {
-                Err(_) => Err(Error::new(
-                    ErrorKind::Unreachable,
-                    format!("{url}: request timed out"),
-                )),
+            let fut = self.client.head_object().bucket(&self.bucket).key(&full).send();
+            match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
+                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
                 Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
                 Ok(Err(e)) => match classify(&self.bucket, &url, &e) {
                     err if err.kind() == ErrorKind::NotFound => Ok(None),
@@ -247,18 +240,9 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-        recursive: bool,
-        each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>,
-    ) -> Result<()> {
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
         let full_prefix = self.full_key(prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
         let url = format!("s3://{}/{}", self.bucket, full_prefix);
         let mut token: Option<String> = None;
         loop {
@@ -271,14 +255,8 @@ impl Storage for S3Storage {
                     .set_delimiter((!recursive).then(|| "/".to_string()))
                     .set_continuation_token(token.clone())
                     .send();
-                match self
-                    .runtime
-                    .block_on(async { tokio::time::timeout(self.timeout, fut).await })
-                {
-                    Err(_) => Err(Error::new(
-                        ErrorKind::Unreachable,
-                        format!("listing {url}: request timed out"),
-                    )),
+                match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
+                    Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
                     Ok(Ok(out)) => Ok(out),
                     Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
                 }
@@ -291,9 +269,7 @@ impl Storage for S3Storage {
                     Some(ObjectMeta {
                         key: key.get(strip..)?.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: o
-                            .last_modified()
-                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                        modified: o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     })
                 })
                 .collect();
@@ -313,19 +289,12 @@ impl Storage for S3Storage {
                 format!("no AWS credentials configured for bucket {}", self.bucket),
             ));
         };
-        let creds = self
-            .runtime
-            .block_on(async { provider.provide_credentials().await })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Credentials,
-                    format!(
-                        "loading AWS credentials for bucket {}: {}",
-                        self.bucket,
-                        DisplayErrorContext(e)
-                    ),
-                )
-            })?;
+        let creds = self.runtime.block_on(async { provider.provide_credentials().await }).map_err(|e| {
+            Error::new(
+                ErrorKind::Credentials,
+                format!("loading AWS credentials for bucket {}: {}", self.bucket, DisplayErrorContext(e)),
+            )
+        })?;
         Ok(creds.expiry())
     }
 
@@ -339,12 +308,7 @@ impl Storage for S3Storage {
                     .file(tokio::fs::File::from_std(file))
                     .build()
                     .await
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::LocalIo,
-                            format!("reading the upload for {url}: {e}"),
-                        )
-                    })?;
+                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
                 self.client
                     .put_object()
                     .bucket(&self.bucket)
@@ -379,20 +343,10 @@ impl S3Reader {
     fn start_body(&mut self) -> Result<()> {
         let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
         if self.offset > 0 {
-            req = req
-                .range(format!("bytes={}-", self.offset))
-                .set_if_match(self.etag.clone());
+            req = req.range(format!("bytes={}-", self.offset)).set_if_match(self.etag.clone());
         }
-        let out = match self
-            .handle
-            .block_on(async { tokio::time::timeout(self.timeout, req.send()).await })
-        {
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Unreachable,
-                    format!("{}: request timed out", self.url),
-                ))
-            }
+        let out = match self.handle.block_on(async { tokio::time::timeout(self.timeout, req.send()).await }) {
+            Err(_) => return Err(Error::new(ErrorKind::Unreachable, format!("{}: request timed out", self.url))),
             Ok(Err(e)) => return Err(classify(&self.bucket, &self.url, &e)),
             Ok(Ok(out)) => out,
         };
@@ -415,12 +369,7 @@ impl S3Reader {
         {
             Err(_) => Err(Error::new(
                 ErrorKind::Unreachable,
-                format!(
-                    "{}: no data for {}s at byte {}",
-                    self.url,
-                    self.timeout.as_secs(),
-                    self.offset
-                ),
+                format!("{}: no data for {}s at byte {}", self.url, self.timeout.as_secs(), self.offset),
             )),
             Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
             Ok(Some(Err(e))) => Err(Error::new(
@@ -435,10 +384,7 @@ impl S3Reader {
             Ok(None) => match self.size {
                 Some(size) if self.offset < size => Err(Error::new(
                     ErrorKind::Unreachable,
-                    format!(
-                        "{}: body ended at byte {} of {}",
-                        self.url, self.offset, size
-                    ),
+                    format!("{}: body ended at byte {} of {}", self.url, self.offset, size),
                 )),
                 _ => Ok(None),
             },
@@ -527,13 +473,7 @@ mod tests {
 
     #[test]
     fn credential_messages_name_the_bucket() {
-        let e = classify_status(
-            "mybucket",
-            "s3://mybucket/k",
-            403,
-            "InvalidAccessKeyId",
-            "bad key",
-        );
+        let e = classify_status("mybucket", "s3://mybucket/k", 403, "InvalidAccessKeyId", "bad key");
         assert!(e.message().contains("mybucket"));
         assert!(e.message().contains("credentials rejected"));
     }

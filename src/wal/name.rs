@@ -48,11 +48,7 @@ pub struct Segment {
 impl Segment {
     /// Parses a 24-hex-digit segment name (upper case, as PostgreSQL writes it).
     pub fn parse(name: &str) -> Option<Segment> {
-        if name.len() != 24
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-        {
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
             return None;
         }
         Some(Segment {
@@ -166,22 +162,11 @@ mod tests {
         // 16 MiB: 256 segments per xlogid.
         let s = Segment::containing(1, Lsn(0x1_FF00_0000), 16 * MB);
         assert_eq!(s.to_string(), "0000000100000001000000FF");
-        assert_eq!(
-            s.next(16 * MB).unwrap().to_string(),
-            "000000010000000200000000"
-        );
+        assert_eq!(s.next(16 * MB).unwrap().to_string(), "000000010000000200000000");
         // 64 MiB: 64 segments per xlogid; a low field of 0x40 cannot exist.
         let s = Segment::parse("00000001000000000000003F").unwrap();
-        assert_eq!(
-            s.next(64 * MB).unwrap().to_string(),
-            "000000010000000100000000"
-        );
-        assert_eq!(
-            Segment::parse("000000010000000000000040")
-                .unwrap()
-                .number(64 * MB),
-            None
-        );
+        assert_eq!(s.next(64 * MB).unwrap().to_string(), "000000010000000100000000");
+        assert_eq!(Segment::parse("000000010000000000000040").unwrap().number(64 * MB), None);
         // 1 MiB: 4096 per xlogid.
         let s = Segment::parse("000000010000000000000FFF").unwrap();
         assert_eq!(s.next(MB).unwrap().to_string(), "000000010000000100000000");
@@ -205,22 +190,13 @@ mod tests {
     #[test]
     fn classifies_wal_file_names() {
         let seg = Segment::parse("000000010000000000000002").unwrap();
-        assert_eq!(
-            WalFile::parse("000000010000000000000002"),
-            Some(WalFile::Segment(seg))
-        );
-        assert_eq!(
-            WalFile::parse("000000010000000000000002.partial"),
-            Some(WalFile::Partial(seg))
-        );
+        assert_eq!(WalFile::parse("000000010000000000000002"), Some(WalFile::Segment(seg)));
+        assert_eq!(WalFile::parse("000000010000000000000002.partial"), Some(WalFile::Partial(seg)));
         assert_eq!(
             WalFile::parse("000000010000000000000002.00000028.backup"),
             Some(WalFile::BackupHistory(seg))
         );
-        assert_eq!(
-            WalFile::parse("0000000A.history"),
-            Some(WalFile::History(10))
-        );
+        assert_eq!(WalFile::parse("0000000A.history"), Some(WalFile::History(10)));
         for bad in [
             "00000001000000000000000g",
             "0000000100000000000000020",

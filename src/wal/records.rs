@@ -86,31 +86,20 @@ impl Walker<'_> {
         if magic != self.magic {
             return Err(self.corrupt(
                 page_start,
-                format!(
-                    "page magic {magic:#06X}, the segment's first page has {:#06X}",
-                    self.magic
-                ),
+                format!("page magic {magic:#06X}, the segment's first page has {:#06X}", self.magic),
             ));
         }
         let want = self.start_lsn + page_start as u64;
         if addr != want {
             return Err(self.corrupt(
                 page_start,
-                format!(
-                    "page address {:X}/{:X} out of sequence",
-                    addr >> 32,
-                    addr & 0xFFFF_FFFF
-                ),
+                format!("page address {:X}/{:X} out of sequence", addr >> 32, addr & 0xFFFF_FFFF),
             ));
         }
         if tli == 0 || tli > self.tli {
             return Err(self.corrupt(page_start, format!("page timeline {tli}")));
         }
-        let len = if info & XLP_LONG_HEADER != 0 {
-            LONG_HEADER
-        } else {
-            SHORT_HEADER
-        };
+        let len = if info & XLP_LONG_HEADER != 0 { LONG_HEADER } else { SHORT_HEADER };
         Ok((len, info, rem))
     }
 
@@ -138,10 +127,7 @@ impl Walker<'_> {
                 }
                 let (len, info, rem) = self.page(pos)?;
                 if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
-                    return Err(self.corrupt(
-                        pos,
-                        format!("continuation expected {left} more bytes, page says {rem}"),
-                    ));
+                    return Err(self.corrupt(pos, format!("continuation expected {left} more bytes, page says {rem}")));
                 }
                 pos += len;
             }
@@ -155,9 +141,7 @@ impl Walker<'_> {
             if pos % p == 0 {
                 let (len, info, _) = self.page(pos)?;
                 if info & XLP_FIRST_IS_CONTRECORD != 0 {
-                    return Err(
-                        self.corrupt(pos, "page continues a record where none is open".into())
-                    );
+                    return Err(self.corrupt(pos, "page continues a record where none is open".into()));
                 }
                 pos += len;
             }
@@ -198,12 +182,7 @@ impl Walker<'_> {
                 }
                 let (len, info, rem) = self.page(pos)?;
                 if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
-                    return Err(self.corrupt(
-                        pos,
-                        format!(
-                            "record at offset {start} needs {left} more bytes, page says {rem}"
-                        ),
-                    ));
+                    return Err(self.corrupt(pos, format!("record at offset {start} needs {left} more bytes, page says {rem}")));
                 }
                 pos += len;
             }
@@ -212,9 +191,7 @@ impl Walker<'_> {
             if stored != computed {
                 return Err(self.corrupt(
                     start,
-                    format!(
-                        "record CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
-                    ),
+                    format!("record CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"),
                 ));
             }
             let lsn = self.start_lsn + start as u64;
@@ -246,17 +223,11 @@ impl Walker<'_> {
 /// [`super::segment::SegmentCheck`]): page headers and record CRCs.
 pub fn check_segment(data: &[u8], name: Segment, object: &str) -> Result<Checked> {
     if data.len() < LONG_HEADER {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!("{object}: too short for a WAL segment"),
-        ));
+        return Err(Error::new(ErrorKind::Corrupt, format!("{object}: too short for a WAL segment")));
     }
     let page_size = u32_at(data, 36) as usize;
     let seg_size = data.len() as u64;
-    if !page_size.is_power_of_two()
-        || !(1024..=65536).contains(&page_size)
-        || data.len() % page_size != 0
-    {
+    if !page_size.is_power_of_two() || !(1024..=65536).contains(&page_size) || data.len() % page_size != 0 {
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!("{object}: WAL page size {page_size} is not valid"),
@@ -289,8 +260,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture(seg: &str, ext: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("fixtures/walrus-archive/wal_005/{seg}.{ext}"));
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/walrus-archive/wal_005/{seg}.{ext}"));
         let codec = crate::codec::Codec::split(&format!("x.{ext}")).1;
         let mut d = codec.decoder(Box::new(std::fs::File::open(path).unwrap()), "fixture");
         let mut out = Vec::new();
@@ -307,8 +277,7 @@ mod tests {
             ("00000001000000000000000A", "lzma"),
         ] {
             let data = fixture(seg, ext);
-            let checked = check_segment(&data, Segment::parse(seg).unwrap(), seg)
-                .unwrap_or_else(|e| panic!("{seg}: {e}"));
+            let checked = check_segment(&data, Segment::parse(seg).unwrap(), seg).unwrap_or_else(|e| panic!("{seg}: {e}"));
             assert!(checked.records > 10, "{seg}: {checked:?}");
         }
     }
@@ -335,10 +304,7 @@ mod tests {
                 caught += 1;
             }
         }
-        assert_eq!(
-            caught, tried,
-            "every flipped byte inside the records must be caught"
-        );
+        assert_eq!(caught, tried, "every flipped byte inside the records must be caught");
     }
 
     #[test]
@@ -352,9 +318,7 @@ mod tests {
         data[b..b + 8192].copy_from_slice(&page_a);
         let err = check_segment(&data, Segment::parse(seg).unwrap(), seg).unwrap_err();
         assert!(
-            err.message().contains("out of sequence")
-                || err.message().contains("CRC")
-                || err.message().contains("continu"),
+            err.message().contains("out of sequence") || err.message().contains("CRC") || err.message().contains("continu"),
             "{err}"
         );
     }

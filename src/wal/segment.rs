@@ -48,12 +48,7 @@ pub struct SegmentCheck {
 
 impl SegmentCheck {
     /// Checks for segment `name`; `object` names the archive object in errors.
-    pub fn new(
-        object: &str,
-        name: Segment,
-        expected_size: Option<u64>,
-        expected_sysid: Option<u64>,
-    ) -> Self {
+    pub fn new(object: &str, name: Segment, expected_size: Option<u64>, expected_sysid: Option<u64>) -> Self {
         SegmentCheck {
             object: object.to_string(),
             name,
@@ -76,10 +71,7 @@ impl SegmentCheck {
     fn corrupt(&self, what: String) -> Error {
         Error::new(
             ErrorKind::Corrupt,
-            format!(
-                "{}: not a valid WAL segment {}: {what}",
-                self.object, self.name
-            ),
+            format!("{}: not a valid WAL segment {}: {what}", self.object, self.name),
         )
     }
 
@@ -99,30 +91,21 @@ impl SegmentCheck {
         let sysid = u64_at(24);
         let seg_size = u32_at(32) as u64;
         if magic < MIN_MAGIC || info & XLP_LONG_HEADER == 0 {
-            return Err(self.corrupt(format!(
-                "bad page magic {magic:#06X} / info {info:#06X} at offset 0"
-            )));
+            return Err(self.corrupt(format!("bad page magic {magic:#06X} / info {info:#06X} at offset 0")));
         }
         if !valid_segment_size(seg_size) {
             return Err(self.corrupt(format!("header names segment size {seg_size}")));
         }
         if let Some(expected) = self.expected_size {
             if expected != seg_size {
-                return Err(self.corrupt(format!(
-                    "segment size {seg_size} but the cluster uses {expected}"
-                )));
+                return Err(self.corrupt(format!("segment size {seg_size} but the cluster uses {expected}")));
             }
         }
         if self.total != seg_size {
-            return Err(self.corrupt(format!(
-                "decoded to {} bytes, expected {seg_size}",
-                self.total
-            )));
+            return Err(self.corrupt(format!("decoded to {} bytes, expected {seg_size}", self.total)));
         }
         let Some(start) = self.name.start_lsn(seg_size) else {
-            return Err(self.corrupt(format!(
-                "the name does not exist for segment size {seg_size}"
-            )));
+            return Err(self.corrupt(format!("the name does not exist for segment size {seg_size}")));
         };
         if pageaddr != start.0 {
             return Err(self.corrupt(format!(
@@ -133,10 +116,7 @@ impl SegmentCheck {
         }
         // The first segment of a new timeline starts with pages of its parent timeline.
         if tli == 0 || tli > self.name.timeline {
-            return Err(self.corrupt(format!(
-                "page timeline {tli} is newer than the name's {}",
-                self.name.timeline
-            )));
+            return Err(self.corrupt(format!("page timeline {tli} is newer than the name's {}", self.name.timeline)));
         }
         if let Some(expected) = self.expected_sysid {
             if sysid != expected {
@@ -182,10 +162,7 @@ pub(crate) mod tests {
         let data = fake_segment(name, 1 << 20, 42);
         check(name, &data, Some(1 << 20), Some(42)).unwrap();
         check(name, &data, None, None).unwrap();
-        assert_eq!(
-            Segment::parse(name).unwrap().start_lsn(1 << 20),
-            Some(Lsn((3 << 32) + (4 << 20)))
-        );
+        assert_eq!(Segment::parse(name).unwrap().start_lsn(1 << 20), Some(Lsn((3 << 32) + (4 << 20))));
     }
 
     #[test]

@@ -37,10 +37,7 @@ pub fn parse_history(text: &str, object: &str) -> Result<Vec<(u32, Lsn)>> {
         let bad = || {
             Error::new(
                 ErrorKind::Corrupt,
-                format!(
-                    "{object}: line {}: not 'timeline<TAB>LSN<TAB>reason': {line:?}",
-                    i + 1
-                ),
+                format!("{object}: line {}: not 'timeline<TAB>LSN<TAB>reason': {line:?}", i + 1),
             )
         };
         let tli: u32 = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;

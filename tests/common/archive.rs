@@ -112,10 +112,7 @@ pub fn synthetic_backup(a: &Archive, parts: &[&[Member]], metadata: Option<&str>
     }
     a.put(
         &format!("{dir}/tar_partitions/pg_control.tar.lz4"),
-        &encode(
-            Codec::Lz4,
-            &tar_of(&[("/global/pg_control", &[1u8; 8192], None)]),
-        ),
+        &encode(Codec::Lz4, &tar_of(&[("/global/pg_control", &[1u8; 8192], None)])),
     );
     if let Some(m) = metadata {
         a.put(&format!("{dir}/files_metadata.json"), m.as_bytes());

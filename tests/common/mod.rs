@@ -126,12 +126,8 @@ pub fn walfetch_bin() -> &'static Path {
 
 fn find_tool(name: &str) -> PathBuf {
     let candidates = [
-        std::env::var("CARGO_HOME")
-            .map(|h| PathBuf::from(h).join("bin").join(name))
-            .ok(),
-        std::env::var("HOME")
-            .map(|h| PathBuf::from(h).join(".cargo/bin").join(name))
-            .ok(),
+        std::env::var("CARGO_HOME").map(|h| PathBuf::from(h).join("bin").join(name)).ok(),
+        std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo/bin").join(name)).ok(),
         Some(PathBuf::from("/usr/local/bin").join(name)),
         Some(PathBuf::from("/usr/bin").join(name)),
     ];
@@ -150,11 +146,7 @@ pub fn walrus_bin() -> &'static Path {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A temporary directory owned by postgres, removed on drop.
@@ -164,10 +156,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let dir = tempfile::Builder::new()
-            .prefix("walfetch-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("walfetch-test-").tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         give_to_postgres(dir.path());
         Scratch { dir }
@@ -269,11 +258,7 @@ impl Cluster {
             .args(initdb_args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let mut c = Cluster::attach(scratch, name, data);
         c.socket_dir = socket_dir;
         c.configure(&[
@@ -374,31 +359,21 @@ impl Cluster {
             .envs(self.libpq_env())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Runs pgbench with `args`.
     pub fn pgbench(&self, args: &[&str]) {
-        let out = as_postgres("pgbench")
-            .args(args)
-            .envs(self.libpq_env())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pgbench {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = as_postgres("pgbench").args(args).envs(self.libpq_env()).output().unwrap();
+        assert!(out.status.success(), "pgbench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// md5 of a table's rows in order: equal on two clusters means equal contents.
     pub fn table_digest(&self, table: &str, order: &str) -> String {
-        self.sql(&format!("SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY {order}), '')) FROM {table} t"))
+        self.sql(&format!(
+            "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY {order}), '')) FROM {table} t"
+        ))
     }
 
     /// Switches WAL and waits until the segment holding `lsn` is archived.
@@ -411,9 +386,7 @@ impl Cluster {
             if done.len() == 24 && done >= want {
                 return;
             }
-            let failed = self.sql(
-                "SELECT failed_count || ' ' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-            );
+            let failed = self.sql("SELECT failed_count || ' ' || coalesce(last_failed_wal, '') FROM pg_stat_archiver");
             assert!(
                 Instant::now() < deadline,
                 "WAL {want} not archived (last {done}, failed {failed})\n{}",
@@ -442,11 +415,7 @@ impl Cluster {
             if ok {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "standby did not replay to {lsn}\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "standby did not replay to {lsn}\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(200));
         }
     }

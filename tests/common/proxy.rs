@@ -106,10 +106,7 @@ impl Drop for FaultProxy {
 }
 
 fn reset(stream: &TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: setsockopt on a valid socket with a correctly sized linger struct.
     unsafe {
         libc::setsockopt(
@@ -152,12 +149,7 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
     let Some(head) = read_head(&mut reader) else {
         return;
     };
-    let mut body = vec![
-        0u8;
-        header(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    ];
+    let mut body = vec![0u8; header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0)];
     if reader.read_exact(&mut body).is_err() {
         return;
     }
@@ -167,10 +159,7 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
             line: head[0].clone(),
             range: header(&head, "range").map(str::to_string),
         });
-        let rule = st
-            .rules
-            .iter_mut()
-            .find(|r| r.times > 0 && head[0].contains(&r.matches));
+        let rule = st.rules.iter_mut().find(|r| r.times > 0 && head[0].contains(&r.matches));
         rule.map(|r| {
             r.times -= 1;
             r.fault.clone()
@@ -179,7 +168,11 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
     match &fault {
         Some(Fault::Status(code, s3code)) => {
             let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{s3code}</Code><Message>injected</Message></Error>");
-            let _ = write!(client, "HTTP/1.1 {code} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}", xml.len());
+            let _ = write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
             return;
         }
         Some(Fault::Stall) => {
@@ -202,11 +195,7 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
         }
     }
     req.push_str("Connection: close\r\n\r\n");
-    if upstream
-        .write_all(req.as_bytes())
-        .and_then(|_| upstream.write_all(&body))
-        .is_err()
-    {
+    if upstream.write_all(req.as_bytes()).and_then(|_| upstream.write_all(&body)).is_err() {
         return;
     }
     let mut up = BufReader::new(upstream);

@@ -6,7 +6,9 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,17 +34,17 @@ pub fn level(flag: Option<&str>) -> String {
     }
 }
 
-/// Installs the global subscriber.
+/// Installs the global subscriber. `Targets` (not `EnvFilter`) keeps start-up cheap:
+/// a restore_command served from the spool should cost a few milliseconds in all.
 pub fn init(level: &str, format: LogFormat) {
     // Dependencies stay at warn even at debug/trace: request dumps could carry headers.
-    let filter = EnvFilter::try_new(format!("warn,walfetch={level}")).unwrap_or_else(|_| EnvFilter::new("warn,walfetch=info"));
+    let filter: Targets = format!("warn,walfetch={level}")
+        .parse()
+        .unwrap_or_else(|_| "warn,walfetch=info".parse().expect("static filter"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     match format {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => tracing_subscriber::registry().with(fmt.with_ansi(ansi)).with(filter).init(),
+        LogFormat::Json => tracing_subscriber::registry().with(fmt.json().with_ansi(false)).with(filter).init(),
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod constants;
 pub mod error;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod layout;
 pub mod logging;
 pub mod pg;

@@ -1,0 +1,71 @@
+//! Entry points of the fuzz targets (`fuzz/`), shared with the test that replays their
+//! checked-in corpus in CI (`tests/fuzz_corpus.rs`). Each must return normally on any
+//! input: errors are fine, panics, hangs and unbounded memory are bugs.
+
+use std::io::Read;
+
+use crate::codec::Codec;
+use crate::layout::backup::BackupName;
+use crate::layout::files_metadata;
+use crate::layout::sentinel::Sentinel;
+use crate::restore::extract::sanitize;
+use crate::wal::name::{Segment, WalFile};
+use crate::wal::records::check_segment;
+use crate::wal::timeline::parse_history;
+
+/// Segment, WAL file and backup names, and history files.
+pub fn names_and_history(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        for line in text.lines() {
+            let _ = WalFile::parse(line);
+            let _ = BackupName::parse(line);
+            if let Some(seg) = Segment::parse(line) {
+                for size in [1u64 << 20, 16 << 20, 1 << 30] {
+                    if let Some(next) = seg.next(size) {
+                        assert!(next.number(size) > seg.number(size));
+                    }
+                }
+            }
+        }
+        let _ = parse_history(text, "fuzz");
+    }
+}
+
+/// Sentinel JSON and streamed files metadata.
+pub fn sentinel_json(data: &[u8]) {
+    if let Ok(s) = Sentinel::read(data, "fuzz") {
+        let _ = s.finish();
+        let _ = s.finished_at();
+    }
+    let _ = files_metadata::read(data, "fuzz", &mut |_, _| Ok(()));
+}
+
+/// The LZ4 frame and lzop containers, decoded to the end (output capped).
+pub fn containers(data: &[u8]) {
+    for codec in [Codec::Lz4, Codec::Lzo] {
+        let mut d = codec.decoder(Box::new(std::io::Cursor::new(data.to_vec())), "fuzz");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        while let Ok(n) = d.read(&mut buf) {
+            if n == 0 || total > 256 << 20 {
+                break;
+            }
+            total += n;
+        }
+    }
+}
+
+/// Tar member name sanitising: whatever is accepted stays inside the target.
+pub fn tar_paths(data: &[u8]) {
+    if let Ok(parts) = sanitize(data, "fuzz") {
+        for p in &parts {
+            assert!(!p.is_empty() && p != "." && p != ".." && !p.contains('/'), "unsafe component {p:?}");
+        }
+    }
+}
+
+/// Record-level WAL validation on arbitrary bytes (as a 1 MiB segment when long enough).
+pub fn wal_records(data: &[u8]) {
+    let seg = Segment::parse("000000010000000000000001").expect("valid name");
+    let _ = check_segment(data, seg, "fuzz");
+}

@@ -109,7 +109,6 @@ impl Codec {
             slot: tracker,
             object: object.to_string(),
             codec: self,
-            total: 0,
         }
     }
 
@@ -200,15 +199,9 @@ pub struct Decoded {
     slot: ErrorSlot,
     object: String,
     codec: Codec,
-    total: u64,
 }
 
 impl Decoded {
-    /// Decoded bytes produced so far (including any trailing zeros drained).
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// Classifies an I/O error that came out of this decoder.
     pub fn classify(&self, err: &io::Error) -> Error {
         if let Some(storage) = self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -223,33 +216,11 @@ impl Decoded {
         };
         Error::new(ErrorKind::Corrupt, format!("{}: {what} failed: {err}", self.object))
     }
-
-    /// Reads to the end, failing if any non-zero byte remains (what may follow a tar's
-    /// end marker), so the codec's trailing checksum is always verified.
-    pub fn drain_zeros(&mut self) -> Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match self.inner.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) if buf[..n].iter().all(|b| *b == 0) => self.total += n as u64,
-                Ok(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Corrupt,
-                        format!("{}: unexpected data after the end of the tar archive", self.object),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.classify(&e)),
-            }
-        }
-    }
 }
 
 impl Read for Decoded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|e| self.classify(&e).into_io())?;
-        self.total += n as u64;
-        Ok(n)
+        self.inner.read(buf).map_err(|e| self.classify(&e).into_io())
     }
 }
 

@@ -35,7 +35,7 @@ use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
 use crate::progress::{self, Reporter};
 use crate::restore::extract::{sanitize, Target};
-use crate::restore::tablespace;
+use crate::restore::{pipeline, tablespace};
 use crate::storage::{ObjectMeta, Storage};
 
 /// Options of `backup-fetch`.
@@ -411,14 +411,38 @@ impl BackupFetch {
             inner: raw,
             counters: Arc::clone(&progress.counters),
         };
-        let decoded = codec.decoder(Box::new(counted), &url);
-        let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
-        decoded.drain_zeros()?;
-        progress.decoded.fetch_add(decoded.total(), Ordering::Relaxed);
+        let decoder = codec.decoder(Box::new(counted), &url);
+        let (stats, total) = std::thread::scope(|s| -> Result<_> {
+            let decoded = pipeline::spawn(s, decoder);
+            let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
+            drain_zeros(&mut decoded, &url)?;
+            Ok((stats, decoded.total()))
+        })?;
+        progress.decoded.fetch_add(total, Ordering::Relaxed);
         progress.files.fetch_add(stats.files, Ordering::Relaxed);
         progress.counters.parts_done.fetch_add(1, Ordering::Relaxed);
         tracing::info!(object = %url, files = stats.files, bytes = stats.bytes, secs = format!("{:.2}", started.elapsed().as_secs_f64()), "partition restored");
         Ok(())
+    }
+}
+
+/// Reads to the end of a partition's decoded stream: only zeros may follow the tar's end
+/// marker, and reading to the end makes the codec verify its trailing checksum.
+fn drain_zeros(reader: &mut impl Read, object: &str) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) if buf[..n].iter().all(|b| *b == 0) => {}
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{object}: unexpected data after the end of the tar archive"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: {e}")))),
+        }
     }
 }
 

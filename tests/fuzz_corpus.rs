@@ -5,10 +5,13 @@
 use std::fs;
 use std::path::PathBuf;
 
+/// A fuzz target's name and entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_input_is_handled_without_panicking() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 5] = [
         ("names_and_history", walfetch::fuzzing::names_and_history),
         ("sentinel_json", walfetch::fuzzing::sentinel_json),
         ("containers", walfetch::fuzzing::containers),

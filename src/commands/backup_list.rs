@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::cli::default_concurrency;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::layout::backup::list_backups;
 use crate::storage::Storage;
 
@@ -32,9 +32,7 @@ impl BackupList {
         let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
         let rows: Vec<_> = backups.iter().map(|b| b.summary()).collect();
         if self.json {
-            let text = serde_json::to_string_pretty(&rows).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?;
-            println!("{text}");
-            return Ok(());
+            return super::print_json(&rows);
         }
         if rows.is_empty() {
             println!("no backups in {}", storage.describe());

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::wal_verify::Histories;
 use crate::cli::absolute;
 use crate::config::{StorageFlags, StorageSettings};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::layout::backup::list_backups;
 use crate::layout::wal_inventory::scan;
 use crate::pg::controldata;
@@ -426,10 +426,7 @@ impl Status {
     pub fn run(&self, fallback: &StorageFlags) -> Result<i32> {
         let report = self.report(fallback)?;
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
-            );
+            super::print_json(&report)?;
         } else {
             print!("{}", render(&report));
         }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 
-use super::wal_verify::{segment_size_setting, Histories, MissingRange};
+use super::wal_verify::{ranges, segment_size_setting, summarize, Histories, MissingRange, TimelineSummary};
 use crate::cli::default_concurrency;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::layout::backup::list_backups;
 use crate::layout::wal_inventory::scan;
 use crate::storage::Storage;
-use crate::wal::name::Segment;
 
 /// Options of `wal-show`.
 #[derive(Debug, Args)]
@@ -29,18 +28,9 @@ pub struct WalShow {
 /// One timeline as shown.
 #[derive(Debug, Serialize)]
 pub struct ShownTimeline {
-    /// Timeline ID.
-    pub timeline: u32,
-    /// Parent timeline.
-    pub parent: Option<u32>,
-    /// Where it branched from its parent.
-    pub branched_at: Option<String>,
-    /// First segment present.
-    pub first: Option<String>,
-    /// Last segment present.
-    pub last: Option<String>,
-    /// Segments present.
-    pub segments: u64,
+    /// What the archive holds of it.
+    #[serde(flatten)]
+    pub summary: TimelineSummary,
     /// Gaps between first and last.
     pub gaps: Vec<MissingRange>,
     /// Backups whose start segment is on this timeline.
@@ -53,31 +43,15 @@ impl WalShow {
         let (inv, size) = scan(storage.as_ref(), segment_size_setting(self.wal_segment_size.as_deref())?)?;
         let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
         let mut histories = Histories::new(storage.as_ref(), &inv);
-        let name = |tli: u32, n: u64| Segment::from_number(tli, n, size).to_string();
         let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
         let mut shown = Vec::new();
         for tli in tlis {
-            let records = histories.records(tli)?;
-            let runs = inv.timelines.get(&tli);
             shown.push(ShownTimeline {
-                timeline: tli,
-                parent: records.last().map(|r| r.0),
-                branched_at: records.last().map(|r| r.1.to_string()),
-                first: runs.map(|r| name(tli, r.first)),
-                last: runs.map(|r| name(tli, r.last)),
-                segments: runs.map(|r| r.count).unwrap_or(0),
-                gaps: runs
-                    .map(|r| {
-                        r.gaps
-                            .iter()
-                            .map(|(a, b)| MissingRange {
-                                timeline: tli,
-                                from: name(tli, *a),
-                                to: name(tli, *b),
-                                count: b - a + 1,
-                            })
-                            .collect()
-                    })
+                summary: summarize(tli, &inv, &mut histories, size)?,
+                gaps: inv
+                    .timelines
+                    .get(&tli)
+                    .map(|r| ranges(tli, r.gaps.clone(), size))
                     .unwrap_or_default(),
                 backups: backups
                     .iter()
@@ -87,15 +61,13 @@ impl WalShow {
             });
         }
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&shown).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
-            );
+            super::print_json(&shown)?;
             return Ok(());
         }
         let mut out = String::new();
         let _ = writeln!(out, "archive: {} ({} MiB segments)", storage.describe(), size >> 20);
-        for t in &shown {
+        for st in &shown {
+            let t = &st.summary;
             let range = match (&t.first, &t.last) {
                 (Some(a), Some(b)) => format!("{a} .. {b}, {} segments", t.segments),
                 _ => "no segments".into(),
@@ -105,10 +77,10 @@ impl WalShow {
                 _ => String::new(),
             };
             let _ = writeln!(out, "timeline {}: {range}{parent}", t.timeline);
-            for g in &t.gaps {
+            for g in &st.gaps {
                 let _ = writeln!(out, "  gap: {} .. {} ({} missing)", g.from, g.to, g.count);
             }
-            for b in &t.backups {
+            for b in &st.backups {
                 let _ = writeln!(out, "  backup: {b}");
             }
         }

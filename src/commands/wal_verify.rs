@@ -70,21 +70,43 @@ pub struct MissingRange {
     pub count: u64,
 }
 
-/// One timeline of the report.
+/// What the archive holds of one timeline (shared by wal-verify and wal-show).
 #[derive(Debug, Serialize)]
-pub struct TimelineReport {
+pub struct TimelineSummary {
     /// Timeline ID.
     pub timeline: u32,
     /// Parent timeline, from this timeline's history file.
     pub parent: Option<u32>,
     /// LSN where this timeline branched off its parent.
     pub branched_at: Option<String>,
-    /// First and last segment present, and how many are present.
+    /// First segment present.
     pub first: Option<String>,
     /// Last segment present.
     pub last: Option<String>,
     /// Segments present.
     pub segments: u64,
+}
+
+/// Summarises timeline `tli` of the inventory.
+pub fn summarize(tli: u32, inv: &Inventory, histories: &mut Histories, size: u64) -> Result<TimelineSummary> {
+    let records = histories.records(tli)?;
+    let runs = inv.timelines.get(&tli);
+    Ok(TimelineSummary {
+        timeline: tli,
+        parent: records.last().map(|r| r.0),
+        branched_at: records.last().map(|r| r.1.to_string()),
+        first: runs.map(|r| name(tli, r.first, size)),
+        last: runs.map(|r| name(tli, r.last, size)),
+        segments: runs.map(|r| r.count).unwrap_or(0),
+    })
+}
+
+/// One timeline of the report.
+#[derive(Debug, Serialize)]
+pub struct TimelineReport {
+    /// What the archive holds of it.
+    #[serde(flatten)]
+    pub summary: TimelineSummary,
     /// Whether the timeline is on the chain that leads to the newest timeline.
     pub on_current_chain: bool,
     /// Segments this timeline must have (when on the chain): first and last.
@@ -245,7 +267,8 @@ fn name(tli: u32, segno: u64, size: u64) -> String {
     Segment::from_number(tli, segno, size).to_string()
 }
 
-fn ranges(tli: u32, missing: Vec<SegRange>, size: u64) -> Vec<MissingRange> {
+/// Missing ranges of `tli` as named segments.
+pub fn ranges(tli: u32, missing: Vec<SegRange>, size: u64) -> Vec<MissingRange> {
     missing
         .into_iter()
         .map(|(a, b)| MissingRange {
@@ -340,15 +363,8 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
     let mut timelines = Vec::new();
     let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
     for tli in tlis {
-        let records = histories.records(tli)?;
-        let runs = inv.timelines.get(&tli);
         timelines.push(TimelineReport {
-            timeline: tli,
-            parent: records.last().map(|r| r.0),
-            branched_at: records.last().map(|r| r.1.to_string()),
-            first: runs.map(|r| name(tli, r.first, size)),
-            last: runs.map(|r| name(tli, r.last, size)),
-            segments: runs.map(|r| r.count).unwrap_or(0),
+            summary: summarize(tli, &inv, &mut histories, size)?,
             on_current_chain: spans.iter().any(|s| s.timeline == tli),
             required: required.get(&tli).map(|(a, b)| (name(tli, *a, size), name(tli, *b, size))),
         });
@@ -404,7 +420,8 @@ pub fn render(r: &Report) -> String {
         r.objects,
         r.wal_segment_size >> 20
     );
-    for t in &r.timelines {
+    for tr in &r.timelines {
+        let t = &tr.summary;
         let branch = match (t.parent, &t.branched_at) {
             (Some(p), Some(at)) => format!(", branched from timeline {p} at {at}"),
             _ => String::new(),
@@ -413,7 +430,7 @@ pub fn render(r: &Report) -> String {
             (Some(a), Some(b)) => format!("{a} .. {b} ({} segments)", t.segments),
             _ => "no segments".to_string(),
         };
-        let chain = if t.on_current_chain {
+        let chain = if tr.on_current_chain {
             ""
         } else {
             " [not on the current timeline's history]"
@@ -539,10 +556,7 @@ impl WalVerify {
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<i32> {
         let report = verify(storage, self)?;
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?
-            );
+            super::print_json(&report)?;
         } else {
             print!("{}", render(&report));
         }

@@ -85,10 +85,10 @@ impl Segment {
         self.number(segment_size).map(|n| Lsn(n * segment_size))
     }
 
-    /// The next segment on the same timeline.
+    /// The next segment on the same timeline; `None` past the end of the 64-bit LSN space.
     pub fn next(&self, segment_size: u64) -> Option<Segment> {
-        self.number(segment_size)
-            .map(|n| Segment::from_number(self.timeline, n + 1, segment_size))
+        let n = self.number(segment_size)? + 1;
+        (n / segments_per_xlogid(segment_size) <= u32::MAX as u64).then(|| Segment::from_number(self.timeline, n, segment_size))
     }
 }
 
@@ -176,6 +176,16 @@ mod tests {
             Segment::containing(2, Lsn(5 << 30), 1 << 30).to_string(),
             "000000020000000100000001"
         );
+    }
+
+    #[test]
+    fn no_segment_after_the_last_one() {
+        // Found by the names_and_history fuzz target: the next name used to wrap to 0.
+        let last = Segment::parse("FFFFFFFFFFFFFFFF000000FF").unwrap();
+        assert_eq!(last.next(16 * MB), None);
+        let last = Segment::parse("00000001FFFFFFFF00000003").unwrap();
+        assert_eq!(last.next(1 << 30), None);
+        assert!(Segment::parse("00000001FFFFFFFE000000FF").unwrap().next(16 * MB).is_some());
     }
 
     #[test]

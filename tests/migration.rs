@@ -47,12 +47,7 @@ fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
     ]);
     source.start();
     source.pgbench(&["-i", "-s", "1", "-q"]);
-    let mut bp = as_postgres(walfetch_bin());
-    bp.arg("backup-push")
-        .arg(&source.data)
-        .envs(env.iter().cloned())
-        .envs(source.libpq_env());
-    assert!(bp.output().unwrap().status.success());
+    source.backup_push(walfetch_bin(), &env);
     source.pgbench(&["-n", "-t", "100", "-c", "2"]);
     // Cut-over steps 1 and 2: writes stop, the last WAL is archived, FINAL_LSN noted.
     let final_lsn = source.sql("SELECT pg_current_wal_lsn()");

@@ -74,13 +74,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
         tables.push(("in_tablespace", "g"));
     }
 
-    let mut push = as_postgres(writer_bin);
-    push.arg("backup-push")
-        .arg(&primary.data)
-        .envs(env.iter().cloned())
-        .envs(primary.libpq_env());
-    let out = push.output().unwrap();
-    assert!(out.status.success(), "{writer:?} backup-push: {}", stderr(&out));
+    primary.backup_push(writer_bin, &env);
 
     primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
     primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");

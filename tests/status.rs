@@ -37,12 +37,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
     ]);
     primary.start();
     primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-    let mut bp = as_postgres(walfetch_bin());
-    bp.arg("backup-push")
-        .arg(&primary.data)
-        .envs(env.iter().cloned())
-        .envs(primary.libpq_env());
-    assert!(bp.output().unwrap().status.success());
+    primary.backup_push(walfetch_bin(), &env);
     for _ in 0..3 {
         primary.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
         primary.sql("SELECT pg_switch_wal()");

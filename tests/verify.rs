@@ -279,12 +279,7 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     primary.configure(&[("archive_mode", "on"), ("archive_command", &push)]);
     primary.start();
     primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
-    let mut bp = as_postgres(walfetch_bin());
-    bp.arg("backup-push")
-        .arg(&primary.data)
-        .envs(env.iter().cloned())
-        .envs(primary.libpq_env());
-    assert!(bp.output().unwrap().status.success());
+    primary.backup_push(walfetch_bin(), &env);
     primary.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");
     let lsn = primary.sql("SELECT pg_current_wal_lsn()");
     primary.archive_through(&lsn);

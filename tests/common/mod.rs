@@ -369,6 +369,19 @@ impl Cluster {
         assert!(out.status.success(), "pgbench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Takes a base backup of this (running) cluster with `writer` (walfetch or walrus),
+    /// configured by `env`; panics with the writer's output if it fails.
+    pub fn backup_push(&self, writer: &Path, env: &[(String, String)]) {
+        let out = as_postgres(writer)
+            .arg("backup-push")
+            .arg(&self.data)
+            .envs(env.iter().cloned())
+            .envs(self.libpq_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{} backup-push: {}", writer.display(), stderr(&out));
+    }
+
     /// md5 of a table's rows in order: equal on two clusters means equal contents.
     pub fn table_digest(&self, table: &str, order: &str) -> String {
         self.sql(&format!(

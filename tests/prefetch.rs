@@ -38,10 +38,11 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn ready_segments_are_served_from_the_spool_without_storage() {
+/// An archive of lz4 segments 5 to 12 except `missing`, and a standby that has just
+/// fetched segment 5 (which starts the on-demand fetcher).
+fn standby_after_segment_5(missing: &[u32]) -> (Archive, std::path::PathBuf) {
     let a = Archive::new();
-    for n in 5..=12 {
+    for n in (5..=12).filter(|n| !missing.contains(n)) {
         a.put(
             &format!("wal_005/{}.lz4", seg(n)),
             &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
@@ -50,6 +51,12 @@ fn ready_segments_are_served_from_the_spool_without_storage() {
     let dir = a.datadir(7, true);
     let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (a, dir)
+}
+
+#[test]
+fn ready_segments_are_served_from_the_spool_without_storage() {
+    let (a, dir) = standby_after_segment_5(&[]);
     // The fetcher, started on demand, fills the window after 5.
     wait_for("the spool to fill", 20, || (6..=12).all(|n| spool(&dir).join(seg(n)).exists()));
     // Storage is gone: the next segments come from the spool alone.
@@ -71,16 +78,7 @@ fn ready_segments_are_served_from_the_spool_without_storage() {
 
 #[test]
 fn a_gap_is_reported_by_name_within_a_poll_interval() {
-    let a = Archive::new();
-    for n in (5..=12).filter(|n| *n != 6) {
-        a.put(
-            &format!("wal_005/{}.lz4", seg(n)),
-            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
-        );
-    }
-    let dir = a.datadir(7, true);
-    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (a, dir) = standby_after_segment_5(&[6]);
     let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(6), "pg_wal/RECOVERYXLOG"], &env(&a));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let status_file = spool(&dir).join(".walfetch-status.json");

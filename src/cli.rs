@@ -93,6 +93,16 @@ pub fn default_concurrency(env_name: &str) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }
 
+/// Requests in flight when listing or reading many small objects: `WALG_DOWNLOAD_CONCURRENCY`,
+/// else 8 (they are round trips, not work for the cores).
+pub fn listing_concurrency() -> usize {
+    std::env::var("WALG_DOWNLOAD_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(8)
+}
+
 /// An absolute form of `path` (relative to the current directory).
 pub fn absolute(path: &std::path::Path) -> PathBuf {
     if path.is_absolute() {

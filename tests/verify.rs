@@ -326,3 +326,65 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     let stem = tl2[1].trim_end_matches(".lz4").to_string();
     assert_eq!(missing(&r), [(2, stem.clone(), stem)]);
 }
+
+/// More names than one listing page, on the S3 server: the rest of `wal_005/` is listed
+/// in key ranges at once, and the report is exactly what one listing of the directory
+/// gives: both gaps (one wider than a range), the garbage (one named exactly like a range
+/// boundary), and every object counted once.
+#[test]
+fn ranges_listed_at_once_miss_nothing_and_count_nothing_twice() {
+    let a = Archive::new();
+    let wal = a.root.join("wal_005");
+    fs::create_dir_all(&wal).unwrap();
+    let mut objects = 0;
+    let mut put = |name: String| {
+        fs::write(wal.join(name), b"x").unwrap();
+        objects += 1;
+    };
+    // 64 MB segments: 64 per log file, and a range is 16 log files.
+    for log in (0..=0x27u32).filter(|l| !(0x0C..=0x1D).contains(l)) {
+        for seg in (0..0x40u32).filter(|s| (log, *s) != (0x23, 0x20)) {
+            put(format!("00000001{log:08X}{seg:08X}.lz4"));
+        }
+    }
+    put("00000002.history.lz4".into());
+    for log in 0x27..=0x3Cu32 {
+        for seg in (0..0x40u32).filter(|s| log > 0x27 || *s == 0x3F) {
+            put(format!("00000002{log:08X}{seg:08X}.zst"));
+        }
+    }
+    for garbage in ["000000010000002", "0000000100000010:odd", "readme.txt"] {
+        put(garbage.into());
+    }
+    a.put(
+        "wal_005/00000002.history.lz4",
+        &encode(Codec::Lz4, b"1\t27/FC0000A0\tno recovery target specified\n"),
+    );
+    let s3 = S3Server::start(a.s3_data());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "3".into()));
+    env.push(("WALFETCH_LOG_LEVEL".into(), "debug".into()));
+    let args = ["wal-verify", "--json", "--wal-segment-size", "64MB"];
+    let from_s3 = walfetch(&args, &env);
+    let from_dir = walfetch(&args, &a.env());
+    let (s3_report, dir_report): (Value, Value) = (
+        serde_json::from_slice(&from_s3.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&from_s3))),
+        serde_json::from_slice(&from_dir.stdout).unwrap(),
+    );
+    assert_eq!(from_s3.status.code(), Some(12), "{s3_report:#}");
+    assert!(stderr(&from_s3).contains("in key ranges"), "{}", stderr(&from_s3));
+    assert_eq!(s3_report["objects"], objects, "{s3_report:#}");
+    assert_eq!(
+        missing(&s3_report),
+        [
+            (1, "000000010000000C00000000".into(), "000000010000001D0000003F".into()),
+            (1, "000000010000002300000020".into(), "000000010000002300000020".into())
+        ]
+    );
+    assert_eq!(s3_report["unknown_objects"], 3);
+    assert_eq!(s3_report["current_timeline"], 2);
+    for field in ["missing", "objects", "unknown_objects", "timelines", "required_to"] {
+        assert_eq!(s3_report[field], dir_report[field], "{field}");
+    }
+}

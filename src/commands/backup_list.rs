@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cli::default_concurrency;
+use crate::cli::listing_concurrency;
 use crate::error::Result;
 use crate::layout::backup::list_backups;
 use crate::storage::Storage;
@@ -29,7 +29,7 @@ fn human_size(bytes: Option<u64>) -> String {
 impl BackupList {
     /// Lists and prints.
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
-        let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
+        let backups = list_backups(storage, listing_concurrency())?;
         let rows: Vec<_> = backups.iter().map(|b| b.summary()).collect();
         if self.json {
             return super::print_json(&rows);

@@ -20,7 +20,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::wal_verify::Histories;
-use crate::cli::absolute;
+use crate::cli::{absolute, listing_concurrency};
 use crate::config::{StorageFlags, StorageSettings};
 use crate::error::{ErrorKind, Result};
 use crate::layout::backup::list_backups;
@@ -292,7 +292,7 @@ impl Status {
 
     fn with_archive(&self, settings: &StorageSettings, sysid: &u64, next: Segment, size: u64, r: &mut StatusReport) -> Result<()> {
         let storage: Arc<dyn Storage> = storage::open(settings)?;
-        let (inv, _) = scan(storage.as_ref(), Some(size))?;
+        let (inv, _) = scan(storage.as_ref(), Some(size), listing_concurrency())?;
         let backups = list_backups(&storage, 4)?;
         r.archive_system_identifier = backups.iter().rev().find_map(|b| b.sentinel.system_identifier);
         if let Some(archive_sysid) = r.archive_system_identifier {

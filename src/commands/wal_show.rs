@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::wal_verify::{ranges, segment_size_setting, summarize, Histories, MissingRange, TimelineSummary};
-use crate::cli::default_concurrency;
+use crate::cli::listing_concurrency;
 use crate::error::Result;
 use crate::layout::backup::list_backups;
 use crate::layout::wal_inventory::scan;
@@ -40,8 +40,8 @@ pub struct ShownTimeline {
 impl WalShow {
     /// Shows.
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
-        let (inv, size) = scan(storage.as_ref(), segment_size_setting(self.wal_segment_size.as_deref())?)?;
-        let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
+        let (inv, size) = scan(storage.as_ref(), segment_size_setting(self.wal_segment_size.as_deref())?, listing_concurrency())?;
+        let backups = list_backups(storage, listing_concurrency())?;
         let mut histories = Histories::new(storage.as_ref(), &inv);
         let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
         let mut shown = Vec::new();

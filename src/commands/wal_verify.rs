@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
-use crate::cli::default_concurrency;
+use crate::cli::listing_concurrency;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::write_atomically;
 use crate::layout::backup::{list_backups, Backup};
@@ -292,8 +292,8 @@ fn missing_on(inv: &Inventory, tli: u32, lo: u64, hi: u64, size: u64) -> Vec<Mis
 
 /// Builds the report (no output, no exit).
 pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
-    let (inv, size) = scan(storage.as_ref(), segment_size_setting(opts.wal_segment_size.as_deref())?)?;
-    let backups = list_backups(storage, default_concurrency("WALG_DOWNLOAD_CONCURRENCY").max(4))?;
+    let (inv, size) = scan(storage.as_ref(), segment_size_setting(opts.wal_segment_size.as_deref())?, listing_concurrency())?;
+    let backups = list_backups(storage, listing_concurrency())?;
     let mut histories = Histories::new(storage.as_ref(), &inv);
     let current = inv.latest_timeline();
     let spans = match current {

@@ -10,8 +10,12 @@ use std::time::SystemTime;
 use crate::codec::Codec;
 use crate::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::error::{Error, ErrorKind, Result};
+use crate::storage::keyspace::{self, Shape};
 use crate::storage::{ObjectMeta, Storage};
 use crate::wal::name::{Segment, WalFile};
+
+/// Keys in the first listing page, which decides whether to fan out.
+const FIRST_PAGE: usize = 1000;
 
 /// Examples of unrecognised objects kept for the report.
 const MAX_EXAMPLES: usize = 20;
@@ -185,11 +189,12 @@ fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
 }
 
 /// Lists `wal_005/` once into an inventory. Without a known segment size, it is read from
-/// the header of the first segment listed.
-pub fn scan(storage: &dyn Storage, segment_size: Option<u64>) -> Result<(Inventory, u64)> {
+/// the header of the first segment listed. Remote stores list key ranges `concurrency` at
+/// a time after the first page ([`keyspace`]); a directory is read in one pass.
+pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize) -> Result<(Inventory, u64)> {
     let mut inv = Inventory::default();
     let mut size = segment_size;
-    storage.list(super::WAL, false, &mut |page| {
+    let mut add_page = |page: &[ObjectMeta], size: &mut Option<u64>| -> Result<()> {
         if size.is_none() {
             if let Some(first) = page.iter().find(|o| {
                 let name = o.key.strip_prefix(super::WAL).unwrap_or(&o.key);
@@ -197,15 +202,26 @@ pub fn scan(storage: &dyn Storage, segment_size: Option<u64>) -> Result<(Invento
             }) {
                 let detected = detect_segment_size(storage, &first.key)?;
                 tracing::debug!(segment_size = detected, object = %first.key, "segment size read from an archived segment");
-                size = Some(detected);
+                *size = Some(detected);
             }
         }
         let s = size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
-        for obj in &page {
+        for obj in page {
             inv.add(obj, s);
         }
         Ok(())
-    })?;
+    };
+    if !storage.lists_concurrently() {
+        storage.list(super::WAL, false, &mut |page| add_page(&page, &mut size))?;
+    } else {
+        let first = storage.list_page(super::WAL, None, FIRST_PAGE)?;
+        add_page(&first.objects, &mut size)?;
+        if let (true, Some(last)) = (first.truncated, first.objects.last()) {
+            let shape = Shape::for_wal(size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE), concurrency);
+            tracing::debug!(?shape, after = %last.key, "listing the rest of wal_005/ in key ranges");
+            keyspace::list_after(storage, super::WAL, &last.key, shape, &mut |page| add_page(&page, &mut size))?;
+        }
+    }
     Ok((inv, size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)))
 }
 

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{ObjectMeta, ObjectReader, Storage};
+use super::{ObjectMeta, ObjectReader, Page, Storage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
@@ -104,6 +104,16 @@ impl Storage for FsStorage {
         self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut out)?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         each(out)
+    }
+
+    fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {
+        let mut objects = self.list_all(prefix, false)?;
+        if let Some(after) = start_after {
+            objects.retain(|o| o.key.as_str() > after);
+        }
+        let truncated = objects.len() > max_keys;
+        objects.truncate(max_keys);
+        Ok(Page { objects, truncated })
     }
 
     fn put(&self, key: &str, source: &fs::File) -> Result<()> {

@@ -6,6 +6,7 @@
 //! "credentials rejected" and "unreachable" stay distinct all the way to the exit code.
 
 pub mod fs;
+pub mod keyspace;
 pub mod retry;
 pub mod s3;
 
@@ -28,6 +29,15 @@ pub struct ObjectMeta {
     pub modified: Option<SystemTime>,
 }
 
+/// One page of a listing: objects in key order, and whether more follow.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The objects of this page, ascending by key.
+    pub objects: Vec<ObjectMeta>,
+    /// Whether the listing stopped at `max_keys` with more objects after the last one.
+    pub truncated: bool,
+}
+
 /// A streaming reader over one object.
 pub type ObjectReader = Box<dyn Read + Send>;
 
@@ -46,6 +56,16 @@ pub trait Storage: Send + Sync {
     /// next `/` and report only objects directly below. Pages are passed to `each` as they
     /// arrive, so memory does not grow with the number of keys.
     fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()>;
+
+    /// One page of a non-recursive listing: at most `max_keys` objects whose keys start
+    /// with `prefix` and sort after `start_after` (any string, not necessarily a key).
+    fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page>;
+
+    /// Whether listing disjoint key ranges at the same time beats one listing: true where
+    /// each page is a network round trip ([`keyspace`]).
+    fn lists_concurrently(&self) -> bool {
+        false
+    }
 
     /// Stores the contents of `source` (read from its start) under `key`, atomically:
     /// readers see either no object or the whole new one.

@@ -17,12 +17,13 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::runtime::{Handle, Runtime};
 
 use super::retry::{backoff, with_retries};
-use super::{ObjectMeta, ObjectReader, Storage};
+use super::{ObjectMeta, ObjectReader, Page, Storage};
 use crate::config::{Location, StorageSettings};
 use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT};
 use crate::error::{Error, ErrorKind, Result};
@@ -96,6 +97,51 @@ impl S3Storage {
 
     fn object_url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+    /// One ListObjectsV2 request below `prefix` (relative to the archive root), with retries.
+    fn list_request(
+        &self,
+        prefix: &str,
+        recursive: bool,
+        token: Option<String>,
+        start_after: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<ListObjectsV2Output> {
+        let full_prefix = self.full_key(prefix);
+        let url = format!("s3://{}/{}", self.bucket, full_prefix);
+        with_retries(&url, || {
+            let fut = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_delimiter((!recursive).then(|| "/".to_string()))
+                .set_continuation_token(token.clone())
+                .set_start_after(start_after.clone())
+                .set_max_keys(max_keys)
+                .send();
+            match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
+                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
+            }
+        })
+    }
+
+    /// The objects of one listing page, with keys relative to the archive root.
+    fn objects_of(&self, page: &ListObjectsV2Output) -> Vec<ObjectMeta> {
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        page.contents()
+            .iter()
+            .filter_map(|o| {
+                let key = o.key()?;
+                Some(ObjectMeta {
+                    key: key.get(strip..)?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
+            })
+            .collect()
     }
 }
 
@@ -241,44 +287,30 @@ impl Storage for S3Storage {
     }
 
     fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
-        let full_prefix = self.full_key(prefix);
-        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
-        let url = format!("s3://{}/{}", self.bucket, full_prefix);
         let mut token: Option<String> = None;
         loop {
-            let page = with_retries(&url, || {
-                let fut = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&full_prefix)
-                    .set_delimiter((!recursive).then(|| "/".to_string()))
-                    .set_continuation_token(token.clone())
-                    .send();
-                match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
-                    Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
-                    Ok(Ok(out)) => Ok(out),
-                    Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
-                }
-            })?;
-            let objects = page
-                .contents()
-                .iter()
-                .filter_map(|o| {
-                    let key = o.key()?;
-                    Some(ObjectMeta {
-                        key: key.get(strip..)?.to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                    })
-                })
-                .collect();
-            each(objects)?;
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
-                _ => return Ok(()),
+            let page = self.list_request(prefix, recursive, token.take(), None, None)?;
+            let next = page.next_continuation_token().filter(|_| page.is_truncated().unwrap_or(false)).map(str::to_string);
+            each(self.objects_of(&page))?;
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
             }
         }
+    }
+
+    fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {
+        let start_after = start_after.map(|k| self.full_key(k));
+        let max_keys = i32::try_from(max_keys).unwrap_or(i32::MAX);
+        let page = self.list_request(prefix, false, None, start_after, Some(max_keys))?;
+        Ok(Page {
+            objects: self.objects_of(&page),
+            truncated: page.is_truncated().unwrap_or(false),
+        })
+    }
+
+    fn lists_concurrently(&self) -> bool {
+        true
     }
 
     fn credentials_expiry(&self) -> Result<Option<std::time::SystemTime>> {

@@ -40,7 +40,11 @@ pub struct ShownTimeline {
 impl WalShow {
     /// Shows.
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
-        let (inv, size) = scan(storage.as_ref(), segment_size_setting(self.wal_segment_size.as_deref())?, listing_concurrency())?;
+        let (inv, size) = scan(
+            storage.as_ref(),
+            segment_size_setting(self.wal_segment_size.as_deref())?,
+            listing_concurrency(),
+        )?;
         let backups = list_backups(storage, listing_concurrency())?;
         let mut histories = Histories::new(storage.as_ref(), &inv);
         let tlis: std::collections::BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();

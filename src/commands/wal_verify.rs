@@ -292,7 +292,11 @@ fn missing_on(inv: &Inventory, tli: u32, lo: u64, hi: u64, size: u64) -> Vec<Mis
 
 /// Builds the report (no output, no exit).
 pub fn verify(storage: &Arc<dyn Storage>, opts: &WalVerify) -> Result<Report> {
-    let (inv, size) = scan(storage.as_ref(), segment_size_setting(opts.wal_segment_size.as_deref())?, listing_concurrency())?;
+    let (inv, size) = scan(
+        storage.as_ref(),
+        segment_size_setting(opts.wal_segment_size.as_deref())?,
+        listing_concurrency(),
+    )?;
     let backups = list_backups(storage, listing_concurrency())?;
     let mut histories = Histories::new(storage.as_ref(), &inv);
     let current = inv.latest_timeline();

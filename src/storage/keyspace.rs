@@ -2,15 +2,14 @@
 //!
 //! One S3 listing is a chain of requests, each waiting for the previous one's last key,
 //! so 200,000 WAL names are 200 round trips in a row. Here the key space after a known
-//! key is cut into pieces `(lo, hi]` at boundaries that are fixed-width uppercase hex
+//! key is cut into pieces `[lo, hi)` at boundaries that are fixed-width uppercase hex
 //! strings (the leading digits of WAL file names: the timeline, then the log number), and
-//! several pieces are listed at once. Because a piece holds every key after `lo` up to and
-//! including `hi`, the pieces cover every key exactly once, whether it is a WAL name or
-//! not. A piece is requested with the longest prefix its two bounds share, so the server
-//! only looks at its neighbourhood (on simple S3 servers a request costs in proportion to
-//! the keys under its prefix). When a piece finds nothing and its prefix is exhausted,
-//! one probe asks for the first key after the frontier: the listing jumps across a gap
-//! to the next timeline, or ends.
+//! several pieces are listed at once. The pieces are contiguous, so together they hold
+//! every key exactly once, whether it is a WAL name or not. The bulk of a piece is asked
+//! for with `lo` itself as the prefix, so the server only looks at that piece (simple S3
+//! servers spend time in proportion to the keys under the prefix of a request). When a
+//! piece finds nothing, one probe asks for the first key at the frontier: the listing
+//! jumps across a gap to the next timeline, or ends.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -54,7 +53,11 @@ impl Shape {
 /// after `key`, or `None` when no boundary does.
 pub fn boundary_after(prefix: &str, key: &str, digits: usize) -> Option<String> {
     let name = key.strip_prefix(prefix)?.as_bytes();
-    let hex_len = name.iter().take(digits).take_while(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')).count();
+    let hex_len = name
+        .iter()
+        .take(digits)
+        .take_while(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+        .count();
     let head = std::str::from_utf8(&name[..hex_len]).ok()?;
     let pad = |s: String| format!("{prefix}{s:0<digits$}");
     if hex_len == digits || name.get(hex_len).is_some_and(|c| *c > b'F') {
@@ -92,10 +95,11 @@ fn increment_hex(hex: &str) -> Option<String> {
 
 /// Work for one listing thread.
 enum Task {
-    /// List every key in `(lo, hi]` (`hi` absent: to the end of the prefix).
-    Piece { lo: String, hi: Option<String> },
-    /// Find the first key after `after`.
-    Probe { after: String },
+    /// List every key in `[lo, hi)` (`hi` absent: to the end of the prefix); when
+    /// `lo_seen`, `lo` itself was listed already and is skipped.
+    Piece { lo: String, lo_seen: bool, hi: Option<String> },
+    /// Find the first key at or after `from`.
+    Probe { from: String },
 }
 
 /// What a listing thread reports.
@@ -105,7 +109,7 @@ enum Report {
     /// A piece is done: how many keys it held, and the first key past its end if the
     /// server returned one.
     PieceDone { found: usize, next: Option<String> },
-    /// A probe is done: the first key after the frontier, if any.
+    /// A probe is done: the first key at or after the frontier, if any.
     ProbeDone(Option<String>),
     /// A request failed after its retries.
     Failed(Error),
@@ -132,8 +136,16 @@ pub fn list_after(
                     _ => return,
                 };
                 let report = match task {
-                    Task::Piece { lo, hi } => list_piece(storage, prefix, &lo, hi.as_deref(), shape.keys_per_piece, &reports),
-                    Task::Probe { after } => probe(storage, prefix, &after),
+                    Task::Piece { lo, lo_seen, hi } => {
+                        let piece = Piece {
+                            prefix,
+                            lo: &lo,
+                            lo_seen,
+                            hi: hi.as_deref(),
+                        };
+                        piece.list(storage, shape.keys_per_piece, &reports)
+                    }
+                    Task::Probe { from } => probe(storage, prefix, &from),
                 };
                 if reports.send(report.unwrap_or_else(Report::Failed)).is_err() {
                     return;
@@ -147,8 +159,11 @@ pub fn list_after(
     })
 }
 
-/// The dispatcher: hands out pieces in key order, at most `shape.concurrency` at a time,
-/// consumes the objects, and decides when to probe and when the listing is complete.
+/// The dispatcher: hands out contiguous pieces in key order, at most `shape.concurrency`
+/// at a time, consumes the objects, and decides when to probe and when the listing is
+/// complete. Every piece starts where the previous one ended, so no key can be skipped;
+/// what a piece or a probe learns about the next existing key only makes the next piece
+/// reach further.
 fn dispatch(
     prefix: &str,
     after: &str,
@@ -162,22 +177,21 @@ fn dispatch(
             .send(task)
             .map_err(|_| Error::new(ErrorKind::LocalIo, "listing threads stopped unexpectedly"))
     };
-    // The lower bound of the next piece; `None` once every key is covered by a piece.
-    let mut frontier = Some(after.to_string());
-    // A key known to exist past the frontier: the next piece reaches up to it.
+    // Where the next piece starts (and whether that key was listed already); `None` once
+    // every key is covered by a piece.
+    let mut frontier = Some((after.to_string(), true));
+    // The smallest key known to exist at or past the frontier.
     let mut known_next: Option<String> = None;
     let mut in_flight = 0usize;
     let mut probing = false;
     loop {
-        if !probing {
-            while in_flight < shape.concurrency {
-                let Some(lo) = frontier.take() else { break };
-                let target = known_next.take().filter(|k| *k > lo).unwrap_or_else(|| lo.clone());
-                let hi = boundary_after(prefix, &target, shape.digits);
-                frontier = hi.clone();
-                send(Task::Piece { lo, hi })?;
-                in_flight += 1;
-            }
+        while !probing && in_flight < shape.concurrency {
+            let Some((lo, lo_seen)) = frontier.take() else { break };
+            let target = known_next.take().filter(|k| *k > lo).unwrap_or_else(|| lo.clone());
+            let hi = boundary_after(prefix, &target, shape.digits);
+            frontier = hi.clone().map(|hi| (hi, false));
+            send(Task::Piece { lo, lo_seen, hi })?;
+            in_flight += 1;
         }
         if in_flight == 0 {
             return Ok(());
@@ -190,18 +204,17 @@ fn dispatch(
             Report::Failed(e) => return Err(e),
             Report::PieceDone { found, next } => {
                 in_flight -= 1;
+                let Some((edge, _)) = &frontier else { continue };
                 match next {
-                    Some(key) if frontier.as_ref().is_some_and(|f| key > *f) => {
-                        if known_next.as_ref().is_none_or(|k| key > *k) {
+                    Some(key) if key >= *edge => {
+                        if known_next.as_ref().is_none_or(|k| key < *k) {
                             known_next = Some(key);
                         }
                     }
                     None if found == 0 && known_next.is_none() && !probing => {
-                        if let Some(f) = &frontier {
-                            send(Task::Probe { after: f.clone() })?;
-                            in_flight += 1;
-                            probing = true;
-                        }
+                        send(Task::Probe { from: edge.clone() })?;
+                        in_flight += 1;
+                        probing = true;
                     }
                     _ => {}
                 }
@@ -218,58 +231,100 @@ fn dispatch(
     }
 }
 
-/// Lists the piece `(lo, hi]`, sending its objects as they arrive. When `lo` is a
-/// boundary, the keys that start with it (the bulk of a dense piece) are asked for with
-/// `lo` itself as the prefix, which simple servers answer fastest; the rest of the piece
-/// (usually nothing, then the first key of the next piece) with the bounds' common prefix.
-fn list_piece(
-    storage: &dyn Storage,
-    prefix: &str,
-    lo: &str,
-    hi: Option<&str>,
-    expected: usize,
-    reports: &mpsc::Sender<Report>,
-) -> Result<Report> {
-    let wide_prefix = match hi {
-        Some(hi) => &lo[..common_prefix(lo, hi).max(prefix.len())],
-        None => prefix,
-    };
-    let mut start = lo.to_string();
-    let mut found = 0usize;
-    let mut narrow = hi.is_some() && lo.len() > wide_prefix.len();
-    let mut probe_tail = false;
-    loop {
-        let want = if probe_tail {
-            1
-        } else {
-            (expected.saturating_sub(found).max(expected / 4) + 64).min(PAGE)
-        };
-        let request_prefix = if narrow { lo } else { wide_prefix };
-        let page = storage.list_page(request_prefix, Some(&start), want)?;
-        let last = page.objects.last().map(|o| o.key.clone());
-        let mut objects = page.objects;
-        let split = hi.map_or(objects.len(), |hi| objects.partition_point(|o| o.key.as_str() <= hi));
-        let next = objects.get(split).map(|o| o.key.clone());
-        objects.truncate(split);
-        found += objects.len();
-        if !objects.is_empty() && reports.send(Report::Objects(objects)).is_err() {
+/// One piece `[lo, hi)` of the key space below `prefix`.
+struct Piece<'a> {
+    prefix: &'a str,
+    lo: &'a str,
+    lo_seen: bool,
+    hi: Option<&'a str>,
+}
+
+impl Piece<'_> {
+    /// Lists the piece, sending its objects as they arrive. The keys that start with `lo`
+    /// (the whole of a dense piece) are asked for with `lo` itself as the prefix, which
+    /// simple servers answer fastest. The rest (keys after those and before `hi`, which
+    /// only a piece spanning a jump or a digit carry can hold) is asked for with the
+    /// bounds' common prefix, and shows the first key past the piece.
+    fn list(&self, storage: &dyn Storage, expected: usize, reports: &mpsc::Sender<Report>) -> Result<Report> {
+        let mut found = 0usize;
+        let mut start = self.lo_seen.then(|| self.lo.to_string());
+        if !self.lo_seen {
+            loop {
+                let want = (expected.saturating_sub(found).max(expected / 4) + 64).min(PAGE);
+                let page = storage.list_page(self.lo, start.as_deref(), want)?;
+                let (sent, next) = self.forward(page.objects, &mut start, reports)?;
+                found += sent;
+                if next.is_some() || !page.truncated {
+                    break;
+                }
+            }
+        }
+        if !self.has_tail() {
             return Ok(Report::PieceDone { found, next: None });
         }
-        if let Some(last) = &last {
-            start.clone_from(last);
+        let wide = match self.hi {
+            Some(hi) => &self.lo[..common_prefix(self.lo, hi).max(self.prefix.len())],
+            None => self.prefix,
+        };
+        let mut first = !self.lo_seen;
+        loop {
+            let want = if first {
+                1
+            } else {
+                (expected.saturating_sub(found).max(expected / 4) + 64).min(PAGE)
+            };
+            first = false;
+            let after = start.clone().unwrap_or_else(|| self.lo.to_string());
+            let page = storage.list_page(wide, Some(&after), want)?;
+            let (sent, next) = self.forward(page.objects, &mut start, reports)?;
+            found += sent;
+            if next.is_some() || !page.truncated {
+                return Ok(Report::PieceDone { found, next });
+            }
         }
-        match next {
-            Some(next) => return Ok(Report::PieceDone { found, next: Some(next) }),
-            None if page.truncated => probe_tail = false,
-            None if narrow => (narrow, probe_tail) = (false, true),
-            None => return Ok(Report::PieceDone { found, next: None }),
+    }
+
+    /// Sends the objects below `hi`; returns how many, and the first key at or past `hi`.
+    fn forward(
+        &self,
+        mut objects: Vec<ObjectMeta>,
+        start: &mut Option<String>,
+        reports: &mpsc::Sender<Report>,
+    ) -> Result<(usize, Option<String>)> {
+        if let Some(last) = objects.last() {
+            *start = Some(last.key.clone());
         }
+        let split = self.hi.map_or(objects.len(), |hi| objects.partition_point(|o| o.key.as_str() < hi));
+        let next = objects.get(split).map(|o| o.key.clone());
+        objects.truncate(split);
+        let sent = objects.len();
+        if sent > 0 && reports.send(Report::Objects(objects)).is_err() {
+            return Err(Error::new(ErrorKind::LocalIo, "listing stopped"));
+        }
+        Ok((sent, next))
+    }
+
+    /// Whether keys that do not start with `lo` can lie in the piece: always, unless `hi`
+    /// is `lo` with its last character incremented (consecutive boundaries, no carry and
+    /// no jump from '9' to 'A').
+    fn has_tail(&self) -> bool {
+        let Some(hi) = self.hi else { return true };
+        let (lo, hi) = (self.lo.as_bytes(), hi.as_bytes());
+        self.lo_seen
+            || lo.len() != hi.len()
+            || lo.is_empty()
+            || lo[..lo.len() - 1] != hi[..hi.len() - 1]
+            || lo[lo.len() - 1] + 1 != hi[hi.len() - 1]
     }
 }
 
-/// The first key below `prefix` after `after`.
-fn probe(storage: &dyn Storage, prefix: &str, after: &str) -> Result<Report> {
-    let page = storage.list_page(prefix, Some(after), 1)?;
+/// The first key below `prefix` at or after `from`.
+fn probe(storage: &dyn Storage, prefix: &str, from: &str) -> Result<Report> {
+    let at = storage.list_page(from, None, 1)?;
+    if let Some(obj) = at.objects.into_iter().next() {
+        return Ok(Report::ProbeDone(Some(obj.key)));
+    }
+    let page = storage.list_page(prefix, Some(from), 1)?;
     Ok(Report::ProbeDone(page.objects.into_iter().next().map(|o| o.key)))
 }
 
@@ -343,6 +398,11 @@ mod tests {
             "README".into(),
             "a-lowercase".into(),
             "FFFFFFFFFFFFFFFFFF".into(),
+            "0000000100000020".into(),
+            "0000000100000019z".into(),
+            "000000010000001FG".into(),
+            "000000010000000:x".into(),
+            "00000001000000G".into(),
         ];
         for seg in 0..300u64 {
             names.push(format!("00000001{:08X}{:08X}.lz4", seg / 8, seg % 8));

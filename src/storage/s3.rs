@@ -16,8 +16,8 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::runtime::{Handle, Runtime};
@@ -290,7 +290,10 @@ impl Storage for S3Storage {
         let mut token: Option<String> = None;
         loop {
             let page = self.list_request(prefix, recursive, token.take(), None, None)?;
-            let next = page.next_continuation_token().filter(|_| page.is_truncated().unwrap_or(false)).map(str::to_string);
+            let next = page
+                .next_continuation_token()
+                .filter(|_| page.is_truncated().unwrap_or(false))
+                .map(str::to_string);
             each(self.objects_of(&page))?;
             match next {
                 Some(t) => token = Some(t),

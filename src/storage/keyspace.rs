@@ -206,11 +206,7 @@ fn dispatch(
                 in_flight -= 1;
                 let Some((edge, _)) = &frontier else { continue };
                 match next {
-                    Some(key) if key >= *edge => {
-                        if known_next.as_ref().is_none_or(|k| key < *k) {
-                            known_next = Some(key);
-                        }
-                    }
+                    Some(key) if key >= *edge && known_next.as_ref().is_none_or(|k| key < *k) => known_next = Some(key),
                     None if found == 0 && known_next.is_none() && !probing => {
                         send(Task::Probe { from: edge.clone() })?;
                         in_flight += 1;

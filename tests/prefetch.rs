@@ -59,9 +59,17 @@ fn ready_segments_are_served_from_the_spool_without_storage() {
     let (a, dir) = standby_after_segment_5(&[]);
     // The fetcher, started on demand, fills the window after 5.
     wait_for("the spool to fill", 20, || (6..=12).all(|n| spool(&dir).join(seg(n)).exists()));
+    // A segment served from the spool is not fetched again (the fetcher loops every 20 ms).
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(6), "pg_wal/RECOVERYXLOG"], &env(&a));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        !spool(&dir).join(seg(6)).exists(),
+        "segment 6 was downloaded again after it was served"
+    );
     // Storage is gone: the next segments come from the spool alone.
     fs::remove_dir_all(a.root.join("wal_005")).unwrap();
-    for n in 6..=8 {
+    for n in 7..=8 {
         let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(n), "pg_wal/RECOVERYXLOG"], &env(&a));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(stderr(&out).contains("prefetch spool"), "{}", stderr(&out));

@@ -133,6 +133,11 @@ impl WalFetch {
         if let Some(seg) = &segment {
             spool.set_requested(seg);
             if self.take_from_spool(&spool, seg)? {
+                // The fetcher's window moves past what was served, so it is not fetched again.
+                let size = fs::metadata(&self.destination).map(|m| m.len()).unwrap_or(0);
+                if let Some(next) = seg.next(size) {
+                    spool.set_requested(&next);
+                }
                 tracing::info!(
                     file = name,
                     us = started.elapsed().as_micros() as u64,
@@ -143,14 +148,36 @@ impl WalFetch {
         }
         fsutil::remove_stale_temporaries(&dest_dir);
         let (settings, storage) = open()?;
-        if segment.is_some() && !spool.fetcher_running() {
-            spawn_follower(&self.datadir(), &settings);
+        if let Some(seg) = &segment {
+            // This call fetches `seg` itself: the fetcher starts with the segment after it.
+            if let Some(next) = seg.next(self.segment_size_hint()) {
+                spool.set_requested(&next);
+            }
+            if !spool.fetcher_running() {
+                spawn_follower(&self.datadir(), &settings);
+            }
         }
         let sysid = system_identifier(&self.datadir()).ok().flatten();
         let tmp = temp_path_for(&self.destination);
-        let (url, total) = fetch_into(storage.as_ref(), name, &self.destination, &tmp, sysid)?;
+        let fetched = fetch_into(storage.as_ref(), name, &self.destination, &tmp, sysid);
+        if let (Err(_), Some(seg)) = (&fetched, &segment) {
+            // Not served: the fetcher watches this segment again (and reports it if it is a gap).
+            spool.set_requested(seg);
+        }
+        let (url, total) = fetched?;
         tracing::info!(file = name, object = %url, bytes = total, ms = started.elapsed().as_millis() as u64, "restored");
         Ok(())
+    }
+
+    /// The cluster's WAL segment size, from `WALG_PG_WAL_SIZE` or `global/pg_control`.
+    fn segment_size_hint(&self) -> u64 {
+        expected_segment_size()
+            .or_else(|| {
+                let datadir = self.datadir();
+                let major = crate::pg::datadir::pg_major(&datadir).ok()?;
+                crate::pg::controldata::read(&datadir, major).ok().map(|c| c.segment_size)
+            })
+            .unwrap_or(crate::constants::DEFAULT_WAL_SEGMENT_SIZE)
     }
 
     /// Takes `seg` from the spool, waiting while a live fetcher is downloading it.

@@ -23,12 +23,14 @@ use std::sync::Mutex;
 
 use tar::EntryType;
 
-use crate::constants::COPY_BUFFER_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
 /// Where a staged `pg_control` waits until the restore is complete.
 pub const STAGED_PG_CONTROL: &str = "global/pg_control.walfetch-staged";
+
+/// Bytes copied from the tar stream to a file per write (the decoder hands over 256 KiB at a time).
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Counts of what one partition wrote.
 #[derive(Debug, Default, Clone, Copy)]
@@ -198,7 +200,7 @@ impl Target {
     pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
-        let mut buf = vec![0u8; COPY_BUFFER_SIZE];
+        let mut buf = vec![0u8; WRITE_BUFFER];
         let read_error = |e: io::Error| {
             Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: malformed tar stream: {e}")))
         };

@@ -7,6 +7,7 @@
 //! <base>/.wal-g/prefetch/.walfetch-follow.lock     flock held by the running fetcher
 //! <base>/.wal-g/prefetch/.walfetch-requested       the segment PostgreSQL asked for last
 //! <base>/.wal-g/prefetch/.walfetch-status.json     the fetcher's view: position, head, gap
+//! <base>/.wal-g/prefetch/.walfetch-refused-<seg>   why the fetcher refused a segment
 //! ```
 //!
 //! `<base>` is `WALG_PREFETCH_DIR`, or the directory of `%p` (`pg_wal`). A segment moves
@@ -147,6 +148,26 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::local_io(dest.display(), &e)),
         }
+    }
+
+    /// Where the reason for refusing `seg` is kept.
+    pub fn refused_path(&self, seg: &Segment) -> PathBuf {
+        self.dir.join(format!(".walfetch-refused-{seg}"))
+    }
+
+    /// Records that `seg` must not be handed to PostgreSQL, and why, and drops it from
+    /// the spool. The record stays until someone deletes it.
+    pub fn refuse(&self, seg: &Segment, why: &str) -> Result<()> {
+        write_atomically(&self.refused_path(seg), |f| f.write_all(why.as_bytes()), false)?;
+        match fs::remove_file(self.ready_path(seg)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::local_io(self.ready_path(seg).display(), &e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why `seg` was refused, if it was.
+    pub fn refused(&self, seg: &Segment) -> Option<String> {
+        fs::read_to_string(self.refused_path(seg)).ok()
     }
 
     /// Whether the fetcher is downloading `seg` now.

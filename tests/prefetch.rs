@@ -119,3 +119,82 @@ fn a_dead_fetcher_never_blocks_and_one_fetcher_runs_per_datadir() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("already runs"), "{}", stderr(&out));
 }
+
+/// Real WAL in 1 MB segments, where long records run from one segment into the next:
+/// the fetcher, holding both, checks such a record's CRC over both parts. A flipped byte
+/// in the part that lies in the second segment, under an lz4 frame without a checksum
+/// (as walrus writes), passes every check inside that segment; the fetcher refuses the
+/// segment and wal-fetch stops recovery naming it.
+#[test]
+fn a_record_across_two_segments_is_checked_over_both_parts() {
+    let a = Archive::new();
+    let mut pg = Cluster::init(&a.scratch, "pg", &["--wal-segsize", "1"]);
+    pg.env = a.env();
+    pg.configure(&[
+        ("archive_mode", "on"),
+        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
+        ("min_wal_size", "4MB"),
+        ("max_wal_size", "16MB"),
+    ]);
+    pg.start();
+    pg.sql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 60) AS t FROM generate_series(1, 6000) g");
+    let lsn = pg.sql("SELECT pg_current_wal_lsn()");
+    pg.sql("SELECT pg_switch_wal()");
+    pg.archive_through(&lsn);
+    pg.stop();
+
+    let decode = |name: &str| {
+        let file = fs::File::open(a.root.join(format!("wal_005/{name}.lz4"))).unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut Codec::Lz4.decoder(Box::new(file), name), &mut out).unwrap();
+        out
+    };
+    let seg_name = |n: u32| format!("0000000100000000{n:08X}");
+    // A segment that starts with the rest of a record of at least 64 bytes, after two
+    // archived segments (the first one is fetched by wal-fetch itself, the second by the fetcher).
+    let victim = (4..200u32)
+        .find(|n| {
+            [n - 2, n - 1, *n]
+                .iter()
+                .all(|k| a.root.join(format!("wal_005/{}.lz4", seg_name(*k))).exists())
+                && {
+                    let d = decode(&seg_name(*n));
+                    let info = u16::from_le_bytes([d[2], d[3]]);
+                    let rem = u32::from_le_bytes(d[16..20].try_into().unwrap());
+                    info & 1 == 1 && rem >= 64
+                }
+        })
+        .expect("a record that crosses a segment boundary");
+    let mut data = decode(&seg_name(victim));
+    data[40 + 16] ^= 0x5A;
+    let info = lz4_flex::frame::FrameInfo::new().content_checksum(false);
+    let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+    std::io::Write::write_all(&mut enc, &data).unwrap();
+    fs::write(a.root.join(format!("wal_005/{}.lz4", seg_name(victim))), enc.finish().unwrap()).unwrap();
+
+    let dir = pg.data.clone();
+    fs::write(dir.join("standby.signal"), "").unwrap();
+    let fetch = |n: u32| walfetch_in(Some(&dir), &["wal-fetch", &seg_name(n), "pg_wal/RECOVERYXLOG"], &env(&a));
+    let first = fetch(victim - 2);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let refused = spool(&dir).join(format!(".walfetch-refused-{}", seg_name(victim)));
+    wait_for("the fetcher to refuse the damaged segment", 30, || refused.exists());
+    let reason = fs::read_to_string(&refused).unwrap();
+    assert!(
+        reason.contains("CRC mismatch") && reason.contains("begun in the previous segment"),
+        "{reason}"
+    );
+    assert!(!spool(&dir).join(seg_name(victim)).exists());
+    let before = fetch(victim - 1);
+    assert_eq!(before.status.code(), Some(0), "{}", stderr(&before));
+    let out = fetch(victim);
+    assert_eq!(out.status.code(), Some(7), "standby: stop, never 'not found': {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&seg_name(victim)) && stderr(&out).contains("refused"),
+        "{}",
+        stderr(&out)
+    );
+    // Every other segment passed: no refusal but this one.
+    let refusals: Vec<String> = files_in(&spool(&dir)).into_iter().filter(|f| f.contains("refused")).collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+}

@@ -12,6 +12,7 @@
 //! has asked for nothing for `--idle-timeout` seconds. A lock in the spool keeps it to
 //! one fetcher per data directory.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,12 +22,13 @@ use clap::Args;
 
 use super::wal_fetch::fetch_into;
 use crate::cli::absolute;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier};
 use crate::spool::{FollowStatus, Spool};
 use crate::storage::Storage;
 use crate::wal::name::Segment;
+use crate::wal::records::{check_continuation, OpenRecord};
 
 /// Options of `follow`.
 #[derive(Debug, Args)]
@@ -45,6 +47,50 @@ pub struct Follow {
     /// Longest wait between two looks at the archive head, in seconds.
     #[arg(long, default_value_t = 5)]
     pub max_poll: u64,
+}
+
+/// What the fetcher keeps of a segment it downloaded, to check the next one's start.
+struct Tail {
+    /// The object read.
+    url: String,
+    /// Its last record, if that runs on into the next segment.
+    open: Option<OpenRecord>,
+}
+
+/// For each ready segment of `window` whose predecessor this fetcher downloaded and left
+/// with an open record: checks the record's CRC over both parts. A mismatch refuses the
+/// segment (it leaves the spool, and wal-fetch stops recovery with the reason).
+fn check_heads(spool: &Spool, window: &[Segment], size: u64, tails: &BTreeMap<Segment, Tail>, checked: &mut BTreeSet<Segment>) {
+    for seg in window {
+        if checked.contains(seg) || !spool.ready_path(seg).exists() {
+            continue;
+        }
+        let Some(prev) = seg.number(size).and_then(|n| n.checked_sub(1)) else {
+            continue;
+        };
+        let (Some(prev_tail), Some(own)) = (tails.get(&Segment::from_number(seg.timeline, prev, size)), tails.get(seg)) else {
+            continue;
+        };
+        if let Some(open) = &prev_tail.open {
+            if let Err(e) = check_head(spool, seg, &own.url, open) {
+                tracing::error!(segment = %seg, object = %own.url, cause = %e, "segment refused: a record that began in the previous segment does not check out");
+                if let Err(e2) = spool.refuse(seg, e.message()) {
+                    tracing::error!(segment = %seg, cause = %e2, "could not record the refusal");
+                }
+                continue;
+            }
+        }
+        checked.insert(*seg);
+    }
+}
+
+/// Checks the continuation of `open` at the start of the ready segment `seg`.
+fn check_head(spool: &Spool, seg: &Segment, url: &str, open: &OpenRecord) -> Result<()> {
+    let path = spool.ready_path(seg);
+    let file = std::fs::File::open(&path).map_err(|e| Error::local_io(path.display(), &e))?;
+    // SAFETY: ready segments are complete files that are only ever renamed or removed, never written.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(path.display(), &e))?;
+    check_continuation(&map, *seg, url, open)
 }
 
 /// What happened to one segment of the window.
@@ -88,6 +134,10 @@ impl Follow {
             ..Default::default()
         };
         let mut delay = Duration::from_millis(200);
+        // Per segment this fetcher downloaded: its object and its last record if that runs
+        // on into the next segment; and the segments whose first record part was checked.
+        let mut tails: BTreeMap<Segment, Tail> = BTreeMap::new();
+        let mut heads_checked: BTreeSet<Segment> = BTreeSet::new();
         loop {
             let (want, asked_at) = match spool.requested() {
                 Some(r) => r,
@@ -105,7 +155,19 @@ impl Follow {
             let window: Vec<Segment> = (0..ahead as u64)
                 .filter_map(|i| want.number(size).map(|n| Segment::from_number(want.timeline, n + i, size)))
                 .collect();
-            let outcomes = self.fill(storage.as_ref(), &spool, &window, sysid);
+            let results = self.fill(storage.as_ref(), &spool, &window, sysid);
+            let outcomes: Vec<Outcome> = results.iter().map(|(o, _)| *o).collect();
+            for (seg, (_, fetched)) in window.iter().zip(results) {
+                if let Some(f) = fetched {
+                    tails.insert(*seg, f);
+                }
+            }
+            check_heads(&spool, &window, size, &tails, &mut heads_checked);
+            if let Some(prev) = want.number(size).and_then(|n| n.checked_sub(1)) {
+                let prev = Segment::from_number(want.timeline, prev, size);
+                tails.retain(|s, _| *s >= prev);
+                heads_checked.retain(|s| *s >= want);
+            }
 
             // A gap: the first missing segment of the window while a later one exists.
             let first_absent = outcomes.iter().position(|o| *o == Outcome::Absent);
@@ -140,8 +202,9 @@ impl Follow {
         }
     }
 
-    /// Downloads the window's segments that are not ready yet, in parallel.
-    fn fill(&self, storage: &dyn Storage, spool: &Spool, window: &[Segment], sysid: Option<u64>) -> Vec<Outcome> {
+    /// Downloads the window's segments that are not ready yet, in parallel; returns each
+    /// one's outcome, and what this call downloaded.
+    fn fill(&self, storage: &dyn Storage, spool: &Spool, window: &[Segment], sysid: Option<u64>) -> Vec<(Outcome, Option<Tail>)> {
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let handles: Vec<_> = window
@@ -151,31 +214,31 @@ impl Follow {
                     s.spawn(move || {
                         let ready = spool.ready_path(seg);
                         if ready.exists() {
-                            return Outcome::Ready;
+                            return (Outcome::Ready, None);
                         }
-                        if stop.load(Ordering::Relaxed) {
-                            return Outcome::Failed;
+                        if stop.load(Ordering::Relaxed) || spool.refused(seg).is_some() {
+                            return (Outcome::Failed, None);
                         }
                         let tmp = spool.running_dir().join(format!("{seg}.{}", std::process::id()));
                         let started = Instant::now();
                         match fetch_into(storage, &seg.to_string(), &ready, &tmp, sysid) {
-                            Ok((url, bytes)) => {
-                                tracing::debug!(object = %url, bytes, ms = started.elapsed().as_millis() as u64, "prefetched");
-                                Outcome::Ready
+                            Ok(f) => {
+                                tracing::debug!(object = %f.url, bytes = f.bytes, ms = started.elapsed().as_millis() as u64, "prefetched");
+                                (Outcome::Ready, Some(Tail { url: f.url, open: f.open }))
                             }
-                            Err(e) if e.kind() == ErrorKind::NotFound => Outcome::Absent,
+                            Err(e) if e.kind() == ErrorKind::NotFound => (Outcome::Absent, None),
                             Err(e) => {
                                 tracing::error!(segment = %seg, cause = %e, "prefetch failed; wal-fetch will fetch it directly and report the error");
                                 if e.kind() != ErrorKind::Unreachable {
                                     stop.store(true, Ordering::Relaxed);
                                 }
-                                Outcome::Failed
+                                (Outcome::Failed, None)
                             }
                         }
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(Outcome::Failed)).collect()
+            handles.into_iter().map(|h| h.join().unwrap_or((Outcome::Failed, None))).collect()
         })
     }
 

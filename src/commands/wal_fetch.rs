@@ -35,7 +35,7 @@ use crate::pg::datadir::system_identifier;
 use crate::spool::Spool;
 use crate::storage::{ObjectReader, Storage};
 use crate::wal::name::{Segment, WalFile};
-use crate::wal::records::check_segment;
+use crate::wal::records::{check_segment, OpenRecord};
 use crate::wal::segment::SegmentCheck;
 
 /// How a failure is reported to PostgreSQL.
@@ -131,6 +131,15 @@ impl WalFetch {
         };
         let spool = Spool::for_wal_dir(&dest_dir);
         if let Some(seg) = &segment {
+            if let Some(why) = spool.refused(seg) {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{name} was refused by the fetcher: {why}; once the archive holds a good copy, delete {} to retry",
+                        spool.refused_path(seg).display()
+                    ),
+                ));
+            }
             spool.set_requested(seg);
             if self.take_from_spool(&spool, seg)? {
                 // The fetcher's window moves past what was served, so it is not fetched again.
@@ -164,8 +173,8 @@ impl WalFetch {
             // Not served: the fetcher watches this segment again (and reports it if it is a gap).
             spool.set_requested(seg);
         }
-        let (url, total) = fetched?;
-        tracing::info!(file = name, object = %url, bytes = total, ms = started.elapsed().as_millis() as u64, "restored");
+        let fetched = fetched?;
+        tracing::info!(file = name, object = %fetched.url, bytes = fetched.bytes, ms = started.elapsed().as_millis() as u64, "restored");
         Ok(())
     }
 
@@ -246,10 +255,20 @@ fn spawn_follower(datadir: &Path, settings: &StorageSettings) {
     }
 }
 
+/// What [`fetch_into`] stored.
+pub struct Fetched {
+    /// The object read.
+    pub url: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// For a segment, its last record if that runs on into the next segment.
+    pub open: Option<OpenRecord>,
+}
+
 /// Fetches WAL file `name` from storage into `dest` through the temporary `tmp`,
 /// validating segments (size, first page, every page header and record CRC) before the
-/// rename. Returns the object's URL and the bytes written.
-pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, sysid: Option<u64>) -> Result<(String, u64)> {
+/// rename.
+pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, sysid: Option<u64>) -> Result<Fetched> {
     let kind = WalFile::parse(name);
     let (key, codec, raw) = find(storage, name)?;
     let url = format!("{}/{key}", storage.describe());
@@ -287,17 +306,18 @@ pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, sy
         total += filled as u64;
     }
     drop(out);
+    let mut open = None;
     if let (Some(c), Some(seg)) = (&check, kind.and_then(|k| k.segment())) {
         c.finish()?;
         // Record CRCs over the written file (mapped, so memory stays flat for 1 GB segments).
         let file = fs::File::open(tmp).map_err(|e| Error::local_io(tmp.display(), &e))?;
         // SAFETY: the temporary is private to this call (unique name, not yet renamed into place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(tmp.display(), &e))?;
-        check_segment(&map, seg, &url)?;
+        open = check_segment(&map, seg, &url)?.open;
     }
     fs::rename(tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
     guard.disarm();
-    Ok((url, total))
+    Ok(Fetched { url, bytes: total, open })
 }
 
 /// `WALG_PG_WAL_SIZE` (MiB), when set, pins the expected segment size.

@@ -49,8 +49,34 @@ fn u64_at(d: &[u8], o: usize) -> u64 {
 pub struct Checked {
     /// Records whose CRC was verified.
     pub records: u64,
-    /// Whether the last record continues into the next segment (not checked here).
-    pub continues: bool,
+    /// The last record, when it runs on into the next segment: its CRC is checked by
+    /// [`check_continuation`] once that segment is at hand.
+    pub open: Option<OpenRecord>,
+}
+
+/// A record that starts in one segment and ends in the next, as far as the first holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenRecord {
+    /// Where the record starts.
+    pub lsn: u64,
+    /// CRC-32C so far of the record's bytes after its header.
+    crc: u32,
+    /// The record header, as far as seen.
+    header: [u8; RECORD_HEADER],
+    /// Bytes of the record seen.
+    done: usize,
+    /// Bytes still to come.
+    left: usize,
+}
+
+/// Feeds one piece of a record to its running CRC, keeping the header aside.
+fn feed(crc: &mut u32, header: &mut [u8; RECORD_HEADER], done: &mut usize, piece: &[u8]) {
+    let in_header = RECORD_HEADER.saturating_sub(*done).min(piece.len());
+    if in_header > 0 {
+        header[*done..*done + in_header].copy_from_slice(&piece[..in_header]);
+    }
+    *crc = crc32c::crc32c_append(*crc, &piece[in_header..]);
+    *done += piece.len();
 }
 
 struct Walker<'a> {
@@ -122,7 +148,8 @@ impl Walker<'_> {
                 left -= room;
                 pos += room;
                 if pos >= d.len() {
-                    out.continues = true;
+                    // A record longer than this whole segment: begun before it and going on
+                    // after it, so neither end is here.
                     return Ok(out);
                 }
                 let (len, info, rem) = self.page(pos)?;
@@ -164,20 +191,20 @@ impl Walker<'_> {
             loop {
                 let room = p - pos % p;
                 let take = left.min(room);
-                let piece = &d[pos..pos + take];
-                let in_header = RECORD_HEADER.saturating_sub(done).min(take);
-                if in_header > 0 {
-                    header[done..done + in_header].copy_from_slice(&piece[..in_header]);
-                }
-                crc = crc32c::crc32c_append(crc, &piece[in_header..]);
-                done += take;
+                feed(&mut crc, &mut header, &mut done, &d[pos..pos + take]);
                 pos += take;
                 left -= take;
                 if left == 0 {
                     break;
                 }
                 if pos >= d.len() {
-                    out.continues = true;
+                    out.open = Some(OpenRecord {
+                        lsn: self.start_lsn + start as u64,
+                        crc,
+                        header,
+                        done,
+                        left,
+                    });
                     return Ok(out);
                 }
                 let (len, info, rem) = self.page(pos)?;
@@ -219,9 +246,73 @@ impl Walker<'_> {
     }
 }
 
+impl Walker<'_> {
+    /// Feeds the continuation of `open` at the start of this segment to its CRC and
+    /// compares the result with the CRC stored in the record's header.
+    fn finish(&self, open: &OpenRecord) -> Result<()> {
+        let (d, p) = (self.data, self.page_size);
+        let lsn = format!("{:X}/{:X}", open.lsn >> 32, open.lsn & 0xFFFF_FFFF);
+        let (len, info, rem) = self.page(0)?;
+        if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != open.left {
+            return Err(self.corrupt(
+                0,
+                format!(
+                    "the record at {lsn}, begun in the previous segment, needs {} more bytes; this segment's first page says {rem}",
+                    open.left
+                ),
+            ));
+        }
+        let (mut crc, mut header, mut done, mut left) = (open.crc, open.header, open.done, open.left);
+        let mut pos = len;
+        loop {
+            let take = left.min(p - pos % p);
+            if pos + take > d.len() {
+                return Ok(());
+            }
+            feed(&mut crc, &mut header, &mut done, &d[pos..pos + take]);
+            pos += take;
+            left -= take;
+            if left == 0 {
+                break;
+            }
+            if pos >= d.len() {
+                // Longer than this segment too: the rest is beyond what can be checked here.
+                return Ok(());
+            }
+            let (len, info, rem) = self.page(pos)?;
+            if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
+                return Err(self.corrupt(pos, format!("the record at {lsn} needs {left} more bytes, page says {rem}")));
+            }
+            pos += len;
+        }
+        let stored = u32_at(&header, 20);
+        let computed = crc32c::crc32c_append(crc, &header[..20]);
+        if stored != computed {
+            return Err(self.corrupt(
+                len,
+                format!(
+                    "CRC mismatch of the record at {lsn}, begun in the previous segment (stored {stored:#010x}, computed {computed:#010x})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the part of `open` (the last record of the previous segment) that `data`, the
+/// decoded segment `name`, holds, and the record's CRC over both parts.
+pub fn check_continuation(data: &[u8], name: Segment, object: &str, open: &OpenRecord) -> Result<()> {
+    walker(data, name, object)?.finish(open)
+}
+
 /// Checks a whole decoded segment (already size- and first-header-checked by
 /// [`super::segment::SegmentCheck`]): page headers and record CRCs.
 pub fn check_segment(data: &[u8], name: Segment, object: &str) -> Result<Checked> {
+    walker(data, name, object)?.walk()
+}
+
+/// A walker over `data`, after checking what every walk relies on.
+fn walker<'a>(data: &'a [u8], name: Segment, object: &'a str) -> Result<Walker<'a>> {
     if data.len() < LONG_HEADER {
         return Err(Error::new(ErrorKind::Corrupt, format!("{object}: too short for a WAL segment")));
     }
@@ -242,15 +333,14 @@ pub fn check_segment(data: &[u8], name: Segment, object: &str) -> Result<Checked
             )
         })?
         .0;
-    let walker = Walker {
+    Ok(Walker {
         data,
         object,
         start_lsn,
         page_size,
         magic: u16_at(data, 0),
         tli: name.timeline,
-    };
-    walker.walk()
+    })
 }
 
 #[cfg(test)]

@@ -198,3 +198,47 @@ fn a_record_across_two_segments_is_checked_over_both_parts() {
     let refusals: Vec<String> = files_in(&spool(&dir)).into_iter().filter(|f| f.contains("refused")).collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
 }
+
+/// After a promotion upstream the archive holds timeline 2 from segment 8 on, named in
+/// `00000002.history`: the fetcher reads ahead along timeline 2 past the switch, as
+/// PostgreSQL will ask, instead of waiting for timeline 1 segments that never come.
+#[test]
+fn the_fetcher_reads_ahead_across_a_timeline_switch() {
+    let a = Archive::new();
+    for n in 5..=7 {
+        a.put(
+            &format!("wal_005/{}.lz4", seg(n)),
+            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
+        );
+    }
+    a.put(
+        "wal_005/00000002.history.lz4",
+        &encode(Codec::Lz4, b"1\t0/800028\tno recovery target specified\n"),
+    );
+    let tl2 = |n: u32| format!("0000000200000000{n:08X}");
+    for n in 8..=12 {
+        a.put(
+            &format!("wal_005/{}.lz4", tl2(n)),
+            &encode(Codec::Lz4, &fake_segment(&tl2(n), SIZE, 7)),
+        );
+    }
+    let dir = a.datadir(7, true);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for("timeline 2 in the spool", 20, || {
+        [seg(6), seg(7), tl2(8), tl2(9), tl2(12)]
+            .iter()
+            .all(|s| spool(&dir).join(s).exists())
+    });
+    let status_file = spool(&dir).join(".walfetch-status.json");
+    wait_for("the fetcher's status", 20, || status_file.exists());
+    let status: serde_json::Value = serde_json::from_slice(&fs::read(&status_file).unwrap()).unwrap();
+    assert_eq!(status["gap"], serde_json::Value::Null, "{status:#}");
+    for n in [6, 7] {
+        let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(n), "pg_wal/RECOVERYXLOG"], &env(&a));
+        assert!(stderr(&out).contains("prefetch spool"), "{}", stderr(&out));
+    }
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &tl2(8), "pg_wal/RECOVERYXLOG"], &env(&a));
+    assert!(stderr(&out).contains("prefetch spool"), "{}", stderr(&out));
+    assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), fake_segment(&tl2(8), SIZE, 7));
+}

@@ -13,6 +13,7 @@
 //! one fetcher per data directory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
-use super::wal_fetch::fetch_into;
+use super::wal_fetch::{fetch_into, find};
 use crate::cli::absolute;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::controldata;
@@ -29,6 +30,7 @@ use crate::spool::{FollowStatus, Spool};
 use crate::storage::Storage;
 use crate::wal::name::Segment;
 use crate::wal::records::{check_continuation, OpenRecord};
+use crate::wal::timeline::{chain, parse_history, Span};
 
 /// Options of `follow`.
 #[derive(Debug, Args)]
@@ -47,6 +49,48 @@ pub struct Follow {
     /// Longest wait between two looks at the archive head, in seconds.
     #[arg(long, default_value_t = 5)]
     pub max_poll: u64,
+}
+
+/// The segment numbered `segno` as PostgreSQL will ask for it: on the newest timeline of
+/// `chain` that began at or before it (and is not older than the standby's), as
+/// PostgreSQL's own search across timelines goes.
+fn owner(chain: &[Span], want: Segment, segno: u64, size: u64) -> Segment {
+    let timeline = chain
+        .iter()
+        .rev()
+        .filter(|s| s.timeline >= want.timeline)
+        .find(|s| {
+            Segment::containing(s.timeline, s.begin, size)
+                .number(size)
+                .is_some_and(|b| b <= segno)
+        })
+        .map_or(want.timeline, |s| s.timeline);
+    Segment::from_number(timeline, segno, size)
+}
+
+/// The chain of the newest timeline after `from` that has a history file in the
+/// archive, if there is one (unreadable histories end the search: PostgreSQL would stop
+/// at them too).
+fn newest_chain(storage: &dyn Storage, from: u32) -> Option<Vec<Span>> {
+    let mut newest = None;
+    let mut tli = from;
+    while let Some(next) = tli.checked_add(1) {
+        let name = format!("{next:08X}.history");
+        let Ok((key, codec, raw)) = find(storage, &name) else { break };
+        let mut text = String::new();
+        if codec.decoder(raw, &key).read_to_string(&mut text).is_err() {
+            break;
+        }
+        match parse_history(&text, &key) {
+            Ok(records) => newest = Some(chain(next, &records)),
+            Err(e) => {
+                tracing::warn!(object = %key, cause = %e, "unreadable history file; not reading ahead past it");
+                break;
+            }
+        }
+        tli = next;
+    }
+    newest
 }
 
 /// What the fetcher keeps of a segment it downloaded, to check the next one's start.
@@ -138,6 +182,10 @@ impl Follow {
         // on into the next segment; and the segments whose first record part was checked.
         let mut tails: BTreeMap<Segment, Tail> = BTreeMap::new();
         let mut heads_checked: BTreeSet<Segment> = BTreeSet::new();
+        // The newest timeline's chain, once the archive names one after the standby's own;
+        // looked for at start and whenever the window runs into missing segments.
+        let mut chain: Vec<Span> = Vec::new();
+        let mut look_for_timelines = true;
         loop {
             let (want, asked_at) = match spool.requested() {
                 Some(r) => r,
@@ -152,8 +200,18 @@ impl Follow {
             }
             spool.remove_older_than(&want);
             let size = self.segment_size(&datadir);
+            if chain.is_empty() || look_for_timelines {
+                let from = chain.last().map_or(want.timeline, |s| s.timeline.max(want.timeline));
+                if let Some(newer) = newest_chain(storage.as_ref(), from) {
+                    tracing::info!(
+                        timeline = newer.last().map(|s| s.timeline),
+                        "the archive has a newer timeline; reading ahead along it"
+                    );
+                    chain = newer;
+                }
+            }
             let window: Vec<Segment> = (0..ahead as u64)
-                .filter_map(|i| want.number(size).map(|n| Segment::from_number(want.timeline, n + i, size)))
+                .filter_map(|i| want.number(size).map(|n| owner(&chain, want, n + i, size)))
                 .collect();
             let results = self.fill(storage.as_ref(), &spool, &window, sysid);
             let outcomes: Vec<Outcome> = results.iter().map(|(o, _)| *o).collect();
@@ -192,6 +250,7 @@ impl Follow {
 
             // Poll with backoff while waiting at the head (or behind a gap); go on at once otherwise.
             let waiting = first_absent.is_some() || outcomes.contains(&Outcome::Failed);
+            look_for_timelines = first_absent.is_some();
             if waiting {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(self.max_poll.max(1)));

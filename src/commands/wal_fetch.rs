@@ -332,7 +332,7 @@ fn expected_segment_size() -> Option<u64> {
 
 /// Finds `name` under any codec extension: the common `.lz4` first with one request,
 /// then one listing for whatever else exists. `NotFound` only if no key matches.
-fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReader)> {
+pub fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReader)> {
     let first = wal_key(name, Codec::Lz4);
     match storage.open(&first) {
         Ok(r) => return Ok((first, Codec::Lz4, r)),

@@ -10,7 +10,7 @@ use crate::layout::files_metadata;
 use crate::layout::sentinel::Sentinel;
 use crate::restore::extract::sanitize;
 use crate::wal::name::{Segment, WalFile};
-use crate::wal::records::check_segment;
+use crate::wal::records::{check_continuation, check_segment, Checked};
 use crate::wal::timeline::parse_history;
 
 /// Segment, WAL file and backup names, and history files.
@@ -68,4 +68,11 @@ pub fn tar_paths(data: &[u8]) {
 pub fn wal_records(data: &[u8]) {
     let seg = Segment::parse("000000010000000000000001").expect("valid name");
     let _ = check_segment(data, seg, "fuzz");
+    // The same bytes as two consecutive segments: a record left open by the first is
+    // finished over the second.
+    let (first, second) = data.split_at(data.len() / 2);
+    if let Ok(Checked { open: Some(open), .. }) = check_segment(first, seg, "fuzz") {
+        let next = Segment::parse("000000010000000000000002").expect("valid name");
+        let _ = check_continuation(&second[..first.len().min(second.len())], next, "fuzz", &open);
+    }
 }

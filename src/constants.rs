@@ -24,8 +24,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// a ranged GET). `WALFETCH_IO_TIMEOUT` (seconds) overrides it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Default size of one uncompressed tar partition written by backup-push (wal-g's default).
-pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 1 << 30;
+/// Default size of one uncompressed tar partition written by backup-push: a quarter of
+/// wal-g's 1 GiB, so that a database of a few GB already makes enough partitions for a
+/// parallel restore (by walfetch or wal-g) to keep every core busy.
+pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 256 << 20;
 
 /// The WAL segment size PostgreSQL uses unless `initdb --wal-segsize` says otherwise.
 pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;

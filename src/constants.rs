@@ -29,6 +29,11 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// parallel restore (by walfetch or wal-g) to keep every core busy.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 256 << 20;
 
+/// Partitions a restore from remote storage keeps in flight at least, whatever the core
+/// count: each one starts with a round trip, and the decoders wait on the network more
+/// than on the cores (measured: 50 ms away, 4 in flight restore in 0.76x the time of 2).
+pub const REMOTE_PARTITIONS_IN_FLIGHT: usize = 4;
+
 /// The WAL segment size PostgreSQL uses unless `initdb --wal-segsize` says otherwise.
 pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
 

@@ -25,7 +25,7 @@ use clap::Args;
 use crate::cli::{absolute, default_concurrency};
 use crate::codec::Codec;
 use crate::config::StorageSettings;
-use crate::constants::INCOMPLETE_MARKER;
+use crate::constants::{INCOMPLETE_MARKER, REMOTE_PARTITIONS_IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::backup::{latest, read_backup};
@@ -54,7 +54,7 @@ pub struct BackupFetch {
     /// Delete what DIR holds before restoring into it.
     #[arg(long)]
     pub force: bool,
-    /// Partitions downloaded and extracted at once [env: WALG_DOWNLOAD_CONCURRENCY; default: cores]
+    /// Partitions downloaded and extracted at once [env: WALG_DOWNLOAD_CONCURRENCY; default: cores, at least 4 from S3]
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Restore tablespace OID into PATH instead of its source location (repeatable).
@@ -130,10 +130,14 @@ impl BackupFetch {
         let started = Instant::now();
         let dir = absolute(&self.dir);
         self.check_target(&dir)?;
-        let concurrency = self
-            .concurrency
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| default_concurrency("WALG_DOWNLOAD_CONCURRENCY"));
+        let concurrency = self.concurrency.filter(|n| *n > 0).unwrap_or_else(|| {
+            let cores = default_concurrency("WALG_DOWNLOAD_CONCURRENCY");
+            if storage.is_remote() && std::env::var_os("WALG_DOWNLOAD_CONCURRENCY").is_none() {
+                cores.max(REMOTE_PARTITIONS_IN_FLIGHT)
+            } else {
+                cores
+            }
+        });
 
         let backup = if self.backup.eq_ignore_ascii_case("LATEST") {
             latest(storage, concurrency.max(4))?

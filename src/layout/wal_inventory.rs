@@ -211,7 +211,7 @@ pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize
         }
         Ok(())
     };
-    if !storage.lists_concurrently() {
+    if !storage.is_remote() {
         storage.list(super::WAL, false, &mut |page| add_page(&page, &mut size))?;
     } else {
         let first = storage.list_page(super::WAL, None, FIRST_PAGE)?;

@@ -61,9 +61,10 @@ pub trait Storage: Send + Sync {
     /// with `prefix` and sort after `start_after` (any string, not necessarily a key).
     fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page>;
 
-    /// Whether listing disjoint key ranges at the same time beats one listing: true where
-    /// each page is a network round trip ([`keyspace`]).
-    fn lists_concurrently(&self) -> bool {
+    /// Whether every request is a network round trip. Then listing disjoint key ranges at
+    /// once beats one listing ([`keyspace`]), and a restore keeps more partitions in
+    /// flight than there are cores, to overlap the waits.
+    fn is_remote(&self) -> bool {
         false
     }
 

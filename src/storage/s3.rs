@@ -312,7 +312,7 @@ impl Storage for S3Storage {
         })
     }
 
-    fn lists_concurrently(&self) -> bool {
+    fn is_remote(&self) -> bool {
         true
     }
 

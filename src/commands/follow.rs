@@ -200,7 +200,7 @@ impl Follow {
             }
             spool.remove_older_than(&want);
             let size = self.segment_size(&datadir);
-            if chain.is_empty() || look_for_timelines {
+            if look_for_timelines {
                 let from = chain.last().map_or(want.timeline, |s| s.timeline.max(want.timeline));
                 if let Some(newer) = newest_chain(storage.as_ref(), from) {
                     tracing::info!(

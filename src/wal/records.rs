@@ -69,14 +69,33 @@ pub struct OpenRecord {
     left: usize,
 }
 
-/// Feeds one piece of a record to its running CRC, keeping the header aside.
-fn feed(crc: &mut u32, header: &mut [u8; RECORD_HEADER], done: &mut usize, piece: &[u8]) {
-    let in_header = RECORD_HEADER.saturating_sub(*done).min(piece.len());
-    if in_header > 0 {
-        header[*done..*done + in_header].copy_from_slice(&piece[..in_header]);
+impl OpenRecord {
+    /// A record of `len` bytes starting at `lsn`, nothing of it seen yet.
+    fn new(lsn: u64, len: usize) -> OpenRecord {
+        OpenRecord {
+            lsn,
+            crc: 0,
+            header: [0; RECORD_HEADER],
+            done: 0,
+            left: len,
+        }
     }
-    *crc = crc32c::crc32c_append(*crc, &piece[in_header..]);
-    *done += piece.len();
+
+    /// Feeds the next piece of the record to its running CRC, keeping the header aside.
+    fn feed(&mut self, piece: &[u8]) {
+        let in_header = RECORD_HEADER.saturating_sub(self.done).min(piece.len());
+        if in_header > 0 {
+            self.header[self.done..self.done + in_header].copy_from_slice(&piece[..in_header]);
+        }
+        self.crc = crc32c::crc32c_append(self.crc, &piece[in_header..]);
+        self.done += piece.len();
+        self.left -= piece.len();
+    }
+
+    /// The CRC stored in the record's header and the one computed over its bytes.
+    fn crcs(&self) -> (u32, u32) {
+        (u32_at(&self.header, 20), crc32c::crc32c_append(self.crc, &self.header[..20]))
+    }
 }
 
 struct Walker<'a> {
@@ -184,37 +203,13 @@ impl Walker<'_> {
             }
             // Walk the record across pages: its header (which may itself be split) is
             // kept, its data is fed to the CRC as it goes; nothing is copied.
-            let mut header = [0u8; RECORD_HEADER];
-            let mut crc = 0u32;
-            let mut done = 0usize;
-            let mut left = tot_len as usize;
-            loop {
-                let room = p - pos % p;
-                let take = left.min(room);
-                feed(&mut crc, &mut header, &mut done, &d[pos..pos + take]);
-                pos += take;
-                left -= take;
-                if left == 0 {
-                    break;
-                }
-                if pos >= d.len() {
-                    out.open = Some(OpenRecord {
-                        lsn: self.start_lsn + start as u64,
-                        crc,
-                        header,
-                        done,
-                        left,
-                    });
-                    return Ok(out);
-                }
-                let (len, info, rem) = self.page(pos)?;
-                if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
-                    return Err(self.corrupt(pos, format!("record at offset {start} needs {left} more bytes, page says {rem}")));
-                }
-                pos += len;
+            let mut record = OpenRecord::new(self.start_lsn + start as u64, tot_len as usize);
+            if !self.consume(&mut record, &mut pos, &format!("record at offset {start}"))? {
+                out.open = Some(record);
+                return Ok(out);
             }
-            let stored = u32_at(&header, 20);
-            let computed = crc32c::crc32c_append(crc, &header[..20]);
+            let header = record.header;
+            let (stored, computed) = record.crcs();
             if stored != computed {
                 return Err(self.corrupt(
                     start,
@@ -247,10 +242,35 @@ impl Walker<'_> {
 }
 
 impl Walker<'_> {
+    /// Feeds `record`'s bytes from `pos` on, page by page, checking that every page it
+    /// crosses says it continues the record by the bytes still to come (`name` names the
+    /// record in errors). True when the record ended; false when the segment ended first.
+    fn consume(&self, record: &mut OpenRecord, pos: &mut usize, name: &str) -> Result<bool> {
+        let (d, p) = (self.data, self.page_size);
+        loop {
+            let take = record.left.min(p - *pos % p);
+            if *pos + take > d.len() {
+                return Ok(false);
+            }
+            record.feed(&d[*pos..*pos + take]);
+            *pos += take;
+            if record.left == 0 {
+                return Ok(true);
+            }
+            if *pos >= d.len() {
+                return Ok(false);
+            }
+            let (len, info, rem) = self.page(*pos)?;
+            if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != record.left {
+                return Err(self.corrupt(*pos, format!("{name} needs {} more bytes, page says {rem}", record.left)));
+            }
+            *pos += len;
+        }
+    }
+
     /// Feeds the continuation of `open` at the start of this segment to its CRC and
     /// compares the result with the CRC stored in the record's header.
     fn finish(&self, open: &OpenRecord) -> Result<()> {
-        let (d, p) = (self.data, self.page_size);
         let lsn = format!("{:X}/{:X}", open.lsn >> 32, open.lsn & 0xFFFF_FFFF);
         let (len, info, rem) = self.page(0)?;
         if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != open.left {
@@ -262,31 +282,13 @@ impl Walker<'_> {
                 ),
             ));
         }
-        let (mut crc, mut header, mut done, mut left) = (open.crc, open.header, open.done, open.left);
+        let mut record = *open;
         let mut pos = len;
-        loop {
-            let take = left.min(p - pos % p);
-            if pos + take > d.len() {
-                return Ok(());
-            }
-            feed(&mut crc, &mut header, &mut done, &d[pos..pos + take]);
-            pos += take;
-            left -= take;
-            if left == 0 {
-                break;
-            }
-            if pos >= d.len() {
-                // Longer than this segment too: the rest is beyond what can be checked here.
-                return Ok(());
-            }
-            let (len, info, rem) = self.page(pos)?;
-            if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
-                return Err(self.corrupt(pos, format!("the record at {lsn} needs {left} more bytes, page says {rem}")));
-            }
-            pos += len;
+        if !self.consume(&mut record, &mut pos, &format!("the record at {lsn}"))? {
+            // Longer than this segment too: the rest is beyond what can be checked here.
+            return Ok(());
         }
-        let stored = u32_at(&header, 20);
-        let computed = crc32c::crc32c_append(crc, &header[..20]);
+        let (stored, computed) = record.crcs();
         if stored != computed {
             return Err(self.corrupt(
                 len,

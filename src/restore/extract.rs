@@ -29,8 +29,8 @@ use crate::fsutil;
 /// Where a staged `pg_control` waits until the restore is complete.
 pub const STAGED_PG_CONTROL: &str = "global/pg_control.walfetch-staged";
 
-/// Bytes copied from the tar stream to a file per write (the decoder hands over 256 KiB at a time).
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes copied from the tar stream to a file per write (the decoder hands over 128 KiB at a time).
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// Counts of what one partition wrote.
 #[derive(Debug, Default, Clone, Copy)]

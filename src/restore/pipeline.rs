@@ -9,9 +9,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::Scope;
 
 /// Bytes per buffer handed over.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 128 * 1024;
 /// Buffers in circulation per partition.
-const BUFFERS: usize = 6;
+const BUFFERS: usize = 4;
 
 /// The extraction side: reads what the decoding thread produced.
 pub struct Decoded {

@@ -15,7 +15,7 @@
 //!
 //! A zero `xl_tot_len` where a record should start, or an `XLOG_SWITCH` record, ends the
 //! WAL of the segment; the padding after it is never read by PostgreSQL and not checked. Why check at all: an LZ4 frame
-//! without a content checksum (walrus writes those) decodes flipped bytes silently,
+//! without checksums (walrus writes those) decodes flipped bytes silently,
 //! and PostgreSQL takes the first bad record for the end of WAL and, in archive
 //! recovery, promotes there.
 

@@ -2,12 +2,12 @@
 //!
 //! Order of work, chosen so that a failure at any point leaves DIR visibly unusable:
 //! 1. refuse a running server or a non-empty DIR (unless `--force`);
-//! 2. read the sentinel, list `tar_partitions/`, check that every partition named in
-//!    `files_metadata.json` exists (fail before downloading anything);
+//! 2. read the sentinel, then list `tar_partitions/` while reading
+//!    `files_metadata.json`, and check that every partition it names exists (fail
+//!    before downloading anything);
 //! 3. create DIR with an `WALFETCH_RESTORE_INCOMPLETE` marker and the tablespace links;
-//! 4. download, decompress and extract the data partitions in parallel, then
-//!    `backup_label.tar`, then `pg_control.tar` (`global/pg_control` is staged, not
-//!    installed, whichever tar holds it);
+//! 4. download, decompress and extract every partition in parallel, largest first
+//!    (`global/pg_control` is staged, not installed, whichever tar holds it);
 //! 5. check that every file `files_metadata.json` lists was extracted;
 //! 6. write the recovery configuration if asked, sync the filesystem once, install
 //!    `pg_control`, and remove the marker last.
@@ -29,7 +29,8 @@ use crate::constants::{INCOMPLETE_MARKER, REMOTE_PARTITIONS_IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::backup::{latest, read_backup};
-use crate::layout::{backup_file_key, files_metadata, partitions_prefix};
+use crate::layout::files_metadata::{self, FilesMetadata};
+use crate::layout::{backup_file_key, partitions_prefix};
 use crate::pg::datadir::{pg_major, server_running};
 use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
@@ -72,6 +73,15 @@ struct Partitions {
     pg_control: Option<ObjectMeta>,
 }
 
+impl Partitions {
+    /// Every partition: the data partitions largest first, then `backup_label.tar` and
+    /// `pg_control.tar` (which may run alongside the others: `global/pg_control` is
+    /// staged wherever it comes from, and no data partition holds a `backup_label`).
+    fn all(&self) -> impl Iterator<Item = &ObjectMeta> {
+        self.data.iter().chain(self.backup_label.iter()).chain(self.pg_control.iter())
+    }
+}
+
 fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Partitions> {
     let mut parts = Partitions {
         data: Vec::new(),
@@ -100,6 +110,38 @@ fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Partiti
     // Largest first, so the longest download starts early and the tail is short.
     parts.data.sort_by(|a, b| b.size.cmp(&a.size).then(a.key.cmp(&b.key)));
     Ok(parts)
+}
+
+/// Reads `files_metadata.json` (only its partition list is kept); `None` when the
+/// backup has none (WAL-E's and older wal-g's).
+fn read_metadata(storage: &dyn Storage, key: &str) -> Result<Option<FilesMetadata>> {
+    let object = format!("{}/{key}", storage.describe());
+    match storage.open(key) {
+        Ok(reader) => files_metadata::read(reader, &object, &mut |_, _| Ok(())).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fails before anything is downloaded when a partition `meta` lists is not in storage.
+fn check_partitions_listed(storage: &dyn Storage, meta: &FilesMetadata, parts: &Partitions, prefix: &str) -> Result<()> {
+    let present: Vec<String> = parts
+        .all()
+        .map(|o| Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key)).0.to_string())
+        .collect();
+    for set in &meta.tar_sets {
+        let stem = Codec::split(set).0;
+        if !present.iter().any(|p| p == stem) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}/{prefix}{set}: partition listed in files_metadata.json is missing from storage; the backup cannot be restored",
+                    storage.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Counts compressed bytes read, for the progress report.
@@ -154,20 +196,33 @@ impl BackupFetch {
         tracing::info!(backup = %name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
 
         let prefix = partitions_prefix(&name);
-        let parts = classify_partitions(storage.list_all(&prefix, false)?, &prefix)?;
+        let metadata_key = backup_file_key(&name, "files_metadata.json");
+        // The listing and files_metadata.json do not depend on each other: one round trip
+        // for both, not three (stat, read, list) one after another.
+        let (listed, metadata) = std::thread::scope(|s| {
+            let metadata = s.spawn(|| read_metadata(storage.as_ref(), &metadata_key));
+            let listed = storage.list_all(&prefix, false);
+            (listed, metadata.join().expect("files_metadata.json reader panicked"))
+        });
+        let parts = classify_partitions(listed?, &prefix)?;
         if parts.data.is_empty() {
             return Err(Error::new(
                 ErrorKind::Corrupt,
                 format!("{}/{prefix}: the backup has no tar partitions", storage.describe()),
             ));
         }
-        let metadata_key = backup_file_key(&name, "files_metadata.json");
-        let has_metadata = storage.stat(&metadata_key)?.is_some();
-        if has_metadata {
-            self.check_partitions_listed(storage.as_ref(), &metadata_key, &parts, &prefix)?;
-        } else if backup.sentinel.version.unwrap_or(0) >= 2 && !backup.sentinel.files_metadata_disabled.unwrap_or(false) {
-            tracing::warn!(object = %metadata_key, "backup has no files_metadata.json; files cannot be checked against it");
-        }
+        let has_metadata = match metadata? {
+            Some(meta) => {
+                check_partitions_listed(storage.as_ref(), &meta, &parts, &prefix)?;
+                true
+            }
+            None => {
+                if backup.sentinel.version.unwrap_or(0) >= 2 && !backup.sentinel.files_metadata_disabled.unwrap_or(false) {
+                    tracing::warn!(object = %metadata_key, "backup has no files_metadata.json; files cannot be checked against it");
+                }
+                false
+            }
+        };
 
         let mappings = self
             .tablespace_map
@@ -185,12 +240,7 @@ impl BackupFetch {
         .map_err(|e| Error::local_io(marker.display(), &e))?;
 
         let progress = Progress::default();
-        let all_parts: Vec<&ObjectMeta> = parts
-            .data
-            .iter()
-            .chain(parts.backup_label.iter())
-            .chain(parts.pg_control.iter())
-            .collect();
+        let all_parts: Vec<&ObjectMeta> = parts.all().collect();
         let total: u64 = all_parts.iter().map(|p| p.size).sum();
         let reporter = Reporter::start(
             &format!("restoring {name}"),
@@ -198,10 +248,7 @@ impl BackupFetch {
             total,
             all_parts.len() as u64,
         );
-        self.extract_parallel(storage, &target, &parts.data, concurrency, &progress)?;
-        for part in parts.backup_label.iter().chain(parts.pg_control.iter()) {
-            self.extract_one(storage.as_ref(), &target, part, &AtomicBool::new(false), &progress)?;
-        }
+        self.extract_parallel(storage, &target, &all_parts, concurrency, &progress)?;
         drop(reporter);
         let decoded = progress.decoded.load(Ordering::Relaxed);
         if let Some(expected) = backup.sentinel.uncompressed_size {
@@ -245,7 +292,7 @@ impl BackupFetch {
             progress.files.load(Ordering::Relaxed),
             decoded as f64 / 1048576.0,
             progress.counters.read.load(Ordering::Relaxed) as f64 / 1048576.0,
-            parts.data.len() + parts.backup_label.iter().count() + parts.pg_control.iter().count(),
+            all_parts.len(),
         );
         for line in &written {
             println!("wrote {line}");
@@ -301,31 +348,6 @@ impl BackupFetch {
         fsutil::clear_dir(dir)
     }
 
-    fn check_partitions_listed(&self, storage: &dyn Storage, key: &str, parts: &Partitions, prefix: &str) -> Result<()> {
-        let object = format!("{}/{key}", storage.describe());
-        let meta = files_metadata::read(storage.open(key)?, &object, &mut |_, _| Ok(()))?;
-        let present: Vec<String> = parts
-            .data
-            .iter()
-            .chain(parts.backup_label.iter())
-            .chain(parts.pg_control.iter())
-            .map(|o| Codec::split(o.key.strip_prefix(prefix).unwrap_or(&o.key)).0.to_string())
-            .collect();
-        for set in &meta.tar_sets {
-            let stem = Codec::split(set).0;
-            if !present.iter().any(|p| p == stem) {
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "{}/{prefix}{set}: partition listed in files_metadata.json is missing from storage; the backup cannot be restored",
-                        storage.describe()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     fn check_files_extracted(&self, storage: &dyn Storage, key: &str, target: &Target) -> Result<()> {
         let object = format!("{}/{key}", storage.describe());
         let mut missing = Vec::new();
@@ -365,11 +387,11 @@ impl BackupFetch {
         &self,
         storage: &Arc<dyn Storage>,
         target: &Target,
-        parts: &[ObjectMeta],
+        parts: &[&ObjectMeta],
         concurrency: usize,
         progress: &Progress,
     ) -> Result<()> {
-        let queue = Mutex::new(parts.iter().collect::<VecDeque<_>>());
+        let queue = Mutex::new(parts.iter().copied().collect::<VecDeque<_>>());
         let cancel = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
         std::thread::scope(|s| {

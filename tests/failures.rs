@@ -444,3 +444,30 @@ fn a_wrong_codec_extension_is_corrupt() {
     assert_eq!(code(&out), 7, "{}", stderr(&out));
     assert!(wal_dir_files(&dir).is_empty());
 }
+
+#[test]
+fn backup_label_tar_overwrites_a_stale_label_in_a_data_partition() {
+    // An exclusive backup (before PostgreSQL 15) leaves the label pg_start_backup wrote in
+    // the data directory, so a data partition carries it; the one in backup_label.tar is
+    // the right one and must be what the restore ends with, however long the data
+    // partition takes (here the stale label comes after 4 MiB of data).
+    let a = Archive::new();
+    let bulk = noise(4 << 20, 3);
+    synthetic_backup(
+        &a,
+        &[&[
+            ("PG_VERSION", b"15\n", None),
+            ("base/1/bulk", &bulk, None),
+            ("backup_label", b"STALE\n", None),
+        ]],
+        None,
+    );
+    a.put(
+        &format!("basebackups_005/{BACKUP}/tar_partitions/backup_label.tar.lz4"),
+        &encode(Codec::Lz4, &tar_of(&[("backup_label", b"FRESH\n", None)])),
+    );
+    let target = a.scratch.path().join("restored");
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(fs::read(target.join("backup_label")).unwrap(), b"FRESH\n");
+}

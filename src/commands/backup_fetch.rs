@@ -6,8 +6,10 @@
 //!    `files_metadata.json`, and check that every partition it names exists (fail
 //!    before downloading anything);
 //! 3. create DIR with an `WALFETCH_RESTORE_INCOMPLETE` marker and the tablespace links;
-//! 4. download, decompress and extract every partition in parallel, largest first
-//!    (`global/pg_control` is staged, not installed, whichever tar holds it);
+//! 4. download, decompress and extract the data partitions and `pg_control.tar` in
+//!    parallel, largest first (`global/pg_control` is staged, not installed, whichever
+//!    tar holds it), then `backup_label.tar`, whose `backup_label` overwrites a stale
+//!    one an exclusive backup leaves in a data partition;
 //! 5. check that every file `files_metadata.json` lists was extracted;
 //! 6. write the recovery configuration if asked, sync the filesystem once, install
 //!    `pg_control`, and remove the marker last.
@@ -74,11 +76,19 @@ struct Partitions {
 }
 
 impl Partitions {
-    /// Every partition: the data partitions largest first, then `backup_label.tar` and
-    /// `pg_control.tar` (which may run alongside the others: `global/pg_control` is
-    /// staged wherever it comes from, and no data partition holds a `backup_label`).
+    /// Every partition: the data partitions largest first, `pg_control.tar`, then
+    /// `backup_label.tar`.
     fn all(&self) -> impl Iterator<Item = &ObjectMeta> {
-        self.data.iter().chain(self.backup_label.iter()).chain(self.pg_control.iter())
+        self.parallel().chain(self.backup_label.iter())
+    }
+
+    /// What can be extracted at once: the data partitions and `pg_control.tar` (whose
+    /// `global/pg_control` is staged wherever it comes from, and installed last).
+    /// `backup_label.tar` is not among them: after an exclusive backup (before
+    /// PostgreSQL 15) a data partition holds a stale `backup_label`, which the one from
+    /// `backup_label.tar` must overwrite.
+    fn parallel(&self) -> impl Iterator<Item = &ObjectMeta> {
+        self.data.iter().chain(self.pg_control.iter())
     }
 }
 
@@ -248,7 +258,11 @@ impl BackupFetch {
             total,
             all_parts.len() as u64,
         );
-        self.extract_parallel(storage, &target, &all_parts, concurrency, &progress)?;
+        let parallel: Vec<&ObjectMeta> = parts.parallel().collect();
+        self.extract_parallel(storage, &target, &parallel, concurrency, &progress)?;
+        if let Some(label) = &parts.backup_label {
+            self.extract_one(storage.as_ref(), &target, label, &AtomicBool::new(false), &progress)?;
+        }
         drop(reporter);
         let decoded = progress.decoded.load(Ordering::Relaxed);
         if let Some(expected) = backup.sentinel.uncompressed_size {

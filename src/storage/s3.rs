@@ -6,6 +6,7 @@
 //! logged with its object and cause, and so a body cut short resumes with a ranged GET
 //! from the byte where it broke instead of starting over.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::runtime::{Handle, Runtime};
 
 use super::retry::{backoff, with_retries};
@@ -259,7 +260,9 @@ impl Storage for S3Storage {
             key: self.full_key(key),
             url: self.object_url(key),
             body: None,
-            chunk: Bytes::new(),
+            chunks: VecDeque::new(),
+            deferred: None,
+            ended: false,
             offset: 0,
             size: None,
             etag: None,
@@ -358,6 +361,11 @@ impl Storage for S3Storage {
     }
 }
 
+/// Body bytes gathered per wait: the reading thread wakes once per batch instead of
+/// once per network chunk (hyper hands over a few KiB at a time; waking per chunk cost
+/// a tenth of an S3 restore's CPU in context switches).
+const BATCH: usize = 128 * 1024;
+
 /// Streams one object; resumes with a ranged GET (pinned to the first ETag) when the
 /// connection breaks, the body stalls, or it ends before its Content-Length.
 struct S3Reader {
@@ -368,10 +376,23 @@ struct S3Reader {
     key: String,
     url: String,
     body: Option<ByteStream>,
-    chunk: Bytes,
+    /// Received and not yet read, in order.
+    chunks: VecDeque<Bytes>,
+    /// A failure met after the bytes in `chunks`: handled once they are read.
+    deferred: Option<Error>,
+    /// The body has ended and was complete.
+    ended: bool,
     offset: u64,
     size: Option<u64>,
     etag: Option<String>,
+}
+
+/// How waiting for a batch of body bytes ended.
+enum BatchEnd {
+    Full,
+    End,
+    Stalled,
+    Broke(String),
 }
 
 impl S3Reader {
@@ -393,60 +414,78 @@ impl S3Reader {
         Ok(())
     }
 
-    /// Pulls the next chunk; a transient failure drops the body so the caller resumes.
-    fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+    /// Waits for the next batch of body bytes (called with nothing left unread). Bytes
+    /// received before a failure are queued first and the failure deferred, so a resume
+    /// starts where the reader stopped. `Ok(false)`: the body ended complete.
+    fn next_batch(&mut self) -> Result<bool> {
         let Some(body) = self.body.as_mut() else {
-            return Ok(None);
+            return Ok(false);
         };
-        match self
-            .handle
-            .block_on(async { tokio::time::timeout(self.timeout, body.next()).await })
-        {
-            Err(_) => Err(Error::new(
-                ErrorKind::Unreachable,
-                format!("{}: no data for {}s at byte {}", self.url, self.timeout.as_secs(), self.offset),
-            )),
-            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
-            Ok(Some(Err(e))) => Err(Error::new(
-                ErrorKind::Unreachable,
-                format!(
-                    "{}: connection broke at byte {} ({})",
-                    self.url,
-                    self.offset,
-                    DisplayErrorContext(e)
-                ),
-            )),
-            Ok(None) => match self.size {
-                Some(size) if self.offset < size => Err(Error::new(
-                    ErrorKind::Unreachable,
-                    format!("{}: body ended at byte {} of {}", self.url, self.offset, size),
-                )),
-                _ => Ok(None),
+        let timeout = self.timeout;
+        let (chunks, end) = self.handle.block_on(async move {
+            let mut chunks = Vec::new();
+            let mut got = 0;
+            let end = loop {
+                match tokio::time::timeout(timeout, body.next()).await {
+                    Err(_) => break BatchEnd::Stalled,
+                    Ok(Some(Ok(bytes))) => {
+                        got += bytes.len();
+                        chunks.push(bytes);
+                        if got >= BATCH {
+                            break BatchEnd::Full;
+                        }
+                    }
+                    Ok(Some(Err(e))) => break BatchEnd::Broke(DisplayErrorContext(e).to_string()),
+                    Ok(None) => break BatchEnd::End,
+                }
+            };
+            (chunks, end)
+        });
+        let at = self.offset + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        let failure = match end {
+            BatchEnd::Full => None,
+            BatchEnd::Stalled => Some(format!("{}: no data for {}s at byte {at}", self.url, self.timeout.as_secs())),
+            BatchEnd::Broke(cause) => Some(format!("{}: connection broke at byte {at} ({cause})", self.url)),
+            BatchEnd::End => match self.size {
+                Some(size) if at < size => Some(format!("{}: body ended at byte {at} of {size}", self.url)),
+                _ => {
+                    self.body = None;
+                    self.ended = true;
+                    None
+                }
             },
+        };
+        let received = !chunks.is_empty();
+        self.chunks.extend(chunks);
+        if let Some(message) = failure {
+            let err = Error::new(ErrorKind::Unreachable, message);
+            if !received {
+                return Err(err);
+            }
+            self.deferred = Some(err);
         }
+        Ok(received)
     }
 
+    /// Refills `chunks`; `Ok(false)` at the end of the object.
     fn fill(&mut self) -> Result<bool> {
         let mut delays = backoff();
         let mut attempt = 1;
         loop {
-            let result = if self.body.is_none() {
+            let result = if let Some(err) = self.deferred.take() {
+                Err(err)
+            } else if self.ended {
+                return Ok(false);
+            } else if self.body.is_none() {
                 match self.start_body() {
                     Ok(()) => continue,
                     Err(e) => Err(e),
                 }
             } else {
-                self.next_chunk()
+                self.next_batch()
             };
             match result {
-                Ok(Some(bytes)) => {
-                    self.chunk = bytes;
-                    return Ok(true);
-                }
-                Ok(None) => {
-                    self.body = None;
-                    return Ok(false);
-                }
+                Ok(received) => return Ok(received),
                 Err(err) if err.kind() == ErrorKind::Unreachable => {
                     self.body = None;
                     let Some(delay) = delays.next() else {
@@ -464,16 +503,21 @@ impl S3Reader {
 
 impl Read for S3Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            if self.body.is_none() && self.size.is_some_and(|s| self.offset >= s) {
+        while self.chunks.is_empty() {
+            if self.body.is_none() && self.deferred.is_none() && self.size.is_some_and(|s| self.offset >= s) {
                 return Ok(0);
             }
             if !self.fill().map_err(Error::into_io)? {
                 return Ok(0);
             }
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        let front = self.chunks.front_mut().expect("a chunk is queued");
+        let n = buf.len().min(front.len());
+        buf[..n].copy_from_slice(&front[..n]);
+        front.advance(n);
+        if front.is_empty() {
+            self.chunks.pop_front();
+        }
         self.offset += n as u64;
         if let Some(size) = self.size {
             if self.offset > size {

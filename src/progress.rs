@@ -3,7 +3,8 @@
 //! workers bump. The workers never print.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +20,9 @@ pub struct Counters {
 
 /// A running reporter; stops when finished or dropped.
 pub struct Reporter {
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the reporter at once (a sleeping reporter made every restore
+    /// wait up to one tick, 100 ms on average, at its end).
+    stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -29,8 +32,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 impl Reporter {
     /// Starts reporting progress towards `total` compressed bytes in `parts` partitions.
     pub fn start(what: &str, counters: Arc<Counters>, total: u64, parts: u64) -> Reporter {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = channel::<()>();
         let what = what.to_string();
         let tty = std::io::stderr().is_terminal();
         let thread = std::thread::spawn(move || {
@@ -44,8 +46,7 @@ impl Reporter {
                 bar
             });
             let mut last_log = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
                 let read = counters.read.load(Ordering::Relaxed);
                 let done = counters.parts_done.load(Ordering::Relaxed);
                 match &bar {
@@ -78,7 +79,7 @@ impl Reporter {
             }
         });
         Reporter {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -86,7 +87,7 @@ impl Reporter {
 
 impl Drop for Reporter {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

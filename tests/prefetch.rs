@@ -38,19 +38,27 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Archives the named segments as lz4.
+fn put_segments(a: &Archive, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        a.put(&format!("wal_005/{name}.lz4"), &encode(Codec::Lz4, &fake_segment(&name, SIZE, 7)));
+    }
+}
+
+/// A standby that has just fetched segment 5 (which starts the on-demand fetcher).
+fn standby_fetching_segment_5(a: &Archive) -> std::path::PathBuf {
+    let dir = a.datadir(7, true);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(a));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    dir
+}
+
 /// An archive of lz4 segments 5 to 12 except `missing`, and a standby that has just
-/// fetched segment 5 (which starts the on-demand fetcher).
+/// fetched segment 5.
 fn standby_after_segment_5(missing: &[u32]) -> (Archive, std::path::PathBuf) {
     let a = Archive::new();
-    for n in (5..=12).filter(|n| !missing.contains(n)) {
-        a.put(
-            &format!("wal_005/{}.lz4", seg(n)),
-            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
-        );
-    }
-    let dir = a.datadir(7, true);
-    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    put_segments(&a, (5..=12).filter(|n| !missing.contains(n)).map(seg));
+    let dir = standby_fetching_segment_5(&a);
     (a, dir)
 }
 
@@ -205,26 +213,14 @@ fn a_record_across_two_segments_is_checked_over_both_parts() {
 #[test]
 fn the_fetcher_reads_ahead_across_a_timeline_switch() {
     let a = Archive::new();
-    for n in 5..=7 {
-        a.put(
-            &format!("wal_005/{}.lz4", seg(n)),
-            &encode(Codec::Lz4, &fake_segment(&seg(n), SIZE, 7)),
-        );
-    }
+    put_segments(&a, (5..=7).map(seg));
     a.put(
         "wal_005/00000002.history.lz4",
         &encode(Codec::Lz4, b"1\t0/800028\tno recovery target specified\n"),
     );
     let tl2 = |n: u32| format!("0000000200000000{n:08X}");
-    for n in 8..=12 {
-        a.put(
-            &format!("wal_005/{}.lz4", tl2(n)),
-            &encode(Codec::Lz4, &fake_segment(&tl2(n), SIZE, 7)),
-        );
-    }
-    let dir = a.datadir(7, true);
-    let out = walfetch_in(Some(&dir), &["wal-fetch", &seg(5), "pg_wal/RECOVERYXLOG"], &env(&a));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    put_segments(&a, (8..=12).map(tl2));
+    let dir = standby_fetching_segment_5(&a);
     wait_for("timeline 2 in the spool", 20, || {
         [seg(6), seg(7), tl2(8), tl2(9), tl2(12)]
             .iter()

@@ -109,6 +109,54 @@ fn backup_fetch_finishes_correctly_through_transient_faults() {
 }
 
 #[test]
+fn a_large_partition_read_in_ranges_survives_faults_and_comes_out_whole() {
+    let f = Faulty::new();
+    let (one, two) = big_backup(&f.archive);
+    let part: u64 = 256 << 10;
+    // The first request of each partition breaks: for the one read in ranges, that is a
+    // ranged GET of its first part, which must resume within that part.
+    f.proxy.inject("part_001.tar.lz4", Fault::ResetAfter(100_000), 1);
+    f.proxy.inject("part_002.tar.lz4", Fault::CutShortAfter(50_000), 1);
+    let target = f.archive.scratch.path().join("restored");
+    let mut env = f.env();
+    env.push(("WALFETCH_RANGE_SIZE".into(), part.to_string()));
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &env);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(fs::read(target.join("base/1/one")).unwrap(), one);
+    assert_eq!(fs::read(target.join("base/1/two")).unwrap(), two);
+
+    // One partition (one at a time is read in ranges) was asked for in contiguous parts
+    // of at most `part` bytes, the broken one resumed inside its part.
+    let seen = f.proxy.seen();
+    let ranged: Vec<Vec<(u64, u64)>> = ["part_001.tar.lz4", "part_002.tar.lz4"]
+        .iter()
+        .map(|name| {
+            seen.iter()
+                .filter(|s| s.line.contains(name))
+                .filter_map(|s| {
+                    s.range
+                        .as_deref()?
+                        .strip_prefix("bytes=")?
+                        .split_once('-')
+                        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap_or(u64::MAX)))
+                })
+                .collect()
+        })
+        .collect();
+    let parts = ranged
+        .iter()
+        .find(|r| r.len() > 4)
+        .unwrap_or_else(|| panic!("no partition read in ranges: {seen:?}"));
+    // Requests go out at once, so they reach the server in any order.
+    let mut starts: Vec<u64> = parts.iter().map(|r| r.0).filter(|a| a % part == 0).collect();
+    starts.sort();
+    assert!(starts.windows(2).all(|w| w[1] == w[0] + part), "every part once: {parts:?}");
+    assert!(parts.iter().all(|(a, b)| b - a < part), "{parts:?}");
+    assert!(parts.iter().any(|(a, _)| a % part != 0), "a resumed part: {parts:?}");
+}
+
+#[test]
 fn wal_fetch_survives_a_stall_and_a_reset() {
     let f = Faulty::new();
     let data = fake_segment(SEG, SEG_SIZE, 7);

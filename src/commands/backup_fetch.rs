@@ -446,7 +446,7 @@ impl BackupFetch {
         let url = format!("{}/{}", storage.describe(), part.key);
         let started = Instant::now();
         let (_, codec) = Codec::split(&part.key);
-        let raw = storage.open(&part.key)?;
+        let raw = storage.open_large(&part.key, part.size)?;
         let counted = Counting {
             inner: raw,
             counters: Arc::clone(&progress.counters),

@@ -7,6 +7,7 @@
 
 pub mod fs;
 pub mod keyspace;
+pub mod ranged;
 pub mod retry;
 pub mod s3;
 
@@ -48,6 +49,13 @@ pub trait Storage: Send + Sync {
 
     /// Opens `key` for streaming reads. Absence is an error of kind `NotFound`.
     fn open(&self, key: &str) -> Result<ObjectReader>;
+
+    /// Opens `key`, whose size a listing gave, for streaming reads. A backend may fetch
+    /// a large object as several ranges at once ([`ranged`]); the bytes read are the same.
+    fn open_large(&self, key: &str, size: u64) -> Result<ObjectReader> {
+        let _ = size;
+        self.open(key)
+    }
 
     /// The object's size if it exists, `None` if it definitely does not.
     fn stat(&self, key: &str) -> Result<Option<u64>>;

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
@@ -17,16 +19,18 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::{Buf, Bytes};
 use tokio::runtime::{Handle, Runtime};
 
-use super::retry::{backoff, with_retries};
+use super::ranged::{PendingPart, RangeRequester, RangedReader};
+use super::retry::{backoff, is_transient, with_retries};
 use super::{ObjectMeta, ObjectReader, Page, Storage};
 use crate::config::{Location, StorageSettings};
-use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT};
+use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT, RANGED_MIN_PARTS, RANGED_READERS, RANGE_PART_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 
 /// An S3 bucket (and key prefix) as archive storage.
@@ -37,6 +41,35 @@ pub struct S3Storage {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Objects being fetched in ranges now (at most [`RANGED_READERS`]).
+    ranged: Arc<AtomicUsize>,
+}
+
+/// The part size of ranged reads: `WALFETCH_RANGE_SIZE` bytes, or [`RANGE_PART_SIZE`].
+fn range_part_size() -> u64 {
+    std::env::var("WALFETCH_RANGE_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(RANGE_PART_SIZE)
+}
+
+/// One of the [`RANGED_READERS`] places for an object fetched in ranges; given back on drop.
+struct RangedSlot(Arc<AtomicUsize>);
+
+impl RangedSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<RangedSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < RANGED_READERS).then_some(n + 1))
+            .ok()
+            .map(|_| RangedSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for RangedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl S3Storage {
@@ -85,6 +118,7 @@ impl S3Storage {
             client,
             bucket: bucket.clone(),
             prefix: prefix.clone(),
+            ranged: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -98,6 +132,18 @@ impl S3Storage {
 
     fn object_url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.full_key(key))
+    }
+
+    /// A reader of the whole of `key`, not yet started.
+    fn reader(&self, key: &str) -> S3Reader {
+        S3Reader::new(
+            self.runtime.handle().clone(),
+            self.timeout,
+            self.client.clone(),
+            self.bucket.clone(),
+            self.full_key(key),
+            self.object_url(key),
+        )
     }
     /// One ListObjectsV2 request below `prefix` (relative to the archive root), with retries.
     fn list_request(
@@ -252,24 +298,42 @@ impl Storage for S3Storage {
     }
 
     fn open(&self, key: &str) -> Result<ObjectReader> {
-        let mut reader = S3Reader {
-            handle: self.runtime.handle().clone(),
-            timeout: self.timeout,
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: self.full_key(key),
-            url: self.object_url(key),
-            body: None,
-            chunks: VecDeque::new(),
-            deferred: None,
-            ended: false,
-            offset: 0,
-            size: None,
-            etag: None,
-        };
+        let mut reader = self.reader(key);
         // Open eagerly so that absence and credential errors surface here, not mid-read.
         with_retries(&reader.url.clone(), || reader.start_body())?;
         Ok(Box::new(reader))
+    }
+
+    fn open_large(&self, key: &str, size: u64) -> Result<ObjectReader> {
+        let part = range_part_size();
+        if size < part.saturating_mul(RANGED_MIN_PARTS) {
+            return self.open(key);
+        }
+        let Some(slot) = RangedSlot::take(&self.ranged) else {
+            return self.open(key);
+        };
+        let url = self.object_url(key);
+        let mut first = self.reader(key).range(0, part, None);
+        with_retries(&url, || first.start_body())?;
+        if let Some(total) = first.total {
+            if total != size {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{url}: the object has {total} bytes but was listed with {size}; it changed since it was listed"),
+                ));
+            }
+        }
+        tracing::debug!(object = %url, size, part, "fetching in ranges");
+        let (template, etag) = (self.reader(key), first.etag.clone());
+        let requester: RangeRequester = Box::new(move |start, end| template.fresh().range(start, end, etag.clone()).requested());
+        Ok(Box::new(RangedReader::start(
+            Box::new(first),
+            size,
+            part,
+            url,
+            requester,
+            Box::new(slot),
+        )))
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
@@ -366,8 +430,9 @@ impl Storage for S3Storage {
 /// a tenth of an S3 restore's CPU in context switches).
 const BATCH: usize = 128 * 1024;
 
-/// Streams one object; resumes with a ranged GET (pinned to the first ETag) when the
-/// connection breaks, the body stalls, or it ends before its Content-Length.
+/// Streams one object, or the bytes `[base, end)` of it; resumes with a ranged GET
+/// (pinned to the first ETag) when the connection breaks, the body stalls, or it ends
+/// before its Content-Length.
 struct S3Reader {
     handle: Handle,
     timeout: Duration,
@@ -375,6 +440,10 @@ struct S3Reader {
     bucket: String,
     key: String,
     url: String,
+    /// First byte of the object this reader reads.
+    base: u64,
+    /// End (exclusive) of the bytes this reader reads; `None`: the end of the object.
+    end: Option<u64>,
     body: Option<ByteStream>,
     /// Received and not yet read, in order.
     chunks: VecDeque<Bytes>,
@@ -382,8 +451,12 @@ struct S3Reader {
     deferred: Option<Error>,
     /// The body has ended and was complete.
     ended: bool,
+    /// Bytes read so far, from `base`.
     offset: u64,
+    /// Bytes this reader returns in all (the first response's Content-Length).
     size: Option<u64>,
+    /// The whole object's size, from the first response's Content-Range (ranged reads).
+    total: Option<u64>,
     etag: Option<String>,
 }
 
@@ -396,22 +469,109 @@ enum BatchEnd {
 }
 
 impl S3Reader {
-    fn start_body(&mut self) -> Result<()> {
-        let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
-        if self.offset > 0 {
-            req = req.range(format!("bytes={}-", self.offset)).set_if_match(self.etag.clone());
+    /// A reader of `key` (full key; `url` names it in messages), not yet started.
+    fn new(handle: Handle, timeout: Duration, client: Client, bucket: String, key: String, url: String) -> S3Reader {
+        S3Reader {
+            handle,
+            timeout,
+            client,
+            bucket,
+            key,
+            url,
+            base: 0,
+            end: None,
+            body: None,
+            chunks: VecDeque::new(),
+            deferred: None,
+            ended: false,
+            offset: 0,
+            size: None,
+            total: None,
+            etag: None,
         }
-        let out = match self.handle.block_on(async { tokio::time::timeout(self.timeout, req.send()).await }) {
-            Err(_) => return Err(Error::new(ErrorKind::Unreachable, format!("{}: request timed out", self.url))),
-            Ok(Err(e)) => return Err(classify(&self.bucket, &self.url, &e)),
-            Ok(Ok(out)) => out,
-        };
+    }
+
+    /// A reader of the same object, not yet started.
+    fn fresh(&self) -> S3Reader {
+        S3Reader::new(
+            self.handle.clone(),
+            self.timeout,
+            self.client.clone(),
+            self.bucket.clone(),
+            self.key.clone(),
+            self.url.clone(),
+        )
+    }
+
+    /// Restricts the reader to the bytes `[base, end)`, of the version `etag` if given.
+    fn range(mut self, base: u64, end: u64, etag: Option<String>) -> S3Reader {
+        self.base = base;
+        self.end = Some(end);
+        self.etag = etag;
+        self
+    }
+
+    /// The GET for what is left to read, as a future that owns what it needs (so it
+    /// can also run as a task while this reader waits elsewhere).
+    fn request(&self) -> impl std::future::Future<Output = Result<GetObjectOutput>> + Send + 'static {
+        let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
+        let from = self.base + self.offset;
+        if from > 0 || self.end.is_some() {
+            let to = self.end.map(|e| (e - 1).to_string()).unwrap_or_default();
+            req = req.range(format!("bytes={from}-{to}")).set_if_match(self.etag.clone());
+        }
+        let (timeout, bucket, url) = (self.timeout, self.bucket.clone(), self.url.clone());
+        async move {
+            match tokio::time::timeout(timeout, req.send()).await {
+                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
+                Ok(Err(e)) => Err(classify(&bucket, &url, &e)),
+                Ok(Ok(out)) => Ok(out),
+            }
+        }
+    }
+
+    /// Takes the answer to [`Self::request`]: its body, and on the first answer the
+    /// length, the object's size and its ETag.
+    fn accept(&mut self, out: GetObjectOutput) {
         if self.offset == 0 {
             self.size = out.content_length().map(|l| l.max(0) as u64);
-            self.etag = out.e_tag().map(str::to_string);
+            self.total = out.content_range().and_then(|r| r.rsplit('/').next()).and_then(|t| t.parse().ok());
+            if self.etag.is_none() {
+                self.etag = out.e_tag().map(str::to_string);
+            }
         }
         self.body = Some(out.body);
+    }
+
+    fn start_body(&mut self) -> Result<()> {
+        let out = self.handle.block_on(self.request())?;
+        self.accept(out);
         Ok(())
+    }
+
+    /// Sends the request at once on the runtime and returns what waits for its answer
+    /// (retrying from there if it failed transiently).
+    fn requested(mut self) -> PendingPart {
+        let answer = self.handle.spawn(self.request());
+        Box::new(move || {
+            let first = match self.handle.block_on(answer) {
+                Ok(result) => result,
+                Err(e) => Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!("{}: request task failed: {e}", self.url),
+                )),
+            };
+            match first {
+                Ok(out) => self.accept(out),
+                Err(err) if is_transient(&err) => {
+                    tracing::warn!(object = %self.url, cause = %err, "transient storage error, retrying");
+                    let url = self.url.clone();
+                    with_retries(&url, || self.start_body())?;
+                }
+                Err(err) => return Err(err),
+            }
+            Ok(Box::new(self) as ObjectReader)
+        })
     }
 
     /// Waits for the next batch of body bytes (called with nothing left unread). Bytes
@@ -442,12 +602,14 @@ impl S3Reader {
             (chunks, end)
         });
         let at = self.offset + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        // Messages give offsets in the object, also for a reader of one range of it.
+        let byte = self.base + at;
         let failure = match end {
             BatchEnd::Full => None,
-            BatchEnd::Stalled => Some(format!("{}: no data for {}s at byte {at}", self.url, self.timeout.as_secs())),
-            BatchEnd::Broke(cause) => Some(format!("{}: connection broke at byte {at} ({cause})", self.url)),
+            BatchEnd::Stalled => Some(format!("{}: no data for {}s at byte {byte}", self.url, self.timeout.as_secs())),
+            BatchEnd::Broke(cause) => Some(format!("{}: connection broke at byte {byte} ({cause})", self.url)),
             BatchEnd::End => match self.size {
-                Some(size) if at < size => Some(format!("{}: body ended at byte {at} of {size}", self.url)),
+                Some(size) if at < size => Some(format!("{}: body ended at byte {byte} of {}", self.url, self.base + size)),
                 _ => {
                     self.body = None;
                     self.ended = true;
@@ -491,7 +653,7 @@ impl S3Reader {
                     let Some(delay) = delays.next() else {
                         return Err(err.context(format!("gave up after {attempt} attempts")));
                     };
-                    tracing::warn!(object = %self.url, attempt, offset = self.offset, cause = %err, delay_ms = delay.as_millis() as u64, "resuming download with a ranged GET");
+                    tracing::warn!(object = %self.url, attempt, offset = self.base + self.offset, cause = %err, delay_ms = delay.as_millis() as u64, "resuming download with a ranged GET");
                     std::thread::sleep(delay);
                     attempt += 1;
                 }

@@ -326,6 +326,23 @@ fn backup_fetch_checks_partitions_and_files_against_metadata() {
     assert!(stderr(&out).contains("base/1/9999"), "{}", stderr(&out));
     assert!(target.join("WALFETCH_RESTORE_INCOMPLETE").exists());
 
+    // A file whose size differs from the size the listing records (walfetch's writer
+    // records sizes; wal-g's listings have none, and then only presence is checked).
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        &[GOOD_PART],
+        Some(r#"{"Files":{"/base/1/1259":{"Size":3},"global/1262":{"Size":2},"PG_VERSION":{}},"TarFileSets":{"part_001.tar.lz4":[]}}"#),
+    );
+    let out = fetch(&a, &a.scratch.path().join("r1"), &[]);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 restored files differ in size") && stderr(&out).contains("global/1262: 1 bytes, listed 2"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(a.scratch.path().join("r1/WALFETCH_RESTORE_INCOMPLETE").exists());
+
     // An object in tar_partitions/ that is no known partition or codec.
     let a = Archive::new();
     synthetic_backup(&a, &[GOOD_PART], None);

@@ -75,6 +75,20 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
     }
 
     primary.backup_push(writer_bin, &env);
+    if matches!(writer, Writer::Walfetch) {
+        // walfetch's writer records each file's size, which backup-fetch checks.
+        let backups = s3data.join(BUCKET).join("pg/basebackups_005");
+        let dir = std::fs::read_dir(&backups)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().is_dir())
+            .unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("files_metadata.json")).unwrap()).unwrap();
+        let files = meta["Files"].as_object().unwrap();
+        assert!(files.values().all(|f| f["Size"].is_u64()), "{meta}");
+        let version = std::fs::metadata(primary.data.join("PG_VERSION")).unwrap().len();
+        assert_eq!(files["PG_VERSION"]["Size"], version);
+    }
 
     primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
     primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");

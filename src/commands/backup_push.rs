@@ -288,8 +288,11 @@ impl<R: Read> Read for Fixed<R> {
     }
 }
 
-/// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed bytes, names written).
-fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<String>)> {
+/// A file written into a partition: its member name and size.
+type Written = (String, u64);
+
+/// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed bytes, files written).
+fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<Written>)> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
     let sink = io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?);
     let encoder = codec.encoder(sink)?;
@@ -316,7 +319,7 @@ fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Resul
         builder
             .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
             .map_err(spool_err)?;
-        names.push(m.name.clone());
+        names.push((m.name.clone(), m.size));
     }
     for (name, data) in extra {
         let mut header = tar::Header::new_gnu();
@@ -324,7 +327,7 @@ fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Resul
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(data.len() as u64);
         builder.append_data(&mut header, name, *data).map_err(spool_err)?;
-        names.push(name.to_string());
+        names.push((name.to_string(), data.len() as u64));
     }
     let counting = builder.into_inner().map_err(spool_err)?;
     let tar_bytes = counting.count;
@@ -397,7 +400,7 @@ impl BackupPush {
 
         let tar_bytes = AtomicU64::new(0);
         let compressed = AtomicU64::new(0);
-        let sets: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+        let sets: Mutex<BTreeMap<String, Vec<Written>>> = Mutex::new(BTreeMap::new());
         let queue = Mutex::new(parts.iter().enumerate().map(|(i, p)| (i + 1, p)).collect::<VecDeque<_>>());
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -470,15 +473,17 @@ impl BackupPush {
 
         let sets = sets.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut files = serde_json::Map::new();
-        for names in sets.values() {
-            for n in names {
+        let mut tar_sets = serde_json::Map::new();
+        for (set, written) in &sets {
+            for (name, size) in written {
                 files.insert(
-                    n.clone(),
-                    json!({"IsIncremented": false, "IsSkipped": false, "MTime": rfc3339(start_time), "UpdatesCount": 0}),
+                    name.clone(),
+                    json!({"IsIncremented": false, "IsSkipped": false, "MTime": rfc3339(start_time), "UpdatesCount": 0, "Size": size}),
                 );
             }
+            tar_sets.insert(set.clone(), json!(written.iter().map(|(name, _)| name).collect::<Vec<_>>()));
         }
-        let files_metadata = json!({"Files": files, "TarFileSets": sets});
+        let files_metadata = json!({"Files": files, "TarFileSets": tar_sets});
         self.upload_json(storage, &backup_file_key(&backup, "files_metadata.json"), &files_metadata)?;
 
         let uncompressed = tar_bytes.load(Ordering::Relaxed);

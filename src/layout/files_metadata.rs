@@ -20,6 +20,10 @@ pub struct FileEntry {
     /// The file is unchanged since the parent backup and not stored in this one.
     #[serde(rename = "IsSkipped", default)]
     pub is_skipped: bool,
+    /// Bytes of the file as stored in its tar member. walfetch's writer records it;
+    /// wal-g's and walrus's do not (and their readers ignore it).
+    #[serde(rename = "Size", default)]
+    pub size: Option<u64>,
 }
 
 /// What the streaming read collected besides the per-file callback.

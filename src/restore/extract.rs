@@ -32,6 +32,10 @@ pub const STAGED_PG_CONTROL: &str = "global/pg_control.walfetch-staged";
 /// Bytes copied from the tar stream to a file per write (the decoder hands over 128 KiB at a time).
 const WRITE_BUFFER: usize = 128 * 1024;
 
+/// Files at least this large get their disk space reserved before they are written
+/// ([`fsutil::preallocate`]); for smaller ones the extra call costs more than it saves.
+const PREALLOCATE_MIN: u64 = 1 << 20;
+
 /// Counts of what one partition wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Extracted {
@@ -254,6 +258,9 @@ impl Target {
                             ),
                             _ => Error::local_io(path.display(), &e),
                         })?;
+                    if entry.size() >= PREALLOCATE_MIN {
+                        fsutil::preallocate(&out, entry.size());
+                    }
                     loop {
                         let n = match entry.read(&mut buf) {
                             Ok(0) => break,

@@ -1,5 +1,4 @@
 //! Writing a base backup into a target directory: safe tar extraction and tablespaces.
 
 pub mod extract;
-pub mod pipeline;
 pub mod tablespace;

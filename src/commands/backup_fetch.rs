@@ -465,8 +465,7 @@ impl BackupFetch {
 /// been extracted, and where the entry records a size (walfetch's writer does), have
 /// exactly that many bytes.
 fn check_files_extracted(reader: ObjectReader, object: &str, target: &Target) -> Result<()> {
-    let (mut missing, mut wrong_size) = (Vec::new(), Vec::new());
-    let (mut missing_count, mut wrong_count) = (0u64, 0u64);
+    let (mut missing, mut wrong_size) = (Examples::default(), Examples::default());
     files_metadata::read(reader, object, &mut |name, entry| {
         if entry.is_skipped {
             return Ok(());
@@ -479,43 +478,42 @@ fn check_files_extracted(reader: ObjectReader, object: &str, target: &Target) ->
             target.root().join(&rel)
         };
         match fs::symlink_metadata(&path).or_else(|_| fs::metadata(&path)) {
-            Err(_) => {
-                missing_count += 1;
-                if missing.len() < 5 {
-                    missing.push(rel);
-                }
-            }
+            Err(_) => missing.add(rel),
             Ok(meta) => match entry.size {
                 Some(listed) if meta.is_file() && meta.len() != listed => {
-                    wrong_count += 1;
-                    if wrong_size.len() < 5 {
-                        wrong_size.push(format!("{rel}: {} bytes, listed {listed}", meta.len()));
-                    }
+                    wrong_size.add(format!("{rel}: {} bytes, listed {listed}", meta.len()))
                 }
                 _ => {}
             },
         }
         Ok(())
     })?;
-    if missing_count > 0 {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "{object}: {missing_count} listed files are in no partition (e.g. {}); the backup is incomplete",
-                missing.join(", ")
-            ),
-        ));
+    missing.fail(|n, e| format!("{object}: {n} listed files are in no partition (e.g. {e}); the backup is incomplete"))?;
+    wrong_size.fail(|n, e| format!("{object}: {n} restored files differ in size from the listing (e.g. {e}); the backup is inconsistent"))
+}
+
+/// A problem found while walking a listing: how often, and the first few cases.
+#[derive(Default)]
+struct Examples {
+    count: u64,
+    shown: Vec<String>,
+}
+
+impl Examples {
+    fn add(&mut self, case: String) {
+        self.count += 1;
+        if self.shown.len() < 5 {
+            self.shown.push(case);
+        }
     }
-    if wrong_count > 0 {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "{object}: {wrong_count} restored files differ in size from the listing (e.g. {}); the backup is inconsistent",
-                wrong_size.join("; ")
-            ),
-        ));
+
+    /// A corrupt-backup error with the message `describe(count, examples)`, if any case was found.
+    fn fail(&self, describe: impl FnOnce(u64, String) -> String) -> Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::Corrupt, describe(self.count, self.shown.join("; "))))
     }
-    Ok(())
 }
 
 /// Reads to the end of a partition's decoded stream: only zeros may follow the tar's end

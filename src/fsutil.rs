@@ -206,6 +206,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn preallocation_never_changes_what_a_file_holds() {
+        // A restore that fails half-way must not leave files that look complete: the
+        // reserved space is not part of the file until it is written.
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = File::create(dir.path().join("f")).unwrap();
+        preallocate(&file, 4 << 20);
+        assert_eq!(file.metadata().unwrap().len(), 0);
+        file.write_all(b"written").unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 7);
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"written");
+    }
+
+    #[test]
     fn atomic_write_leaves_no_temporary_on_failure() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");

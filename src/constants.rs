@@ -16,8 +16,15 @@ pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// Longest delay between two retries, so a restore_command never sleeps for minutes.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 
-/// Connecting to storage must finish within this time, or the attempt is retried.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting to storage must finish within this time, or the attempt counts as a
+/// connection failure (a round trip to any S3 region takes well under a second).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request that never reached a server (refused, unresolvable, no answer to the
+/// connection) is retried only within this time from the operation's start: a wrong or
+/// dead endpoint then fails in seconds (at most this plus one [`CONNECT_TIMEOUT`]),
+/// while a server restarting behind its address is still waited for.
+pub const CONNECT_RETRY_WINDOW: Duration = Duration::from_secs(6);
 
 /// A request that has sent no response headers for this long, or a response body that
 /// delivers no byte for this long, is a stall: abandoned and retried (a body resumes with

@@ -67,18 +67,37 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The request never reached a server (refused, unresolvable, no answer to the
+    /// connection): retried only briefly, so a wrong or dead endpoint fails fast.
+    connect: bool,
 }
 
 /// Result alias used throughout walfetch.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A new error of `kind`.
+    /// A new error of `kind`. The message is kept to one line (causes from other
+    /// libraries sometimes span several), so every error prints as one line.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            message: one_line(message.into()),
+            connect: false,
         }
+    }
+
+    /// Storage could not be connected to at all (see [`Error::is_connect_failure`]).
+    pub fn connect_failure(message: impl Into<String>) -> Self {
+        Error {
+            connect: true,
+            ..Error::new(ErrorKind::Unreachable, message)
+        }
+    }
+
+    /// True when no connection to the server could be made: the retry policy gives such
+    /// failures a short budget of their own (README, "Exit codes").
+    pub fn is_connect_failure(&self) -> bool {
+        self.connect
     }
 
     /// The kind of failure.
@@ -95,7 +114,8 @@ impl Error {
     pub fn context(self, what: impl fmt::Display) -> Self {
         Error {
             kind: self.kind,
-            message: format!("{what}: {}", self.message),
+            message: one_line(format!("{what}: {}", self.message)),
+            connect: self.connect,
         }
     }
 
@@ -130,6 +150,14 @@ impl Error {
     }
 }
 
+/// `text` with its line breaks folded into "; ".
+fn one_line(text: String) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -160,6 +188,13 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         assert!(codes.iter().all(|c| *c > 2 && *c < 126));
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let e = Error::new(ErrorKind::Config, "first\n  second\r\n\nthird");
+        assert_eq!(e.message(), "first; second; third");
+        assert_eq!(e.context("ctx").message(), "ctx: first; second; third");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod layout;
 pub mod logging;
+pub mod output;
 pub mod pg;
 pub mod progress;
 pub mod restore;

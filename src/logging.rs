@@ -2,7 +2,7 @@
 //!
 //! The level comes from `--log-level`, then `WALFETCH_LOG_LEVEL`, then wal-g's
 //! `WALG_LOG_LEVEL` (`NORMAL` = info, `DEVEL` = debug). Secrets never reach a log line:
-//! walfetch never reads them itself, and the AWS SDK's own logs are kept at `warn`.
+//! walfetch never reads them itself, and dependencies (the AWS SDK) log errors only.
 
 use std::io::IsTerminal;
 
@@ -37,10 +37,11 @@ pub fn level(flag: Option<&str>) -> String {
 /// Installs the global subscriber. `Targets` (not `EnvFilter`) keeps start-up cheap:
 /// a restore_command served from the spool should cost a few milliseconds in all.
 pub fn init(level: &str, format: LogFormat) {
-    // Dependencies stay at warn even at debug/trace: request dumps could carry headers.
-    let filter: Targets = format!("warn,walfetch={level}")
+    // Dependencies log errors only, at every level: their lines carry Debug dumps, and
+    // request dumps could carry headers. walfetch reports what they fail with itself.
+    let filter: Targets = format!("error,walfetch={level}")
         .parse()
-        .unwrap_or_else(|_| "warn,walfetch=info".parse().expect("static filter"));
+        .unwrap_or_else(|_| "error,walfetch=info".parse().expect("static filter"));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     match format {

@@ -325,7 +325,7 @@ impl BackupFetch {
         fsutil::fsync_dir(&dir)?;
 
         let secs = started.elapsed().as_secs_f64();
-        println!(
+        crate::outln!(
             "restored {name} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions) in {secs:.1}s",
             dir.display(),
             progress.files.load(Ordering::Relaxed),
@@ -334,17 +334,17 @@ impl BackupFetch {
             all_parts.len(),
         );
         for line in &written {
-            println!("wrote {line}");
+            crate::outln!("wrote {line}");
         }
         if !missing_config.is_empty() && self.mode().is_none() {
-            println!(
+            crate::outln!(
                 "note: the backup has no {} (WAL-E leaves them out); add your own, or re-run with --standby / --recovery for a minimal working set",
                 missing_config.join(", ")
             );
         }
         match self.mode() {
-            Some(_) => println!("next: pg_ctl -D {} start   (as the user that owns it)", dir.display()),
-            None => println!(
+            Some(_) => crate::outln!("next: pg_ctl -D {} start   (as the user that owns it)", dir.display()),
+            None => crate::outln!(
                 "next: configure recovery (or re-run with --standby / --recovery), then pg_ctl -D {} start",
                 dir.display()
             ),

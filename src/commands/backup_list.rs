@@ -32,18 +32,25 @@ impl BackupList {
         let backups = list_backups(storage, listing_concurrency())?;
         let rows: Vec<_> = backups.iter().map(|b| b.summary()).collect();
         if self.json {
-            return super::print_json(&rows);
+            return crate::output::json(&rows);
         }
         if rows.is_empty() {
-            println!("no backups in {}", storage.describe());
+            crate::outln!("no backups in {}", storage.describe());
             return Ok(());
         }
-        println!(
+        crate::outln!(
             "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}",
-            "name", "tli", "start_lsn", "finish_lsn", "finish_time", "pg", "size", "compressed"
+            "name",
+            "tli",
+            "start_lsn",
+            "finish_lsn",
+            "finish_time",
+            "pg",
+            "size",
+            "compressed"
         );
         for r in &rows {
-            println!(
+            crate::outln!(
                 "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}",
                 r.name,
                 r.timeline,

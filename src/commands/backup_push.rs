@@ -527,7 +527,7 @@ impl BackupPush {
         sentinel.insert("IsPermanent".into(), json!(self.permanent));
         self.upload_json(storage, &sentinel_key(&backup), &serde_json::Value::Object(sentinel))?;
 
-        println!(
+        crate::outln!(
             "backed up {backup} ({} partitions, {:.1} MiB as {:.1} MiB {}) in {:.1}s",
             next - 1,
             uncompressed as f64 / 1048576.0,

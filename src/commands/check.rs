@@ -43,9 +43,9 @@ fn step<T>(label: &str, settings: &StorageSettings, f: impl FnOnce() -> Result<T
     match f() {
         Ok(v) => Ok(v),
         Err(e) => {
-            println!("FAIL  {label}: {e}");
+            crate::outln!("FAIL  {label}: {e}");
             if let Some(h) = hint(&e, settings) {
-                println!("      hint: {h}");
+                crate::outln!("      hint: {h}");
             }
             Err(e)
         }
@@ -55,19 +55,19 @@ fn step<T>(label: &str, settings: &StorageSettings, f: impl FnOnce() -> Result<T
 impl Check {
     /// Runs the checks; the error of the first failing one decides the exit code.
     pub fn run(&self, storage: &Arc<dyn Storage>, settings: &StorageSettings) -> Result<()> {
-        println!("archive: {}", storage.describe());
+        crate::outln!("archive: {}", storage.describe());
         let sentinels = step(&format!("list {BASEBACKUPS}"), settings, || {
             let all = storage.list_all(BASEBACKUPS, false)?;
             Ok(all.into_iter().filter(|o| o.key.ends_with(SENTINEL_SUFFIX)).collect::<Vec<_>>())
         })?;
-        println!("ok    list {BASEBACKUPS}: {} complete backups", sentinels.len());
+        crate::outln!("ok    list {BASEBACKUPS}: {} complete backups", sentinels.len());
         if let Some(newest) = sentinels.iter().max_by_key(|o| o.modified) {
             step(&format!("read {}", newest.key), settings, || {
                 let mut r = storage.open(&newest.key)?;
                 std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::local_io(&newest.key, &e))?;
                 Ok(())
             })?;
-            println!("ok    read {}", newest.key);
+            crate::outln!("ok    read {}", newest.key);
         }
         let mut wal_objects = 0usize;
         step(&format!("list {WAL}"), settings, || {
@@ -76,23 +76,23 @@ impl Check {
                 Ok(())
             })
         })?;
-        println!("ok    list {WAL}: {wal_objects} objects");
+        crate::outln!("ok    list {WAL}: {wal_objects} objects");
         match step("load credentials", settings, || storage.credentials_expiry())? {
-            None => println!("ok    credentials: no expiry reported"),
+            None => crate::outln!("ok    credentials: no expiry reported"),
             Some(at) => {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
                 let mins = left.as_secs() / 60;
                 if mins < self.expiry_warning_minutes {
-                    println!("WARN  credentials expire in {mins} min: refresh them before a long restore (a restore_command running after expiry fails)");
+                    crate::outln!("WARN  credentials expire in {mins} min: refresh them before a long restore (a restore_command running after expiry fails)");
                 } else {
-                    println!("ok    credentials expire in {}h{:02}m", mins / 60, mins % 60);
+                    crate::outln!("ok    credentials expire in {}h{:02}m", mins / 60, mins % 60);
                 }
             }
         }
         if wal_objects == 0 && sentinels.is_empty() {
-            println!("note  the archive is empty here: check the prefix");
+            crate::outln!("note  the archive is empty here: check the prefix");
         }
-        println!("verdict: OK");
+        crate::outln!("verdict: OK");
         Ok(())
     }
 }

@@ -1,8 +1,6 @@
 //! `walfetch completions SHELL` and `walfetch manpage`: generated from the clap
 //! definitions, so they never drift from the real options.
 
-use std::io;
-
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
@@ -19,14 +17,19 @@ pub struct Completions {
 impl Completions {
     /// Prints the completion script.
     pub fn run(&self) -> Result<()> {
-        clap_complete::generate(self.shell, &mut Cli::command(), "walfetch", &mut io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(self.shell, &mut Cli::command(), "walfetch", &mut script);
+        crate::output::write(&script);
         Ok(())
     }
 }
 
 /// Prints the man page (roff) to standard output.
 pub fn manpage() -> Result<()> {
+    let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command())
-        .render(&mut io::stdout())
-        .map_err(|e| Error::new(ErrorKind::LocalIo, format!("writing the man page: {e}")))
+        .render(&mut page)
+        .map_err(|e| Error::new(ErrorKind::LocalIo, format!("writing the man page: {e}")))?;
+    crate::output::write(&page);
+    Ok(())
 }

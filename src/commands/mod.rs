@@ -11,11 +11,3 @@ pub mod wal_fetch;
 pub mod wal_push;
 pub mod wal_show;
 pub mod wal_verify;
-
-/// Prints `value` as pretty JSON on standard output (the `--json` of every report).
-pub fn print_json(value: &impl serde::Serialize) -> crate::error::Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::error::Error::new(crate::error::ErrorKind::LocalIo, format!("encoding JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
-}

@@ -426,9 +426,9 @@ impl Status {
     pub fn run(&self, fallback: &StorageFlags) -> Result<i32> {
         let report = self.report(fallback)?;
         if self.json {
-            super::print_json(&report)?;
+            crate::output::json(&report)?;
         } else {
-            print!("{}", render(&report));
+            crate::out!("{}", render(&report));
         }
         Ok(report.exit_code)
     }

@@ -65,7 +65,7 @@ impl WalShow {
             });
         }
         if self.json {
-            super::print_json(&shown)?;
+            crate::output::json(&shown)?;
             return Ok(());
         }
         let mut out = String::new();
@@ -88,7 +88,7 @@ impl WalShow {
                 let _ = writeln!(out, "  backup: {b}");
             }
         }
-        print!("{out}");
+        crate::out!("{out}");
         Ok(())
     }
 }

@@ -560,9 +560,9 @@ impl WalVerify {
     pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<i32> {
         let report = verify(storage, self)?;
         if self.json {
-            super::print_json(&report)?;
+            crate::output::json(&report)?;
         } else {
-            print!("{}", render(&report));
+            crate::out!("{}", render(&report));
         }
         if let Some(path) = &self.prometheus {
             let text = prometheus(&report);

@@ -18,7 +18,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
@@ -27,7 +27,7 @@ use bytes::{Buf, Bytes};
 use tokio::runtime::{Handle, Runtime};
 
 use super::ranged::{PendingPart, RangeRequester, RangedReader};
-use super::retry::{backoff, is_transient, with_retries};
+use super::retry::{is_transient, with_retries, Schedule};
 use super::{ObjectMeta, ObjectReader, Page, Storage};
 use crate::config::{Location, StorageSettings};
 use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT, RANGED_MIN_PARTS, RANGED_READERS, RANGE_PART_SIZE};
@@ -41,6 +41,7 @@ pub struct S3Storage {
     client: Client,
     bucket: String,
     prefix: String,
+    remote: Arc<Remote>,
     /// Objects being fetched in ranges now (at most [`RANGED_READERS`]).
     ranged: Arc<AtomicUsize>,
 }
@@ -118,6 +119,10 @@ impl S3Storage {
             client,
             bucket: bucket.clone(),
             prefix: prefix.clone(),
+            remote: Arc::new(Remote {
+                bucket: bucket.clone(),
+                endpoint: settings.endpoint.clone().unwrap_or_else(|| "S3".to_string()),
+            }),
             ranged: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -140,7 +145,7 @@ impl S3Storage {
             self.runtime.handle().clone(),
             self.timeout,
             self.client.clone(),
-            self.bucket.clone(),
+            Arc::clone(&self.remote),
             self.full_key(key),
             self.object_url(key),
         )
@@ -170,7 +175,7 @@ impl S3Storage {
             match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
                 Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
                 Ok(Ok(out)) => Ok(out),
-                Ok(Err(e)) => Err(classify(&self.bucket, &format!("listing {url}"), &e)),
+                Ok(Err(e)) => Err(classify(&self.remote, Op::List, &format!("listing {url}"), &e)),
             }
         })
     }
@@ -192,8 +197,26 @@ impl S3Storage {
     }
 }
 
+/// What a request was, for classifying its failure: only a GET can prove an object
+/// absent, and only with S3's own `NoSuchKey` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Get,
+    Head,
+    List,
+    Put,
+}
+
+/// The bucket and server requests go to, for messages.
+#[derive(Debug)]
+struct Remote {
+    bucket: String,
+    /// The endpoint URL, or "S3" for AWS's own.
+    endpoint: String,
+}
+
 /// Turns an SDK error into a classified walfetch error naming `what`.
-fn classify<E>(bucket: &str, what: &str, err: &SdkError<E, HttpResponse>) -> Error
+fn classify<E>(remote: &Remote, op: Op, what: &str, err: &SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -202,41 +225,93 @@ where
             let code = service.err().code().unwrap_or("");
             let message = service.err().message().unwrap_or("");
             let status = service.raw().status().as_u16();
-            classify_status(bucket, what, status, code, message)
+            tracing::debug!(what, status, code, "storage answered with an error");
+            classify_status(remote, op, what, status, code, message)
         }
         SdkError::TimeoutError(_) => Error::new(ErrorKind::Unreachable, format!("{what}: request timed out")),
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            let detail = DisplayErrorContext(err).to_string();
-            if detail.contains("credentials") || detail.contains("Credentials") {
-                Error::new(
+        SdkError::DispatchFailure(failure) => {
+            if let Some(creds) = credentials_error(err) {
+                return Error::new(
                     ErrorKind::Credentials,
-                    format!("{what}: no usable AWS credentials for bucket {bucket} ({detail}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"),
-                )
+                    format!(
+                        "{what}: no usable AWS credentials for bucket {} ({creds}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE with a credentials file, or an instance role",
+                        remote.bucket
+                    ),
+                );
+            }
+            let cause = causes(err);
+            if failure.is_io() || failure.is_timeout() {
+                Error::connect_failure(format!("{what}: cannot connect to {} ({cause})", remote.endpoint))
             } else {
-                Error::new(ErrorKind::Unreachable, format!("{what}: cannot reach storage ({detail})"))
+                Error::new(ErrorKind::Config, format!("{what}: the request could not be sent ({cause})"))
             }
         }
-        _ => {
-            let detail = DisplayErrorContext(err).to_string();
-            let kind = if detail.contains("credentials") {
-                ErrorKind::Credentials
-            } else {
-                ErrorKind::Config
-            };
-            Error::new(kind, format!("{what}: {detail}"))
-        }
+        SdkError::ResponseError(_) => Error::new(
+            ErrorKind::Unreachable,
+            format!(
+                "{what}: {} answered with something other than S3 ({}); check the endpoint",
+                remote.endpoint,
+                causes(err)
+            ),
+        ),
+        _ => match credentials_error(err) {
+            Some(creds) => Error::new(ErrorKind::Credentials, format!("{what}: {creds}")),
+            None => Error::new(ErrorKind::Config, format!("{what}: {}", causes(err))),
+        },
     }
 }
 
+/// The message of a credentials failure somewhere in `err`'s causes, on one line.
+fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(creds) = e.downcast_ref::<CredentialsError>() {
+            return Some(match creds {
+                CredentialsError::CredentialsNotLoaded(_) => {
+                    "none found: not in the environment, a profile, web identity or instance metadata".to_string()
+                }
+                other => causes(other),
+            });
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// `err` and its causes by their `Display` (never `Debug`), the last two distinct
+/// ones, on one line: "tcp connect error: Connection refused (os error 111)".
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut all: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !all.iter().any(|a| a.contains(&text)) {
+            all.push(text);
+        }
+        current = e.source();
+    }
+    let start = all.len().saturating_sub(2);
+    all[start..].join(": ")
+}
+
 /// The classification rules, separated from the SDK types so they can be unit-tested.
-fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &str) -> Error {
+fn classify_status(remote: &Remote, op: Op, what: &str, status: u16, code: &str, message: &str) -> Error {
+    let bucket = &remote.bucket;
     let detail = if message.is_empty() {
         code.to_string()
     } else {
         format!("{code}: {message}")
     };
+    match (op, status, code) {
+        // S3 says NoSuchKey in the body of a GET's 404; only that proves absence.
+        (Op::Get, 404, "NoSuchKey") => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
+        // A HEAD answer has no body: any 404 reads "NotFound". Trusted only by writers
+        // deciding whether to upload, never to call an object absent to a reader.
+        (Op::Head, 404, _) => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
+        _ => {}
+    }
     match code {
-        "NoSuchKey" | "NotFound" => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
         "NoSuchBucket" => {
             return Error::new(
                 ErrorKind::Config,
@@ -268,7 +343,16 @@ fn classify_status(bucket: &str, what: &str, status: u16, code: &str, message: &
         _ => {}
     }
     match status {
-        404 => Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
+        // A 404 without S3's NoSuchKey: no S3 said it (a proxy, a load balancer, a wrong
+        // host or path answered), so nothing is known about the object.
+        404 => Error::new(
+            ErrorKind::Unreachable,
+            format!(
+                "{what}: {} answered 404 without an S3 error code ({}), so the object's absence is not proven: something other than S3 answered (a proxy, a gateway, a wrong endpoint); check the endpoint",
+                remote.endpoint,
+                if code.is_empty() || code == "NotFound" { "no NoSuchKey" } else { code }
+            ),
+        ),
         401 | 403 => Error::new(
             ErrorKind::Credentials,
             format!(
@@ -350,7 +434,7 @@ impl Storage for S3Storage {
             match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
                 Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
                 Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
-                Ok(Err(e)) => match classify(&self.bucket, &url, &e) {
+                Ok(Err(e)) => match classify(&self.remote, Op::Head, &url, &e) {
                     err if err.kind() == ErrorKind::NotFound => Ok(None),
                     err => Err(err),
                 },
@@ -400,7 +484,7 @@ impl Storage for S3Storage {
         let creds = self.runtime.block_on(async { provider.provide_credentials().await }).map_err(|e| {
             Error::new(
                 ErrorKind::Credentials,
-                format!("loading AWS credentials for bucket {}: {}", self.bucket, DisplayErrorContext(e)),
+                format!("loading AWS credentials for bucket {}: {}", self.bucket, causes(&e)),
             )
         })?;
         Ok(creds.expiry())
@@ -425,7 +509,7 @@ impl Storage for S3Storage {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| classify(&self.bucket, &format!("uploading {url}"), &e))
+                    .map_err(|e| classify(&self.remote, Op::Put, &format!("uploading {url}"), &e))
             })
         })
     }
@@ -443,7 +527,7 @@ struct S3Reader {
     handle: Handle,
     timeout: Duration,
     client: Client,
-    bucket: String,
+    remote: Arc<Remote>,
     key: String,
     url: String,
     /// First byte of the object this reader reads.
@@ -476,12 +560,12 @@ enum BatchEnd {
 
 impl S3Reader {
     /// A reader of `key` (full key; `url` names it in messages), not yet started.
-    fn new(handle: Handle, timeout: Duration, client: Client, bucket: String, key: String, url: String) -> S3Reader {
+    fn new(handle: Handle, timeout: Duration, client: Client, remote: Arc<Remote>, key: String, url: String) -> S3Reader {
         S3Reader {
             handle,
             timeout,
             client,
-            bucket,
+            remote,
             key,
             url,
             base: 0,
@@ -503,7 +587,7 @@ impl S3Reader {
             self.handle.clone(),
             self.timeout,
             self.client.clone(),
-            self.bucket.clone(),
+            Arc::clone(&self.remote),
             self.key.clone(),
             self.url.clone(),
         )
@@ -520,17 +604,17 @@ impl S3Reader {
     /// The GET for what is left to read, as a future that owns what it needs (so it
     /// can also run as a task while this reader waits elsewhere).
     fn request(&self) -> impl std::future::Future<Output = Result<GetObjectOutput>> + Send + 'static {
-        let mut req = self.client.get_object().bucket(&self.bucket).key(&self.key);
+        let mut req = self.client.get_object().bucket(&self.remote.bucket).key(&self.key);
         let from = self.base + self.offset;
         if from > 0 || self.end.is_some() {
             let to = self.end.map(|e| (e - 1).to_string()).unwrap_or_default();
             req = req.range(format!("bytes={from}-{to}")).set_if_match(self.etag.clone());
         }
-        let (timeout, bucket, url) = (self.timeout, self.bucket.clone(), self.url.clone());
+        let (timeout, remote, url) = (self.timeout, Arc::clone(&self.remote), self.url.clone());
         async move {
             match tokio::time::timeout(timeout, req.send()).await {
                 Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
-                Ok(Err(e)) => Err(classify(&bucket, &url, &e)),
+                Ok(Err(e)) => Err(classify(&remote, Op::Get, &url, &e)),
                 Ok(Ok(out)) => Ok(out),
             }
         }
@@ -601,7 +685,7 @@ impl S3Reader {
                             break BatchEnd::Full;
                         }
                     }
-                    Ok(Some(Err(e))) => break BatchEnd::Broke(DisplayErrorContext(e).to_string()),
+                    Ok(Some(Err(e))) => break BatchEnd::Broke(causes(&e)),
                     Ok(None) => break BatchEnd::End,
                 }
             };
@@ -637,8 +721,7 @@ impl S3Reader {
 
     /// Refills `chunks`; `Ok(false)` at the end of the object.
     fn fill(&mut self) -> Result<bool> {
-        let mut delays = backoff();
-        let mut attempt = 1;
+        let mut schedule = Schedule::new();
         loop {
             let result = if let Some(err) = self.deferred.take() {
                 Err(err)
@@ -654,14 +737,13 @@ impl S3Reader {
             };
             match result {
                 Ok(received) => return Ok(received),
-                Err(err) if err.kind() == ErrorKind::Unreachable => {
+                Err(err) if is_transient(&err) => {
                     self.body = None;
-                    let Some(delay) = delays.next() else {
-                        return Err(err.context(format!("gave up after {attempt} attempts")));
+                    let Some(delay) = schedule.next_delay(&err) else {
+                        return Err(schedule.exhausted(err));
                     };
-                    tracing::warn!(object = %self.url, attempt, offset = self.base + self.offset, cause = %err, delay_ms = delay.as_millis() as u64, "resuming download with a ranged GET");
+                    tracing::warn!(object = %self.url, attempt = schedule.attempt() - 1, offset = self.base + self.offset, cause = %err, delay_ms = delay.as_millis() as u64, "resuming download with a ranged GET");
                     std::thread::sleep(delay);
-                    attempt += 1;
                 }
                 Err(err) => return Err(err),
             }
@@ -704,11 +786,18 @@ impl Read for S3Reader {
 mod tests {
     use super::*;
 
+    fn remote(bucket: &str) -> Remote {
+        Remote {
+            bucket: bucket.into(),
+            endpoint: "http://127.0.0.1:9000".into(),
+        }
+    }
+
     #[test]
     fn classifies_service_answers() {
-        let k = |status, code| classify_status("b", "s3://b/k", status, code, "").kind();
+        let r = remote("b");
+        let k = |status, code| classify_status(&r, Op::Get, "s3://b/k", status, code, "").kind();
         assert_eq!(k(404, "NoSuchKey"), ErrorKind::NotFound);
-        assert_eq!(k(404, ""), ErrorKind::NotFound);
         assert_eq!(k(404, "NoSuchBucket"), ErrorKind::Config);
         assert_eq!(k(403, "SignatureDoesNotMatch"), ErrorKind::Credentials);
         assert_eq!(k(400, "ExpiredToken"), ErrorKind::Credentials);
@@ -719,8 +808,36 @@ mod tests {
     }
 
     #[test]
+    fn only_nosuchkey_on_a_get_proves_absence() {
+        let r = remote("b");
+        // What the SDK reports for a 404 with an empty body ("NotFound") or an HTML one ("").
+        for code in ["", "NotFound", "NoSuchUpload"] {
+            for op in [Op::Get, Op::List, Op::Put] {
+                let e = classify_status(&r, op, "s3://b/k", 404, code, "");
+                assert_eq!(e.kind(), ErrorKind::Unreachable, "{op:?} {code:?}");
+                assert!(
+                    e.message().contains("absence is not proven") && e.message().contains("127.0.0.1:9000"),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(
+            classify_status(&r, Op::List, "l", 404, "NoSuchKey", "").kind(),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(classify_status(&r, Op::Head, "h", 404, "NotFound", "").kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
     fn credential_messages_name_the_bucket() {
-        let e = classify_status("mybucket", "s3://mybucket/k", 403, "InvalidAccessKeyId", "bad key");
+        let e = classify_status(
+            &remote("mybucket"),
+            Op::Get,
+            "s3://mybucket/k",
+            403,
+            "InvalidAccessKeyId",
+            "bad key",
+        );
         assert!(e.message().contains("mybucket"));
         assert!(e.message().contains("credentials rejected"));
     }

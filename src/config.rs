@@ -40,7 +40,7 @@ pub struct StorageSettings {
 }
 
 /// Storage options as given on the command line (all optional).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageFlags {
     /// `--prefix`
     pub prefix: Option<String>,

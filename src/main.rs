@@ -32,8 +32,19 @@ fn run(cli: &Cli) -> Result<i32> {
             let (settings, storage) = open()?;
             c.run(&storage, &settings).map(|_| 0)
         }
-        Command::WalFetch(c) => c.run(&open).map(|_| 0),
-        Command::Follow(c) => c.run(&open()?.1).map(|_| 0),
+        Command::WalFetch(c) => c
+            .run(
+                &StorageSettings::resolve(&cli.storage.flags()),
+                walfetch::commands::wal_fetch::prefetch_enabled(),
+                walfetch::commands::wal_fetch::expected_segment_size(),
+            )
+            .map(|_| 0),
+        Command::Follow(c) => c
+            .run(
+                &StorageSettings::resolve(&cli.storage.flags())?,
+                walfetch::commands::wal_fetch::expected_segment_size(),
+            )
+            .map(|_| 0),
         Command::WalPush(c) => c.run(&open()?.1).map(|_| 0),
         Command::BackupPush(c) => c.run(&open()?.1).map(|_| 0),
         Command::WalVerify(c) => c.run(&open()?.1),

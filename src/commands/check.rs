@@ -89,9 +89,6 @@ impl Check {
                 }
             }
         }
-        if wal_objects == 0 && sentinels.is_empty() {
-            crate::outln!("note  the archive is empty here: check the prefix");
-        }
         crate::outln!("verdict: OK");
         Ok(())
     }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 
-use super::wal_verify::{ranges, segment_size_setting, summarize, Histories, MissingRange, TimelineSummary};
+use super::wal_verify::segment_size_setting;
 use crate::cli::listing_concurrency;
 use crate::error::Result;
 use crate::layout::backup::list_backups;
+use crate::layout::timelines::{ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::layout::wal_inventory::scan;
 use crate::storage::Storage;
 

@@ -25,10 +25,10 @@ use crate::cli::listing_concurrency;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::write_atomically;
 use crate::layout::backup::{list_backups, Backup};
-use crate::layout::wal_inventory::{scan, Inventory, SegRange};
+use crate::layout::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
+use crate::layout::wal_inventory::{scan, Inventory};
 use crate::storage::Storage;
 use crate::wal::name::{valid_segment_size, Lsn, Segment};
-use crate::wal::timeline::{chain, parse_history, Span};
 
 /// Exit code: required WAL segments are missing.
 pub const EXIT_GAPS: i32 = 12;
@@ -55,50 +55,6 @@ pub struct WalVerify {
     /// Also write Prometheus textfile-collector metrics to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
-}
-
-/// A missing range, by name.
-#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
-pub struct MissingRange {
-    /// Timeline of the missing segments.
-    pub timeline: u32,
-    /// First missing segment.
-    pub from: String,
-    /// Last missing segment.
-    pub to: String,
-    /// How many.
-    pub count: u64,
-}
-
-/// What the archive holds of one timeline (shared by wal-verify and wal-show).
-#[derive(Debug, Serialize)]
-pub struct TimelineSummary {
-    /// Timeline ID.
-    pub timeline: u32,
-    /// Parent timeline, from this timeline's history file.
-    pub parent: Option<u32>,
-    /// LSN where this timeline branched off its parent.
-    pub branched_at: Option<String>,
-    /// First segment present.
-    pub first: Option<String>,
-    /// Last segment present.
-    pub last: Option<String>,
-    /// Segments present.
-    pub segments: u64,
-}
-
-/// Summarises timeline `tli` of the inventory.
-pub fn summarize(tli: u32, inv: &Inventory, histories: &mut Histories, size: u64) -> Result<TimelineSummary> {
-    let records = histories.records(tli)?;
-    let runs = inv.timelines.get(&tli);
-    Ok(TimelineSummary {
-        timeline: tli,
-        parent: records.last().map(|r| r.0),
-        branched_at: records.last().map(|r| r.1.to_string()),
-        first: runs.map(|r| name(tli, r.first, size)),
-        last: runs.map(|r| name(tli, r.last, size)),
-        segments: runs.map(|r| r.count).unwrap_or(0),
-    })
 }
 
 /// One timeline of the report.
@@ -218,66 +174,6 @@ pub fn segment_size_setting(flag: Option<&str>) -> Result<Option<u64>> {
         Ok(v) if !v.trim().is_empty() => parse_size(&format!("{}MB", v.trim())).map(Some),
         _ => Ok(None),
     }
-}
-
-/// Reads and caches history files.
-pub struct Histories<'a> {
-    storage: &'a dyn Storage,
-    inventory: &'a Inventory,
-    cache: BTreeMap<u32, Vec<(u32, Lsn)>>,
-}
-
-impl<'a> Histories<'a> {
-    /// Histories of the timelines the inventory lists.
-    pub fn new(storage: &'a dyn Storage, inventory: &'a Inventory) -> Self {
-        Histories {
-            storage,
-            inventory,
-            cache: BTreeMap::new(),
-        }
-    }
-
-    /// The history records of `timeline` (empty when it has no history file).
-    pub fn records(&mut self, timeline: u32) -> Result<Vec<(u32, Lsn)>> {
-        if let Some(r) = self.cache.get(&timeline) {
-            return Ok(r.clone());
-        }
-        let records = match self.inventory.histories.get(&timeline) {
-            None => Vec::new(),
-            Some(key) => {
-                let url = format!("{}/{key}", self.storage.describe());
-                let (_, codec) = crate::codec::Codec::split(key);
-                let mut text = String::new();
-                let mut decoded = codec.decoder(self.storage.open(key)?, &url);
-                std::io::Read::read_to_string(&mut decoded, &mut text).map_err(|e| decoded.classify(&e))?;
-                parse_history(&text, &url)?
-            }
-        };
-        self.cache.insert(timeline, records.clone());
-        Ok(records)
-    }
-
-    /// The chain ending at `timeline`.
-    pub fn chain(&mut self, timeline: u32) -> Result<Vec<Span>> {
-        Ok(chain(timeline, &self.records(timeline)?))
-    }
-}
-
-fn name(tli: u32, segno: u64, size: u64) -> String {
-    Segment::from_number(tli, segno, size).to_string()
-}
-
-/// Missing ranges of `tli` as named segments.
-pub fn ranges(tli: u32, missing: Vec<SegRange>, size: u64) -> Vec<MissingRange> {
-    missing
-        .into_iter()
-        .map(|(a, b)| MissingRange {
-            timeline: tli,
-            from: name(tli, a, size),
-            to: name(tli, b, size),
-            count: b - a + 1,
-        })
-        .collect()
 }
 
 /// Missing segments of `[lo, hi]` on `tli`.

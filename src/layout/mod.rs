@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod files_metadata;
 pub mod sentinel;
+pub mod timelines;
 pub mod wal_inventory;
 
 /// Folder of base backups.

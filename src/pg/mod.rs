@@ -1,6 +1,7 @@
 //! Facts about a PostgreSQL data directory read from its files (never from a running
 //! server), and the recovery configuration each PostgreSQL version expects.
 
+pub mod conf;
 pub mod controldata;
 pub mod datadir;
 pub mod minimal_config;

@@ -4,6 +4,10 @@
 //! Writes go to a hidden temporary name in the target directory, are fsynced, renamed
 //! into place, and the directory is fsynced: a crash leaves either nothing or the whole
 //! object. Listings skip hidden names, so temporaries are never seen as objects.
+//!
+//! The root must exist, for readers and writers alike: an unmounted network filesystem
+//! or a typo in the prefix is a configuration error, never an empty archive. An object
+//! is absent only when its directory exists and lacks it (`wal_005/` without the segment).
 
 use std::fs;
 use std::io;
@@ -30,17 +34,71 @@ impl FsStorage {
 
     fn io_error(&self, key: &str, err: &io::Error) -> Error {
         let kind = match err.kind() {
-            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::NotFound => return self.not_found(key, err),
             io::ErrorKind::PermissionDenied => ErrorKind::Credentials,
             _ => ErrorKind::Unreachable,
         };
         Error::new(kind, format!("{}: {err}", self.path(key).display()))
     }
 
+    /// `key` was not found: absent if its directory exists, else the archive is not
+    /// where the prefix says.
+    fn not_found(&self, key: &str, err: &io::Error) -> Error {
+        self.check_root().err().unwrap_or_else(|| {
+            let dir = self.path(key).parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+            if dir.is_dir() {
+                Error::new(ErrorKind::NotFound, format!("{}: {err}", self.path(key).display()))
+            } else {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{}: directory {} does not exist in the archive, so nothing in it can be called absent; check the prefix",
+                        self.path(key).display(),
+                        dir.display()
+                    ),
+                )
+            }
+        })
+    }
+
+    /// Fails unless the root is an existing directory.
+    fn check_root(&self) -> Result<()> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::new(
+                ErrorKind::Config,
+                format!("archive {}: not a directory; check the prefix", self.root.display()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "archive directory {} does not exist (an unmounted filesystem, a typo?); check the prefix",
+                    self.root.display()
+                ),
+            )),
+            Err(e) => Err(self.io_error("", &e)),
+        }
+    }
+
+    /// Whether `dir` holds a regular file whose name is not hidden, within `depth` levels.
+    fn any_object(dir: &Path, depth: usize) -> io::Result<bool> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_file() || kind.is_dir() && depth > 0 && Self::any_object(&entry.path(), depth - 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn walk(&self, dir: &Path, rel: &str, prefix: &str, recursive: bool, out: &mut Vec<ObjectMeta>) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.check_root(),
             Err(e) => return Err(self.io_error(rel, &e)),
         };
         for entry in entries {
@@ -90,9 +148,14 @@ impl Storage for FsStorage {
         match fs::metadata(self.path(key)) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.check_root().map(|()| None),
             Err(e) => Err(self.io_error(key, &e)),
         }
+    }
+
+    fn holds_objects(&self) -> Result<bool> {
+        self.check_root()?;
+        Self::any_object(&self.root, 3).map_err(|e| self.io_error("", &e))
     }
 
     fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
@@ -117,6 +180,7 @@ impl Storage for FsStorage {
     }
 
     fn put(&self, key: &str, source: &fs::File) -> Result<()> {
+        self.check_root()?;
         let dest = self.path(key);
         let mut src = fsutil::reread(source).map_err(|e| Error::local_io(dest.display(), &e))?;
         fsutil::write_atomically(&dest, |out| io::copy(&mut src, out).map(|_| ()), true)

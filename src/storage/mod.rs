@@ -5,6 +5,7 @@
 //! whole. Errors are classified ([`crate::error::ErrorKind`]) at this layer, so "absent",
 //! "credentials rejected" and "unreachable" stay distinct all the way to the exit code.
 
+pub mod absence;
 pub mod fs;
 pub mod keyspace;
 pub mod ranged;
@@ -75,6 +76,11 @@ pub trait Storage: Send + Sync {
         false
     }
 
+    /// Whether the archive root exists and holds at least one object. An answer of
+    /// absence from an archive that holds nothing proves nothing (a typo in the prefix, an
+    /// unmounted directory): [`absence::ProvenAbsence`] turns it into a configuration error.
+    fn holds_objects(&self) -> Result<bool>;
+
     /// Stores the contents of `source` (read from its start) under `key`, atomically:
     /// readers see either no object or the whole new one.
     fn put(&self, key: &str, source: &File) -> Result<()>;
@@ -96,10 +102,10 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Opens the backend the settings name.
+/// Opens the backend the settings name, behind [`absence::ProvenAbsence`].
 pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
     match &settings.location {
-        Location::File { root } => Ok(Arc::new(fs::FsStorage::new(root.clone()))),
-        Location::S3 { .. } => Ok(Arc::new(s3::S3Storage::connect(settings)?)),
+        Location::File { root } => Ok(Arc::new(absence::ProvenAbsence::new(fs::FsStorage::new(root.clone())))),
+        Location::S3 { .. } => Ok(Arc::new(absence::ProvenAbsence::new(s3::S3Storage::connect(settings)?))),
     }
 }

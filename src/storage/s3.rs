@@ -473,6 +473,11 @@ impl Storage for S3Storage {
         true
     }
 
+    fn holds_objects(&self) -> Result<bool> {
+        let page = self.list_request("", true, None, None, Some(1))?;
+        Ok(!page.contents().is_empty())
+    }
+
     fn credentials_expiry(&self) -> Result<Option<std::time::SystemTime>> {
         use aws_credential_types::provider::ProvideCredentials;
         let Some(provider) = &self.credentials else {

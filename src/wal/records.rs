@@ -55,7 +55,9 @@ pub struct Checked {
 }
 
 /// A record that starts in one segment and ends in the next, as far as the first holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialisable, so a hand-over can leave it for the next one
+/// ([`crate::wal::handover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenRecord {
     /// Where the record starts.
     pub lsn: u64,

@@ -1,13 +1,19 @@
-//! The prefetch spool shared by `wal-fetch` and the `follow` fetcher, in wal-g's layout
-//! so the two tools' prefetch directories look alike:
+//! The per-data-directory state shared by `wal-fetch` and the `follow` fetcher: the
+//! prefetch spool in wal-g's layout (so the two tools' prefetch directories look alike),
+//! and the small files that let each `wal-fetch` call, the fetcher and `walfetch status`
+//! know what the others did.
 //!
 //! ```text
 //! <base>/.wal-g/prefetch/<segment>                 ready: downloaded, decoded, validated
 //! <base>/.wal-g/prefetch/running/<segment>.<pid>   being downloaded by the fetcher
 //! <base>/.wal-g/prefetch/.walfetch-follow.lock     flock held by the running fetcher
-//! <base>/.wal-g/prefetch/.walfetch-requested       the segment PostgreSQL asked for last
-//! <base>/.wal-g/prefetch/.walfetch-status.json     the fetcher's view: position, head, gap
+//! <base>/.wal-g/prefetch/.walfetch-follow.json     the running fetcher: pid, settings, server
+//! <base>/.wal-g/prefetch/.walfetch-follow.log      its log (and .1, the one before)
+//! <base>/.wal-g/prefetch/.walfetch-requested       the segment the fetcher's window starts at
+//! <base>/.wal-g/prefetch/.walfetch-status.json     the fetcher's view: position, head, gap, failures
 //! <base>/.wal-g/prefetch/.walfetch-refused-<seg>   why the fetcher refused a segment
+//! <base>/.wal-g/prefetch/.walfetch-handover.json   the last segment handed to PostgreSQL, and its open record
+//! <base>/.wal-g/prefetch/.walfetch-calls.json      the last restore_command calls and how they ended
 //! ```
 //!
 //! `<base>` is `WALG_PREFETCH_DIR`, or the directory of `%p` (`pg_wal`). A segment moves
@@ -22,9 +28,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::write_atomically;
 use crate::wal::name::Segment;
+use crate::wal::records::OpenRecord;
 
 /// The spool of one data directory.
 #[derive(Debug, Clone)]
@@ -49,6 +56,76 @@ pub struct FollowStatus {
     pub gap_since: Option<String>,
     /// True when the fetcher is waiting for the archive to grow.
     pub at_archive_head: bool,
+    /// A failure that keeps coming back, if downloads are failing now.
+    #[serde(default)]
+    pub failing: Option<Failing>,
+}
+
+/// A failure that repeats: what, since when, how often.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failing {
+    /// The error kind's label (`credentials`, `unreachable`, …).
+    pub kind: String,
+    /// The latest message, one line.
+    pub error: String,
+    /// When this run of failures began (RFC 3339).
+    pub since: String,
+    /// Failures in this run.
+    pub count: u64,
+}
+
+/// The running fetcher, as it describes itself when it starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FetcherInfo {
+    /// Its process ID.
+    pub pid: u32,
+    /// A digest of the settings it runs with (never the settings themselves).
+    pub fingerprint: String,
+    /// The PostgreSQL postmaster it serves, if one ran when it started.
+    pub postmaster: Option<u32>,
+    /// When it started (RFC 3339).
+    pub started: String,
+}
+
+/// The last segment handed to PostgreSQL, so the next hand-over can check the record
+/// that runs on from it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandedOver {
+    /// The segment's name.
+    pub segment: String,
+    /// Its last record, if that runs on into the next segment.
+    pub open: Option<OpenRecord>,
+}
+
+/// How one restore_command call ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Call {
+    /// The file PostgreSQL asked for (`%f`).
+    pub file: String,
+    /// When the call ended (RFC 3339).
+    pub at: String,
+    /// `restored`, `absent` or `failed`.
+    pub outcome: String,
+    /// The exit code PostgreSQL saw.
+    pub exit_code: i32,
+    /// The error kind's label, for a failure.
+    pub kind: Option<String>,
+    /// The error, one line, for a failure.
+    pub error: Option<String>,
+    /// When calls for this file began failing (RFC 3339), while they still fail.
+    pub failing_since: Option<String>,
+    /// Failed calls for this file in a row.
+    pub failures: u64,
+}
+
+/// The last restore_command calls: for a segment, and for anything else (PostgreSQL
+/// asks for history files between segment requests while it waits at the archive head).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Calls {
+    /// The last call for a WAL segment.
+    pub segment: Option<Call>,
+    /// The last call for any other file.
+    pub other: Option<Call>,
 }
 
 /// An exclusive lock held for the life of the fetcher.
@@ -122,7 +199,7 @@ impl Spool {
         }
     }
 
-    /// Records the segment PostgreSQL asked for (best effort: the fetcher is an optimisation).
+    /// Records where the fetcher's window starts (best effort: the fetcher is an optimisation).
     pub fn set_requested(&self, seg: &Segment) {
         if self.create().is_ok() {
             let _ = write_atomically(
@@ -198,15 +275,90 @@ impl Spool {
         }
     }
 
+    /// Writes `value` as the JSON file `name` in the spool, atomically.
+    fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        self.create()?;
+        let text = serde_json::to_vec_pretty(value).map_err(|e| Error::new(ErrorKind::LocalIo, format!("{name}: {e}")))?;
+        write_atomically(&self.dir.join(name), |f| f.write_all(&text), false)
+    }
+
+    /// Reads the JSON file `name` in the spool, if it is there and readable.
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Option<T> {
+        serde_json::from_slice(&fs::read(self.dir.join(name)).ok()?).ok()
+    }
+
     /// Writes the fetcher's status.
     pub fn write_status(&self, status: &FollowStatus) -> Result<()> {
-        let text = serde_json::to_vec_pretty(status).map_err(|e| Error::new(crate::error::ErrorKind::LocalIo, e.to_string()))?;
-        write_atomically(&self.dir.join(".walfetch-status.json"), |f| f.write_all(&text), false)
+        self.write_json(".walfetch-status.json", status)
     }
 
     /// The fetcher's last status, if any.
     pub fn status(&self) -> Option<FollowStatus> {
-        serde_json::from_slice(&fs::read(self.dir.join(".walfetch-status.json")).ok()?).ok()
+        self.read_json(".walfetch-status.json")
+    }
+
+    /// Records the running fetcher's identity.
+    pub fn write_fetcher(&self, info: &FetcherInfo) -> Result<()> {
+        self.write_json(".walfetch-follow.json", info)
+    }
+
+    /// The identity the running (or last) fetcher recorded.
+    pub fn fetcher(&self) -> Option<FetcherInfo> {
+        self.read_json(".walfetch-follow.json")
+    }
+
+    /// Where the fetcher logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(".walfetch-follow.log")
+    }
+
+    /// Records what was handed to PostgreSQL last.
+    pub fn write_handed_over(&self, last: &HandedOver) -> Result<()> {
+        self.write_json(".walfetch-handover.json", last)
+    }
+
+    /// What was handed to PostgreSQL last, if recorded.
+    pub fn handed_over(&self) -> Option<HandedOver> {
+        self.read_json(".walfetch-handover.json")
+    }
+
+    /// Records the last restore_command calls.
+    pub fn write_calls(&self, calls: &Calls) -> Result<()> {
+        self.write_json(".walfetch-calls.json", calls)
+    }
+
+    /// The last restore_command calls, if recorded.
+    pub fn calls(&self) -> Calls {
+        self.read_json(".walfetch-calls.json").unwrap_or_default()
+    }
+
+    /// The segments the fetcher refused, with the reasons.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let seg = name.strip_prefix(".walfetch-refused-")?.to_string();
+                Some((seg, fs::read_to_string(e.path()).unwrap_or_default()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Removes every ready segment (the fetcher that made them ran with other settings).
+    pub fn clear_ready(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if Segment::parse(&e.file_name().to_string_lossy()).is_some() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -1,0 +1,3 @@
+//! Reports for people and monitors about a standby and its archive: `status`.
+
+pub mod status;

@@ -1,0 +1,482 @@
+//! Why a standby is (or is not) advancing, from its own files and its archive, without
+//! a running server: the report behind `walfetch status PGDATA`.
+//!
+//! What PostgreSQL is waiting for comes from the last restore_command calls that walfetch
+//! recorded (the segment PostgreSQL actually asked for, and how that call ended), not
+//! from `pg_control`, which lags a whole restartpoint behind; `pg_control` is the
+//! fallback before the first call. Everything that can block replay is named: a call that
+//! keeps failing (and since when), a segment refused as damaged, a fetcher that keeps
+//! failing, credentials the archive rejects, a gap in the archive, a configuration that
+//! cannot work. The archive is the one `restore_command` points at, seen through the
+//! wrappers such commands use (`env`, `envdir`, `timeout`, `nice`, `sudo`, `runuser`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{process_env, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
+use crate::error::{ErrorKind, Result};
+use crate::layout::backup::list_backups;
+use crate::layout::timelines::Histories;
+use crate::layout::wal_inventory::scan;
+use crate::pg::conf::{recovery_state, restore_command, RecoveryState, RestoreCommand};
+use crate::pg::controldata;
+use crate::pg::datadir::pg_major;
+use crate::storage;
+use crate::wal::name::{Segment, WalFile};
+use crate::wal::spool::{Call, FollowStatus, Spool};
+
+/// Exit code: something blocks replay (a gap, a refused or failing segment).
+pub const EXIT_BLOCKED: i32 = 15;
+/// Exit code: the standby's configuration cannot work.
+pub const EXIT_MISCONFIGURED: i32 = 16;
+/// Exit code: the archive could not be reached.
+pub const EXIT_UNREACHABLE: i32 = 17;
+/// Exit code: the archive rejects the credentials.
+pub const EXIT_CREDENTIALS: i32 = 18;
+
+/// What kind of problem blocks the standby; decides the verdict, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    Misconfigured,
+    Credentials,
+    Unreachable,
+    Blocked,
+}
+
+impl Class {
+    fn of(kind: ErrorKind) -> Class {
+        match kind {
+            ErrorKind::Credentials => Class::Credentials,
+            ErrorKind::Unreachable => Class::Unreachable,
+            ErrorKind::Config => Class::Misconfigured,
+            _ => Class::Blocked,
+        }
+    }
+
+    fn verdict(self) -> (&'static str, i32) {
+        match self {
+            Class::Misconfigured => ("misconfigured", EXIT_MISCONFIGURED),
+            Class::Credentials => ("credentials", EXIT_CREDENTIALS),
+            Class::Unreachable => ("unreachable", EXIT_UNREACHABLE),
+            Class::Blocked => ("blocked", EXIT_BLOCKED),
+        }
+    }
+}
+
+/// The report (`--json`).
+#[derive(Debug, Serialize, Default)]
+pub struct StatusReport {
+    /// `healthy`, `blocked`, `credentials`, `unreachable` or `misconfigured`.
+    pub verdict: &'static str,
+    /// The exit code.
+    pub exit_code: i32,
+    /// What is wrong, one line each (empty when healthy).
+    pub problems: Vec<String>,
+    /// Things worth knowing that block nothing.
+    pub notes: Vec<String>,
+    /// PostgreSQL major version.
+    pub pg_version: String,
+    /// Cluster state from pg_control.
+    pub cluster_state: String,
+    /// System identifier from pg_control.
+    pub system_identifier: u64,
+    /// The archive's system identifier (newest backup's sentinel), when known.
+    pub archive_system_identifier: Option<u64>,
+    /// `standby`, `recovery`, or `none`.
+    pub mode: &'static str,
+    /// The restore_command found, if any.
+    pub restore_command: Option<String>,
+    /// The archive it points at.
+    pub archive: Option<String>,
+    /// The standby's timeline.
+    pub timeline: u32,
+    /// How far the standby has replayed (by pg_control): LSN.
+    pub replayed_to: String,
+    /// The segment PostgreSQL needs next.
+    pub next_segment: String,
+    /// Where that comes from: `restore_command` (the last call) or `pg_control`.
+    pub next_segment_source: &'static str,
+    /// The last restore_command call for a segment, as walfetch recorded it.
+    pub last_call: Option<Call>,
+    /// Whether the archive has the next segment.
+    pub next_segment_in_archive: bool,
+    /// Newest segment in the archive on the standby's timeline chain.
+    pub archive_head: Option<String>,
+    /// Segments between the next needed one and the head (inclusive).
+    pub behind_segments: u64,
+    /// The same in bytes.
+    pub behind_bytes: u64,
+    /// The first missing segment ahead of the standby.
+    pub first_gap: Option<String>,
+    /// Segments the fetcher refused, with the reasons.
+    pub refused: Vec<(String, String)>,
+    /// What the prefetch fetcher last reported, if one ran for this data directory.
+    pub fetcher: Option<FollowStatus>,
+    /// Whether that fetcher is running now.
+    pub fetcher_running: bool,
+}
+
+/// Builds reports; collects problems by class on the way.
+struct Builder {
+    report: StatusReport,
+    worst: Option<Class>,
+}
+
+impl Builder {
+    fn problem(&mut self, class: Class, text: String) {
+        self.worst = Some(self.worst.map_or(class, |w| w.min(class)));
+        self.report.problems.push(text);
+    }
+
+    fn finish(mut self) -> StatusReport {
+        (self.report.verdict, self.report.exit_code) = self.worst.map_or(("healthy", 0), Class::verdict);
+        self.report
+    }
+}
+
+/// Builds the report for the standby in `datadir`. `fallback` are the storage flags of
+/// this command line, used when the restore_command names no archive.
+pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
+    let version = pg_major(datadir)?;
+    let control = controldata::read(datadir, version)?;
+    let mut b = Builder {
+        report: StatusReport {
+            pg_version: version.to_string(),
+            cluster_state: control.state.clone(),
+            system_identifier: control.system_identifier,
+            ..Default::default()
+        },
+        worst: None,
+    };
+    let state = recovery_state(datadir, Some(version));
+    b.report.mode = state.label();
+    if state == RecoveryState::None {
+        let want = if version.uses_signal_files() {
+            "standby.signal"
+        } else {
+            "recovery.conf with standby_mode = 'on'"
+        };
+        b.problem(
+            Class::Misconfigured,
+            format!("no {want}: PostgreSQL will start as a primary, not replay the archive"),
+        );
+    }
+    b.report.restore_command = restore_command(datadir, version);
+    let settings = archive_settings(&mut b, fallback);
+
+    // What PostgreSQL waits for: the last segment call, else pg_control's position.
+    let size = control.segment_size;
+    let (replayed, timeline) = if control.min_recovery > control.redo {
+        (control.min_recovery, control.min_recovery_timeline)
+    } else {
+        (control.redo, control.timeline)
+    };
+    b.report.timeline = timeline;
+    b.report.replayed_to = replayed.to_string();
+    let spool = Spool::for_wal_dir(&datadir.join("pg_wal"));
+    let last = spool.calls().segment;
+    let asked = last.as_ref().and_then(|c| Some((WalFile::parse(&c.file)?.segment()?, c)));
+    let next = match asked {
+        Some((seg, call)) if call.outcome == "restored" => seg.next(size).unwrap_or(seg),
+        Some((seg, _)) => seg,
+        None => Segment::containing(timeline, replayed, size),
+    };
+    b.report.next_segment_source = if asked.is_some() { "restore_command" } else { "pg_control" };
+    b.report.next_segment = next.to_string();
+    if let Some(call) = last.as_ref().filter(|c| c.outcome == "failed") {
+        let kind = call.kind.as_deref().unwrap_or("error");
+        b.problem(
+            class_of_label(kind),
+            format!(
+                "blocked: PostgreSQL asks for {} and wal-fetch fails ({kind}, exit {}) since {}, {} calls in a row: {}",
+                call.file,
+                call.exit_code,
+                call.failing_since.as_deref().unwrap_or(&call.at),
+                call.failures,
+                call.error.as_deref().unwrap_or("")
+            ),
+        );
+    }
+    b.report.last_call = last;
+    fetcher_problems(&mut b, &spool, next, size);
+
+    if let Some(settings) = settings {
+        b.report.archive = Some(settings.location.to_string());
+        if let Err(e) = with_archive(&mut b, &settings, control.system_identifier, next, size) {
+            let class = Class::of(e.kind());
+            let what = match class {
+                Class::Unreachable => "archive unreachable",
+                Class::Credentials => "the archive rejects the credentials",
+                _ => "the archive in restore_command cannot be used",
+            };
+            b.problem(class, format!("{what}: {e}"));
+        }
+    }
+    Ok(b.finish())
+}
+
+/// The class of a recorded error kind label.
+fn class_of_label(label: &str) -> Class {
+    match label {
+        "credentials" => Class::Credentials,
+        "unreachable" => Class::Unreachable,
+        "config" => Class::Misconfigured,
+        _ => Class::Blocked,
+    }
+}
+
+/// The archive the restore_command uses, with the environment it sets; problems for a
+/// command that is missing, is not walfetch's, or names no archive.
+fn archive_settings(b: &mut Builder, fallback: &StorageFlags) -> Option<StorageSettings> {
+    let Some(cmd) = b.report.restore_command.clone() else {
+        b.problem(
+            Class::Misconfigured,
+            "no restore_command: the standby cannot fetch WAL from the archive".into(),
+        );
+        return StorageSettings::resolve(fallback).ok();
+    };
+    let Some(call) = RestoreCommand::parse(&cmd) else {
+        b.problem(
+            Class::Misconfigured,
+            format!("restore_command does not call walfetch wal-fetch (directly or through env, envdir, timeout, nice, sudo, runuser, sh -c): {cmd}"),
+        );
+        return StorageSettings::resolve(fallback).ok();
+    };
+    let (vars, unreadable) = call.environment();
+    for dir in unreadable {
+        b.report
+            .notes
+            .push(format!("cannot read {} (envdir of restore_command) as this user", dir.display()));
+    }
+    let env = |name: &str| -> Option<String> {
+        match vars.get(name) {
+            Some(v) => Some(v.clone()),
+            None if call.clears_env => None,
+            None => process_env(name),
+        }
+    };
+    // The archive check below uses the credentials the restore_command would use.
+    apply_environment(&vars, call.clears_env);
+    let names_archive = call.flags.prefix.is_some() || PREFIX_ENV_NAMES.iter().any(|n| vars.contains_key(*n));
+    if !names_archive && !call.clears_env {
+        let own = PREFIX_ENV_NAMES
+            .iter()
+            .find_map(|n| process_env(n).filter(|v| !v.is_empty()).map(|v| format!("{n}={v}")));
+        match own {
+            Some(own) => b.report.notes.push(format!(
+                "restore_command takes its archive from the server's environment, which status cannot see; checked {own} from this environment instead"
+            )),
+            None => {
+                b.problem(
+                    Class::Misconfigured,
+                    "restore_command calls walfetch without an archive (no --prefix, no WALG_S3_PREFIX / WALG_FILE_PREFIX it sets); it comes from the server's environment, which status cannot see: set one here too".into(),
+                );
+                return None;
+            }
+        }
+    }
+    match StorageSettings::resolve_from(&call.flags, &env) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            b.problem(Class::Misconfigured, format!("the archive in restore_command cannot be used: {e}"));
+            None
+        }
+    }
+}
+
+/// Makes this process see the variables the restore_command sets (and, after `env -i`,
+/// none of the settings it does not set), so the archive is read with its credentials.
+fn apply_environment(vars: &std::collections::BTreeMap<String, String>, clears: bool) {
+    let relevant = |k: &str| ["AWS_", "WALG_", "WALE_", "WALFETCH_"].iter().any(|p| k.starts_with(p));
+    if clears {
+        for (k, _) in std::env::vars().filter(|(k, _)| relevant(k)) {
+            std::env::remove_var(k);
+        }
+    }
+    for (k, v) in vars.iter().filter(|(k, _)| relevant(k)) {
+        std::env::set_var(k, v);
+    }
+}
+
+/// Problems the fetcher and the spool know of: refused segments at or after `next`, and
+/// a running fetcher whose downloads keep failing.
+fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
+    let next_no = next.number(size).unwrap_or(0);
+    for (seg, why) in spool.refusals() {
+        let Some(s) = Segment::parse(&seg) else { continue };
+        if s.number(size).is_some_and(|n| n >= next_no) {
+            b.problem(
+                Class::Blocked,
+                format!(
+                    "blocked: {seg} was refused as damaged: {why}; once the archive holds a good copy, delete {}",
+                    spool.refused_path(&s).display()
+                ),
+            );
+            b.report.refused.push((seg, why));
+        }
+    }
+    b.report.fetcher = spool.status();
+    b.report.fetcher_running = spool.fetcher().is_some_and(|f| crate::fsutil::process_alive(f.pid));
+    if let Some(gap) = b
+        .report
+        .fetcher
+        .as_ref()
+        .and_then(|f| f.gap.clone())
+        .filter(|_| b.report.fetcher_running)
+    {
+        b.problem(
+            Class::Blocked,
+            format!("blocked: the fetcher reports {gap} missing from the archive while later segments exist"),
+        );
+    }
+    let failing = b
+        .report
+        .fetcher
+        .as_ref()
+        .and_then(|f| f.failing.clone())
+        .filter(|_| b.report.fetcher_running);
+    if let Some(f) = failing {
+        b.problem(
+            class_of_label(&f.kind),
+            format!(
+                "the prefetch fetcher keeps failing ({}) since {}, {} times: {}",
+                f.kind, f.since, f.count, f.error
+            ),
+        );
+    }
+}
+
+/// Ties the standby to its archive: system identifier, the next segment, the head, gaps.
+fn with_archive(b: &mut Builder, settings: &StorageSettings, sysid: u64, next: Segment, size: u64) -> Result<()> {
+    let storage = storage::open(settings)?;
+    let (inv, _) = scan(storage.as_ref(), Some(size), crate::cli::listing_concurrency())?;
+    let backups = list_backups(&storage, 4)?;
+    let r = &mut b.report;
+    r.archive_system_identifier = backups.iter().rev().find_map(|b| b.sentinel.system_identifier);
+    if let Some(archive_sysid) = r.archive_system_identifier.filter(|a| *a != sysid) {
+        b.problem(
+            Class::Misconfigured,
+            format!("the archive belongs to another cluster (system identifier {archive_sysid}, this data directory has {sysid})"),
+        );
+    }
+    let mut histories = Histories::new(storage.as_ref(), &inv);
+    let latest = inv.latest_timeline().unwrap_or(next.timeline).max(next.timeline);
+    let next_no = next.number(size).unwrap_or(0);
+    // Along the chain to the newest timeline, from the segment the standby needs to
+    // the newest segment: how many there are, and the first one missing.
+    let mut behind = 0u64;
+    let mut head = None;
+    let mut first_gap = None;
+    let mut in_archive = false;
+    for span in histories.chain(latest)? {
+        let begin = span.begin.0 / size;
+        let end = span.end.map(|e| (e.0 / size).saturating_sub(1));
+        let owns_next = begin <= next_no && end.is_none_or(|e| next_no <= e);
+        let Some(runs) = inv.timelines.get(&span.timeline) else {
+            continue;
+        };
+        if owns_next {
+            in_archive = runs.contains(next_no);
+        }
+        let lo = next_no.max(begin);
+        let hi = end.map_or(runs.last, |e| e.min(runs.last));
+        if lo > hi {
+            continue;
+        }
+        behind += hi - lo + 1;
+        head = Some(Segment::from_number(span.timeline, hi, size).to_string());
+        if first_gap.is_none() {
+            first_gap = runs
+                .missing_in(lo, hi)
+                .first()
+                .map(|(a, _)| Segment::from_number(span.timeline, *a, size).to_string());
+        }
+    }
+    let r = &mut b.report;
+    r.next_segment_in_archive = in_archive;
+    r.archive_head = head;
+    r.behind_segments = behind;
+    r.behind_bytes = behind * size;
+    r.first_gap = first_gap;
+    let already_blocked = r.problems.iter().any(|p| p.starts_with("blocked:"));
+    if !in_archive && behind > 0 && !already_blocked {
+        let next = r.next_segment.clone();
+        b.problem(
+            Class::Blocked,
+            format!("blocked: {next} is missing from the archive while later segments exist"),
+        );
+    }
+    Ok(())
+}
+
+/// The readable summary.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "verdict: {} (exit {})", r.verdict.to_uppercase(), r.exit_code);
+    for p in &r.problems {
+        let _ = writeln!(out, "  - {p}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    let _ = writeln!(
+        out,
+        "PostgreSQL {}, {}, mode: {}, timeline {}",
+        r.pg_version, r.cluster_state, r.mode, r.timeline
+    );
+    let _ = writeln!(
+        out,
+        "system identifier: {}{}",
+        r.system_identifier,
+        r.archive_system_identifier.map(|a| format!(" (archive: {a})")).unwrap_or_default()
+    );
+    let _ = writeln!(out, "restore_command: {}", r.restore_command.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(out, "archive: {}", r.archive.as_deref().unwrap_or("(unknown)"));
+    if let Some(c) = &r.last_call {
+        let _ = writeln!(
+            out,
+            "last restore_command call: {} at {}: {}{}",
+            c.file,
+            c.at,
+            c.outcome,
+            c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "replayed to {} (by pg_control); next segment {} (from {}): {}",
+        r.replayed_to,
+        r.next_segment,
+        r.next_segment_source,
+        if r.next_segment_in_archive {
+            "in the archive"
+        } else {
+            "not in the archive"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "archive head: {}; behind by {} segments ({:.1} MiB)",
+        r.archive_head.as_deref().unwrap_or("(none)"),
+        r.behind_segments,
+        r.behind_bytes as f64 / 1048576.0
+    );
+    if let Some(g) = &r.first_gap {
+        let _ = writeln!(out, "first gap ahead: {g}");
+    }
+    if let Some(f) = &r.fetcher {
+        let _ = writeln!(
+            out,
+            "fetcher (pid {}, {}, {}): {} segments ready after {}{}",
+            f.pid,
+            if r.fetcher_running { "running" } else { "not running" },
+            f.updated,
+            f.ready,
+            f.wanted.as_deref().unwrap_or("?"),
+            if f.at_archive_head { ", at the archive head" } else { "" }
+        );
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! Fetching one WAL file from the archive into a private temporary: finding it under
+//! whichever codec it was stored with, decoding it, and checking a segment page by page
+//! and record by record before anything can rename it where PostgreSQL reads.
+//!
+//! Shared by `wal-fetch` (directly, [`crate::wal::handover`]) and the prefetch fetcher
+//! ([`crate::wal::prefetch`]), so a segment passes the same checks whichever way it came.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::codec::{Codec, ALL};
+use crate::constants::COPY_BUFFER_SIZE;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::RemoveOnDrop;
+use crate::layout::{wal_key, WAL};
+use crate::storage::{ObjectReader, Storage};
+use crate::wal::name::{Segment, WalFile};
+use crate::wal::records::{check_segment, OpenRecord};
+use crate::wal::segment::SegmentCheck;
+
+/// What the checks of a segment must hold against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The data directory's system identifier (from `global/pg_control`).
+    pub system_identifier: Option<u64>,
+    /// The segment size, when pinned (`WALG_PG_WAL_SIZE`).
+    pub segment_size: Option<u64>,
+}
+
+/// What [`fetch_into`] stored.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The object read.
+    pub url: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// For a segment, its last record if that runs on into the next segment.
+    pub open: Option<OpenRecord>,
+}
+
+/// Fetches WAL file `name` from storage into `dest` through the temporary `tmp`,
+/// validating segments (size, first page, every page header and record CRC) before the
+/// rename. On any failure nothing is left at `tmp` or `dest`.
+pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, expect: Expect) -> Result<Fetched> {
+    let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
+    let fetched = download(storage, name, tmp, expect)?;
+    fs::rename(tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
+    guard.disarm();
+    Ok(fetched)
+}
+
+/// Downloads, decodes and checks WAL file `name` into the new file `tmp` (removed again
+/// on failure); leaves it there on success.
+pub fn download(storage: &dyn Storage, name: &str, tmp: &Path, expect: Expect) -> Result<Fetched> {
+    let segment = WalFile::parse(name).and_then(|k| k.segment());
+    let (key, codec, raw) = find(storage, name)?;
+    let url = format!("{}/{key}", storage.describe());
+    let mut decoded = codec.decoder(raw, &url);
+    let mut check = segment.map(|seg| SegmentCheck::new(&url, seg, expect.segment_size, expect.system_identifier));
+    let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| Error::local_io(tmp.display(), &e))?;
+    let mut buf = vec![0u8; COPY_BUFFER_SIZE];
+    let mut total = 0u64;
+    loop {
+        // Fill the buffer before writing, so writes are large even when chunks are small.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match decoded.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(decoded.classify(&e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if let Some(c) = check.as_mut() {
+            c.feed(&buf[..filled]);
+        }
+        out.write_all(&buf[..filled]).map_err(|e| Error::local_io(tmp.display(), &e))?;
+        total += filled as u64;
+    }
+    drop(out);
+    let mut open = None;
+    if let (Some(c), Some(seg)) = (&check, segment) {
+        c.finish()?;
+        open = check_file(tmp, seg, &url)?;
+    }
+    guard.disarm();
+    Ok(Fetched { url, bytes: total, open })
+}
+
+/// Walks the segment file at `path` (page headers, record CRCs); returns its last record
+/// if that runs on into the next segment. The file is mapped, so memory stays flat for
+/// 1 GB segments.
+pub fn check_file(path: &Path, seg: Segment, object: &str) -> Result<Option<OpenRecord>> {
+    with_mapped(path, |data| Ok(check_segment(data, seg, object)?.open))
+}
+
+/// Runs `f` over the contents of the file at `path`, mapped.
+pub fn with_mapped<T>(path: &Path, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+    let file = fs::File::open(path).map_err(|e| Error::local_io(path.display(), &e))?;
+    // SAFETY: every file mapped here is walfetch's own private temporary or a complete
+    // segment that is only ever renamed or removed, never written in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::local_io(path.display(), &e))?;
+    f(&map)
+}
+
+/// Finds `name` under any codec extension: the common `.lz4` first with one request,
+/// then one listing for whatever else exists. `NotFound` only if no key matches (and
+/// storage proved the archive is there, see [`crate::storage::absence`]).
+pub fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectReader)> {
+    let first = wal_key(name, Codec::Lz4);
+    match storage.open(&first) {
+        Ok(r) => return Ok((first, Codec::Lz4, r)),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let prefix = format!("{WAL}{name}");
+    let listed = storage.list_all(&prefix, false)?;
+    for codec in ALL {
+        let key = wal_key(name, codec);
+        if codec != Codec::Lz4 && listed.iter().any(|o| o.key == key) {
+            // Gone between listing and reading is a real absence only if it stays gone.
+            return Ok((key.clone(), codec, storage.open(&key)?));
+        }
+    }
+    let unreadable: Vec<&str> = listed
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| {
+            k.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|ext| !ext.contains('.') && !matches!(ext, "partial" | "backup" | "history"))
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{name}: the archive holds only {} ({}), in a compression walfetch cannot read",
+                unreadable.join(", "),
+                storage.describe()
+            ),
+        ));
+    }
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!("{name}: not in {}/{WAL}", storage.describe()),
+    ))
+}

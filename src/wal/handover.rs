@@ -1,0 +1,345 @@
+//! The hand-over of a WAL file to PostgreSQL: what `walfetch wal-fetch %f %p` does.
+//!
+//! A segment reaches `%p` by one of two paths: taken from the prefetch spool (where the
+//! fetcher left it, checked) or downloaded by this call. Either way it lands in a private
+//! temporary beside `%p` first, and the same gate decides whether it may be renamed into
+//! place:
+//! - every page header and record CRC of the segment itself (the spool copy is walked
+//!   again: what is handed over is what was checked, on the path it actually took);
+//! - the record that began in the previous segment and runs on into this one, checked
+//!   over both parts. The previous segment's part is known from the last hand-over
+//!   (`.walfetch-handover.json` in the spool directory: its name and its open record,
+//!   recorded when it was handed over) or, when that was another segment (a restart, a
+//!   timeline switch, an older walfetch), from the previous segment PostgreSQL keeps in
+//!   `pg_wal` (it renames every restored segment to its own name there), walked now.
+//!   Only when neither exists is there nothing to check: then PostgreSQL starts reading
+//!   at a checkpoint in this segment and never reads the record that began before it.
+//!
+//! A segment that fails the gate is never renamed into place; the error names the
+//! object and the record, and exits with the corrupt-object code (fatal in archive
+//! recovery, retried by a standby).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::StorageSettings;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
+use crate::layout::WAL;
+use crate::pg::conf::{recovery_state, RecoveryState};
+use crate::pg::controldata;
+use crate::pg::datadir::{pg_major, system_identifier, PgMajor};
+use crate::storage;
+use crate::wal::fetch::{check_file, download, with_mapped, Expect};
+use crate::wal::name::{Segment, WalFile};
+use crate::wal::prefetch;
+use crate::wal::records::{check_continuation, OpenRecord};
+use crate::wal::spool::{Call, HandedOver, Spool};
+
+/// How long a call waits for a segment the fetcher is downloading before fetching it itself.
+const SPOOL_WAIT: Duration = Duration::from_secs(60);
+
+/// The data directory a `wal-fetch` call serves, found from `%p`.
+#[derive(Debug, Clone)]
+pub struct Standby {
+    /// The data directory.
+    pub datadir: PathBuf,
+    /// Its `PG_VERSION`.
+    pub version: Option<PgMajor>,
+    /// Its spool and state files.
+    pub spool: Spool,
+}
+
+impl Standby {
+    /// The data directory of `%p`: PostgreSQL runs restore_command in the data directory
+    /// with `%p` = `pg_wal/RECOVERYXLOG`. `None` when `%p` is not in the `pg_wal` (or
+    /// `pg_xlog`) directory of a data directory: then there is no spool, no fetcher and
+    /// no state to keep, and nothing is created around `%p`.
+    pub fn of_destination(destination: &Path) -> Option<Standby> {
+        let wal_dir = match destination.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let wal_dir = wal_dir.canonicalize().ok()?;
+        if !matches!(wal_dir.file_name().and_then(|n| n.to_str()), Some("pg_wal" | "pg_xlog")) {
+            return None;
+        }
+        let datadir = wal_dir.parent()?.to_path_buf();
+        let version = pg_major(&datadir).ok();
+        let looks_like_one = version.is_some() || datadir.join("global/pg_control").exists();
+        looks_like_one.then(|| Standby {
+            spool: Spool::for_wal_dir(&wal_dir),
+            datadir,
+            version,
+        })
+    }
+
+    /// How the server in this data directory recovers.
+    pub fn recovery_state(&self) -> RecoveryState {
+        recovery_state(&self.datadir, self.version)
+    }
+
+    /// The cluster's WAL segment size, from `global/pg_control`.
+    pub fn segment_size(&self) -> Option<u64> {
+        controldata::read(&self.datadir, self.version?).ok().map(|c| c.segment_size)
+    }
+}
+
+/// One `wal-fetch` call.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The file PostgreSQL asks for (`%f`).
+    pub name: &'a str,
+    /// Where to put it (`%p`).
+    pub destination: &'a Path,
+    /// The data directory `%p` belongs to, if it is one.
+    pub standby: Option<&'a Standby>,
+    /// Whether the prefetch fetcher is used.
+    pub prefetch: bool,
+    /// The segment size, when pinned (`WALG_PG_WAL_SIZE`).
+    pub segment_size: Option<u64>,
+}
+
+/// Where a handed-over file came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The prefetch spool: no storage request at all.
+    Spool,
+    /// Downloaded by this call from this object.
+    Archive(String),
+}
+
+/// What [`serve`] handed over.
+#[derive(Debug)]
+pub struct Served {
+    /// Where it came from.
+    pub source: Source,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Serves one restore_command call: the file is at `%p` on success, and nothing is
+/// there on failure. See the module documentation.
+pub fn serve(req: &Request, settings: &StorageSettings) -> Result<Served> {
+    let name = req.name;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
+    }
+    let segment = WalFile::parse(name).and_then(|k| k.segment());
+    let tmp = temp_path_for(req.destination);
+    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let expect = Expect {
+        system_identifier: req.standby.and_then(|s| system_identifier(&s.datadir).ok().flatten()),
+        segment_size: req.segment_size,
+    };
+    let prefetching = match (segment, req.standby) {
+        (Some(seg), Some(standby)) if req.prefetch => Some((seg, standby)),
+        _ => None,
+    };
+    if let Some((seg, standby)) = prefetching {
+        let spool = &standby.spool;
+        if let Some(why) = spool.refused(&seg) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{name} was refused by the fetcher: {why}; once the archive holds a good copy, delete {} to retry",
+                    spool.refused_path(&seg).display()
+                ),
+            ));
+        }
+        spool.set_requested(&seg);
+        prefetch::retire_if_stale(standby, settings);
+        if take_from_spool(spool, &seg, &tmp)? {
+            let object = format!("{settings}/{WAL}{seg} (prefetched)", settings = settings.location);
+            match check_file(&tmp, seg, &object) {
+                Ok(open) => {
+                    let bytes = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+                    if let Err(e) = check_head(standby, seg, &tmp, &object) {
+                        // The fetcher will not offer it again; status shows why.
+                        let _ = spool.refuse(&seg, e.message());
+                        return Err(e);
+                    }
+                    install(&tmp, req.destination, guard)?;
+                    record_handed_over(standby, seg, open);
+                    advance_window(spool, seg, bytes);
+                    return Ok(Served {
+                        source: Source::Spool,
+                        bytes,
+                    });
+                }
+                Err(e) => {
+                    // The spool copy changed after the fetcher checked it: fetch it again.
+                    tracing::warn!(segment = %seg, cause = %e, "the prefetched copy fails its checks; downloading it again");
+                    let _ = fs::remove_file(&tmp);
+                }
+            }
+        }
+    }
+    if let Some(dir) = req.destination.parent() {
+        fsutil::remove_stale_temporaries(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+    }
+    let storage = storage::open(settings)?;
+    if let Some((seg, standby)) = prefetching {
+        // This call fetches `seg` itself: the fetcher's window starts after it.
+        let size = req
+            .segment_size
+            .or_else(|| standby.segment_size())
+            .unwrap_or(crate::constants::DEFAULT_WAL_SEGMENT_SIZE);
+        if let Some(next) = seg.next(size) {
+            standby.spool.set_requested(&next);
+        }
+        prefetch::ensure_running(standby, settings);
+    }
+    let fetched = match download(storage.as_ref(), name, &tmp, expect) {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some((seg, standby)) = prefetching {
+                // Not served: the fetcher watches this segment again (and reports a gap).
+                standby.spool.set_requested(&seg);
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(seg), Some(standby)) = (segment, req.standby) {
+        check_head(standby, seg, &tmp, &fetched.url)?;
+        install(&tmp, req.destination, guard)?;
+        record_handed_over(standby, seg, fetched.open);
+    } else {
+        install(&tmp, req.destination, guard)?;
+    }
+    Ok(Served {
+        source: Source::Archive(fetched.url),
+        bytes: fetched.bytes,
+    })
+}
+
+/// Renames the checked temporary into place.
+fn install(tmp: &Path, destination: &Path, guard: RemoveOnDrop) -> Result<()> {
+    fs::rename(tmp, destination).map_err(|e| Error::local_io(destination.display(), &e))?;
+    guard.disarm();
+    Ok(())
+}
+
+/// Takes `seg` from the spool into `tmp`, waiting while a live fetcher is downloading it.
+fn take_from_spool(spool: &Spool, seg: &Segment, tmp: &Path) -> Result<bool> {
+    if spool.take(seg, tmp)? {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + SPOOL_WAIT;
+    while spool.in_flight(seg) && spool.fetcher_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        if spool.take(seg, tmp)? {
+            return Ok(true);
+        }
+    }
+    spool.take(seg, tmp)
+}
+
+/// The fetcher's window moves past what was served, so it is not fetched again.
+fn advance_window(spool: &Spool, seg: Segment, size: u64) {
+    if let Some(next) = seg.next(size) {
+        spool.set_requested(&next);
+    }
+}
+
+/// Remembers `seg` as handed over (best effort: without it the next hand-over reads the
+/// previous segment from `pg_wal` instead).
+fn record_handed_over(standby: &Standby, seg: Segment, open: Option<OpenRecord>) {
+    let last = HandedOver {
+        segment: seg.to_string(),
+        open,
+    };
+    if let Err(e) = standby.spool.write_handed_over(&last) {
+        tracing::warn!(cause = %e, "could not record the hand-over; the next one reads the previous segment from pg_wal");
+    }
+}
+
+/// The gate's second half: the record that runs on into `seg` (the file at `path`,
+/// from `object`) from the previous segment, checked over both parts.
+pub fn check_head(standby: &Standby, seg: Segment, path: &Path, object: &str) -> Result<()> {
+    let size = fs::metadata(path).map_err(|e| Error::local_io(path.display(), &e))?.len();
+    let Some(open) = previous_tail(standby, seg, size) else {
+        return Ok(());
+    };
+    with_mapped(path, |data| check_continuation(data, seg, object, &open))
+}
+
+/// The record that the segment before `seg` leaves open, as far as known (see the module
+/// documentation); `None` when it ends at a record boundary or is not known.
+fn previous_tail(standby: &Standby, seg: Segment, size: u64) -> Option<OpenRecord> {
+    let prev_no = seg.number(size)?.checked_sub(1)?;
+    if let Some(last) = standby.spool.handed_over() {
+        if let Some(prev) = Segment::parse(&last.segment) {
+            if prev.number(size) == Some(prev_no) && prev.timeline <= seg.timeline {
+                return last.open;
+            }
+        }
+    }
+    // PostgreSQL keeps restored segments in pg_wal under their own names: the previous
+    // one, on this timeline or the newest one before it.
+    let wal_dir = standby.datadir.join(if standby.version.is_some_and(|v| v.major < 10) {
+        "pg_xlog"
+    } else {
+        "pg_wal"
+    });
+    let prev = fs::read_dir(&wal_dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Segment::parse(&e.file_name().to_string_lossy()))
+        .filter(|s| s.number(size) == Some(prev_no) && s.timeline <= seg.timeline)
+        .max_by_key(|s| s.timeline)?;
+    let path = wal_dir.join(prev.to_string());
+    match check_file(&path, prev, &path.display().to_string()) {
+        Ok(open) => open,
+        Err(e) => {
+            // A recycled file under that name, or one PostgreSQL is still writing.
+            tracing::debug!(segment = %prev, cause = %e, "the previous segment in pg_wal is not usable for the continuation check");
+            None
+        }
+    }
+}
+
+/// Records how a call for `file` ended, for `walfetch status` (best effort).
+pub fn record_call(standby: &Standby, file: &str, outcome: std::result::Result<(), &Error>, exit_code: i32) {
+    let mut calls = standby.spool.calls();
+    let is_segment = WalFile::parse(file).and_then(|k| k.segment()).is_some();
+    let slot = if is_segment { &mut calls.segment } else { &mut calls.other };
+    let now = chrono::Utc::now().to_rfc3339();
+    let previous = slot.take().filter(|c| c.file == file && c.outcome == "failed");
+    let call = match outcome {
+        Ok(()) => Call {
+            file: file.to_string(),
+            at: now,
+            outcome: "restored".into(),
+            exit_code,
+            ..Default::default()
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => Call {
+            file: file.to_string(),
+            at: now,
+            outcome: "absent".into(),
+            exit_code,
+            ..Default::default()
+        },
+        Err(e) => Call {
+            file: file.to_string(),
+            failing_since: Some(
+                previous
+                    .as_ref()
+                    .and_then(|p| p.failing_since.clone())
+                    .unwrap_or_else(|| now.clone()),
+            ),
+            failures: previous.as_ref().map_or(0, |p| p.failures) + 1,
+            at: now,
+            outcome: "failed".into(),
+            exit_code,
+            kind: Some(e.kind().label().into()),
+            error: Some(e.message().to_string()),
+        },
+    };
+    *slot = Some(call);
+    if let Err(e) = standby.spool.write_calls(&calls) {
+        tracing::debug!(cause = %e, "could not record the call");
+    }
+}

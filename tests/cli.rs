@@ -1,9 +1,7 @@
 //! Conventions: version with the build's commit, completions and man page from the
 //! clap definitions, JSON logs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn version_completions_manpage_and_json_logs() {
@@ -16,7 +14,11 @@ fn version_completions_manpage_and_json_logs() {
     let out = walfetch(&["manpage"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH walfetch"));
 
-    let a = common::archive::Archive::new();
+    let a = crate::common::archive::Archive::new();
+    a.put(
+        "wal_005/000000010000000000000002.lz4",
+        b"another segment: the archive holds objects",
+    );
     let dest = a.scratch.path().join("RECOVERYXLOG");
     let args = [
         "--log-format",

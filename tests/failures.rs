@@ -1,13 +1,11 @@
 //! Failure paths of the restore spine: each asserts the exit code, that the message
 //! names the object and the cause, and that nothing partial is left behind.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::archive::*;
-use common::*;
+use crate::common::archive::*;
+use crate::common::*;
 use walfetch::codec::Codec;
 
 const SEG: &str = "000000010000000000000005";
@@ -54,6 +52,7 @@ fn wal_fetch_restores_a_valid_segment_under_any_codec() {
 #[test]
 fn wal_fetch_missing_file_exits_1() {
     let a = Archive::new();
+    a.put("wal_005/000000010000000000000004.lz4", b"the segment before");
     let dir = a.datadir(7, false);
     for name in [SEG, "00000002.history"] {
         let out = wal_fetch(&a, &dir, name, &[]);
@@ -178,9 +177,18 @@ fn wal_fetch_s3_failures_never_pass_for_not_found() {
     let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG", "--mode", "recovery"], &env);
     assert_eq!(code(&out), 128 + 5, "{}", stderr(&out));
 
-    // And a real absence through S3 is still exit 1.
+    // A prefix that holds no objects (a typo) proves nothing: a configuration error.
     let mut env = s3.env();
     env.push(prefix);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds no objects"), "{}", stderr(&out));
+
+    // And a real absence through S3 is still exit 1.
+    let other = s3.data.join(BUCKET).join("pg/wal_005/000000010000000000000004.lz4");
+    fs::create_dir_all(other.parent().unwrap()).unwrap();
+    fs::write(&other, b"another segment").unwrap();
+    give_to_postgres(&s3.data);
     let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(wal_dir_files(&dir).is_empty());
@@ -231,6 +239,15 @@ fn backup_fetch_restores_a_synthetic_backup_and_checks_metadata() {
 fn backup_fetch_missing_backup_and_garbage_sentinel() {
     let a = Archive::new();
     let target = a.scratch.path().join("restored");
+    // An archive that holds nothing at all proves nothing: check the prefix.
+    let out = fetch(&a, &target, &[]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no objects") && stderr(&out).contains("check the prefix"),
+        "{}",
+        stderr(&out)
+    );
+    a.put("wal_005/000000010000000000000001.lz4", b"WAL, but no backup");
     let out = fetch(&a, &target, &[]);
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(stderr(&out).contains("no complete backup"), "{}", stderr(&out));

@@ -3,16 +3,14 @@
 //! short resumes with a ranged GET), exhausted retries end in the right exit code, and
 //! `kill -9` at any point never leaves a file that looks complete but is not.
 
-mod common;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::archive::*;
-use common::proxy::{Fault, FaultProxy};
-use common::*;
+use crate::common::archive::*;
+use crate::common::proxy::{Fault, FaultProxy};
+use crate::common::*;
 use walfetch::codec::Codec;
 
 const SEG: &str = "000000010000000000000005";

@@ -1,13 +1,11 @@
 //! The committed walrus archive (fixtures/walrus-archive): real 1 MiB segments in every
 //! codec, fetched and validated by wal-fetch without any server.
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 
-use common::archive::*;
-use common::*;
+use crate::common::archive::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 
 const SYSID: u64 = 7712055447769388223;

@@ -2,11 +2,9 @@
 //! against a local S3 server holding a "provider's" archive, and must bring up a standby
 //! and promote it.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 /// The `sh` code blocks of the guide, in order.
 fn guide_commands() -> String {

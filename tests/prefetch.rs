@@ -2,14 +2,12 @@
 //! touching storage, a gap is reported by name within a poll interval, a dead fetcher
 //! never blocks wal-fetch, and one fetcher runs per data directory.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::archive::*;
-use common::*;
+use crate::common::archive::*;
+use crate::common::*;
 use walfetch::codec::Codec;
 
 const SIZE: u64 = 1 << 20;

@@ -3,11 +3,9 @@
 //! standby that must replay to the primary's last archived LSN with identical data.
 //! Every codec, S3 and file storage, and a relocated tablespace.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 #[derive(Clone, Copy, Debug)]
 enum Writer {

@@ -2,11 +2,9 @@
 //! deleted segment, a missing signal file, and a restore_command pointing at a wrong
 //! bucket each get their verdict and exit code.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn status(datadir: &std::path::Path, env: &[(String, String)]) -> (i32, Value) {

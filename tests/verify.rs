@@ -1,13 +1,11 @@
 //! wal-verify and wal-show: exact gaps, unrestorable backups, timelines, segment sizes,
 //! garbage and staleness, on synthetic archives and on archives real clusters wrote.
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use common::archive::*;
-use common::*;
+use crate::common::archive::*;
+use crate::common::*;
 use serde_json::Value;
 use walfetch::codec::Codec;
 

@@ -2,11 +2,9 @@
 //! names, no pg_control.tar, no configuration files), restored and replayed by walfetch
 //! with no WAL-E-specific flag, from the S3 server and from a directory copy of the bucket.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 
 fn wale_bin() -> PathBuf {
     let path = std::env::var("WALE_BIN")

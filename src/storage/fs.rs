@@ -6,8 +6,7 @@
 //! object. Listings skip hidden names, so temporaries are never seen as objects.
 //!
 //! The root must exist, for readers and writers alike: an unmounted network filesystem
-//! or a typo in the prefix is a configuration error, never an empty archive. An object
-//! is absent only when its directory exists and lacks it (`wal_005/` without the segment).
+//! or a typo in the prefix is a configuration error, never an empty archive.
 
 use std::fs;
 use std::io;
@@ -41,24 +40,11 @@ impl FsStorage {
         Error::new(kind, format!("{}: {err}", self.path(key).display()))
     }
 
-    /// `key` was not found: absent if its directory exists, else the archive is not
-    /// where the prefix says.
+    /// `key` was not found: an absence, if the root is where the prefix says.
     fn not_found(&self, key: &str, err: &io::Error) -> Error {
-        self.check_root().err().unwrap_or_else(|| {
-            let dir = self.path(key).parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
-            if dir.is_dir() {
-                Error::new(ErrorKind::NotFound, format!("{}: {err}", self.path(key).display()))
-            } else {
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "{}: directory {} does not exist in the archive, so nothing in it can be called absent; check the prefix",
-                        self.path(key).display(),
-                        dir.display()
-                    ),
-                )
-            }
-        })
+        self.check_root()
+            .err()
+            .unwrap_or_else(|| Error::new(ErrorKind::NotFound, format!("{}: {err}", self.path(key).display())))
     }
 
     /// Fails unless the root is an existing directory.

@@ -9,6 +9,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, ALL};
 use crate::constants::COPY_BUFFER_SIZE;
@@ -152,8 +154,61 @@ pub fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectR
             ),
         ));
     }
+    holds_wal(storage)?;
     Err(Error::new(
         ErrorKind::NotFound,
         format!("{name}: not in {}/{WAL}", storage.describe()),
     ))
+}
+
+/// How long a proof that an archive holds WAL is trusted within one process.
+const WAL_PROOF_TTL: Duration = Duration::from_secs(60);
+
+/// Succeeds when `wal_005/` holds at least one object: a WAL file is absent only from a
+/// WAL folder that exists. An archive with backups and no WAL at all is the wrong place
+/// (or a provider that keeps WAL elsewhere), never "the end of the archive".
+fn holds_wal(storage: &dyn Storage) -> Result<()> {
+    static PROVEN: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+    let archive = storage.describe();
+    let fresh = |proofs: &Vec<(String, Instant)>| proofs.iter().any(|(a, at)| *a == archive && at.elapsed() < WAL_PROOF_TTL);
+    if fresh(&PROVEN.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(());
+    }
+    if storage.list_page(WAL, None, 1)?.objects.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("{archive}/{WAL} holds no WAL at all, so no WAL file can be called absent from it; check the prefix (or ask the provider where the WAL is archived)"),
+        ));
+    }
+    let mut proofs = PROVEN.lock().unwrap_or_else(|p| p.into_inner());
+    proofs.retain(|(a, _)| *a != archive);
+    proofs.push((archive, Instant::now()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::absence::ProvenAbsence;
+    use crate::storage::fs::FsStorage;
+
+    #[test]
+    fn a_wal_file_is_absent_only_from_a_wal_folder_that_holds_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("basebackups_005")).unwrap();
+        std::fs::write(
+            dir.path()
+                .join("basebackups_005/base_000000010000000000000002_backup_stop_sentinel.json"),
+            b"{}",
+        )
+        .unwrap();
+        let storage = ProvenAbsence::new(FsStorage::new(dir.path().to_path_buf()));
+        let err = find(&storage, "000000010000000000000003").err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.message().contains("holds no WAL"), "{err}");
+        std::fs::create_dir_all(dir.path().join("wal_005")).unwrap();
+        std::fs::write(dir.path().join("wal_005/000000010000000000000002.lz4"), b"x").unwrap();
+        let err = find(&storage, "000000010000000000000003").err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
 }

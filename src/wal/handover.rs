@@ -66,12 +66,10 @@ impl Standby {
             return None;
         }
         let datadir = wal_dir.parent()?.to_path_buf();
-        let version = pg_major(&datadir).ok();
-        let looks_like_one = version.is_some() || datadir.join("global/pg_control").exists();
-        looks_like_one.then(|| Standby {
+        Some(Standby {
             spool: Spool::for_wal_dir(&wal_dir),
+            version: pg_major(&datadir).ok(),
             datadir,
-            version,
         })
     }
 

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod proxy;
+pub mod wal;
 
 use std::fs;
 use std::net::TcpListener;
@@ -184,10 +185,19 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start(data: PathBuf) -> S3Server {
+        S3Server::start_with(data, free_port(), ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// A server on `port` accepting only the key pair `access`/`secret` (to rotate
+    /// credentials: stop the server, start another on the same port and data).
+    pub fn start_with(data: PathBuf, port: u16, access: &str, secret: &str) -> S3Server {
         fs::create_dir_all(data.join(BUCKET)).unwrap();
         give_to_postgres(&data);
-        let port = free_port();
-        let log = fs::File::create(data.with_extension("log")).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
         let child = Command::new(find_tool("s3s-fs"))
             .args([
                 "--host",
@@ -195,9 +205,9 @@ impl S3Server {
                 "--port",
                 &port.to_string(),
                 "--access-key",
-                ACCESS_KEY,
+                access,
                 "--secret-key",
-                SECRET_KEY,
+                secret,
             ])
             .arg(&data)
             .stdout(log.try_clone().unwrap())
@@ -271,6 +281,56 @@ impl Cluster {
         c
     }
 
+    /// A new cluster that archives its WAL with `writer wal-push %p` (walfetch or walrus)
+    /// into the archive `env` configures, started.
+    pub fn archiving(scratch: &Scratch, name: &str, writer: &Path, env: &[(String, String)], initdb_args: &[&str]) -> Cluster {
+        let mut c = Cluster::init(scratch, name, initdb_args);
+        c.env = env.to_vec();
+        c.configure(&[
+            ("archive_mode", "on"),
+            ("archive_command", &format!("{} wal-push %p", writer.display())),
+        ]);
+        c.start();
+        c
+    }
+
+    /// Whether the server in this data directory is running.
+    pub fn is_running(&self) -> bool {
+        as_postgres(pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Waits until the server has stopped by itself (a FATAL in recovery); false if it
+    /// still runs after `secs`.
+    pub fn wait_stopped(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                self.running = false;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// What `pg_controldata` says of `label` (for example "Database cluster state:").
+    pub fn control_field(&self, label: &str) -> String {
+        let out = as_postgres(pg_bin().join("pg_controldata"))
+            .arg(&self.data)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(label).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    }
+
     /// A cluster for an existing data directory (a restored standby).
     pub fn attach(scratch: &Scratch, name: &str, data: PathBuf) -> Cluster {
         let socket_dir = scratch.dir(&format!("{name}-socket"));
@@ -294,6 +354,29 @@ impl Cluster {
         }
         fs::write(&path, text).unwrap();
         give_to_postgres(&path);
+    }
+
+    /// Starts the server, expecting that it may stop by itself (a FATAL during archive
+    /// recovery); returns whether `pg_ctl start` reported success.
+    pub fn try_start(&mut self) -> bool {
+        let port = self.port.to_string();
+        let sock = self.socket_dir.display().to_string();
+        self.configure(&[
+            ("port", &port),
+            ("unix_socket_directories", &sock),
+            ("listen_addresses", "127.0.0.1"),
+        ]);
+        let out = as_postgres(pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"])
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap();
+        self.running = true;
+        out.status.success()
     }
 
     pub fn start(&mut self) {

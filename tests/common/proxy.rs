@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy for the S3 tests: it sits between walfetch and the S3
 //! server on 127.0.0.1 and, for requests matching a rule, injects a connection reset in
 //! the middle of a body, an error status (500, 503 SlowDown), added latency, a body
-//! cut short under a full Content-Length, or a stall that never answers. Every request
+//! cut short under a full Content-Length, a stall that never answers, or an answer that
+//! is not S3's at all (a bare 404, an HTML page). Every request
 //! line and its Range header is recorded, so tests can assert ranged resumes.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +28,9 @@ pub enum Fault {
     Stall,
     /// Forward the body slowly: this many bytes, then a pause, repeatedly.
     Throttle(usize, Duration),
+    /// Answer with this status, content type (none: no header) and body, without
+    /// contacting the server: what a proxy, a load balancer or a wrong host sends.
+    Answer(u16, Option<&'static str>, &'static str),
 }
 
 /// A rule: requests whose first line contains `matches` get `fault`, `times` times.
@@ -91,6 +95,11 @@ impl FaultProxy {
             fault,
             times,
         });
+    }
+
+    /// Removes every rule: from now on everything is forwarded as it is.
+    pub fn clear(&self) {
+        self.state.lock().unwrap().rules.clear();
     }
 
     /// Requests seen so far.
@@ -172,6 +181,15 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
                 client,
                 "HTTP/1.1 {code} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
                 xml.len()
+            );
+            return;
+        }
+        Some(Fault::Answer(code, content_type, body)) => {
+            let content_type = content_type.map(|t| format!("Content-Type: {t}\r\n")).unwrap_or_default();
+            let _ = write!(
+                client,
+                "HTTP/1.1 {code} Answered\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
             return;
         }

@@ -1,0 +1,18 @@
+//! The integration tests, as one binary with a module per area (ripgrep's layout): the
+//! harness in `common/` is compiled once, and every test drives the real walfetch binary
+//! against real PostgreSQL servers, a real S3-compatible server and the peer tools.
+
+mod common;
+
+mod absence;
+mod cli;
+mod failures;
+mod faults;
+mod fixtures;
+mod fuzz_corpus;
+mod migration;
+mod prefetch;
+mod restore;
+mod status;
+mod verify;
+mod wale;

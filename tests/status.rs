@@ -69,6 +69,58 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // restore_commands that wrap walfetch, as WAL-E-era setups do, are seen through; the
+    // archive and credentials they set are the ones status checks.
+    let auto = healthy.join("postgresql.auto.conf");
+    let original = fs::read_to_string(&auto).unwrap();
+    let line = original
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("restore_command"))
+        .unwrap()
+        .to_string();
+    let command = line.split_once('=').unwrap().1.trim().trim_matches('\'').replace("''", "'");
+    let bare = format!("{} wal-fetch \"%f\" \"%p\"", walfetch_bin().display());
+    let envdir = scratch.dir("wal.d");
+    for (k, v) in env.iter().filter(|(k, _)| k.starts_with("WALG_") || k.starts_with("AWS_")) {
+        fs::write(envdir.join(k), format!("{v}\n")).unwrap();
+    }
+    give_to_postgres(&envdir);
+    let assignments: String = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WALG_") || k.starts_with("AWS_"))
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    let with_restore_command = |cmd: &str| {
+        let text = original.replace(&line, &format!("restore_command = '{}'", cmd.replace('\'', "''")));
+        fs::write(&auto, text).unwrap();
+    };
+    for wrapped in [
+        format!("/usr/bin/env -i {assignments}{bare}"),
+        format!("envdir {} {bare}", envdir.display()),
+        format!("timeout 60 {command}"),
+        format!("nice -n 10 {command}"),
+        format!("/usr/bin/sudo -u postgres -E -- {command}"),
+        format!("runuser -u postgres -- {command}"),
+        format!("sh -c 'exec {}'", command.replace('"', "")),
+    ] {
+        with_restore_command(&wrapped);
+        let (code, r) = status(&healthy, &creds);
+        assert_eq!((code, r["verdict"].as_str().unwrap()), (0, "healthy"), "{wrapped}: {r:#}");
+        assert_eq!(r["archive"], format!("s3://{BUCKET}/pg"), "{wrapped}: {r:#}");
+    }
+    // Credentials the archive rejects: their own verdict and exit code.
+    with_restore_command(&format!("env AWS_SECRET_ACCESS_KEY=wrong-secret {command}"));
+    let (code, r) = status(&healthy, &creds);
+    assert_eq!((code, r["verdict"].as_str().unwrap()), (18, "credentials"), "{r:#}");
+    assert!(!r.to_string().contains("wrong-secret"), "a secret in the report: {r:#}");
+    // A script that hides what it runs cannot be checked: misconfigured, named.
+    with_restore_command("/usr/local/bin/restore-wal.sh %f %p");
+    let (code, r) = status(&healthy, &creds);
+    assert_eq!(code, 16, "{r:#}");
+    assert!(r["problems"].to_string().contains("does not call walfetch"), "{r:#}");
+    fs::write(&auto, &original).unwrap();
+
     // A fresh restore is healthy and catching up: behind by the archived segments.
     let fresh = restore("fresh");
     let (code, r) = status(&fresh, &creds);

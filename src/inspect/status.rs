@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, Result};
 use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
 use crate::layout::wal_inventory::scan;
-use crate::pg::conf::{recovery_state, restore_command, RecoveryState, RestoreCommand};
+use crate::pg::conf::{recovery_state, redact, restore_command, RecoveryState, RestoreCommand};
 use crate::pg::controldata;
 use crate::pg::datadir::pg_major;
 use crate::storage;
@@ -163,8 +163,9 @@ pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
             format!("no {want}: PostgreSQL will start as a primary, not replay the archive"),
         );
     }
-    b.report.restore_command = restore_command(datadir, version);
-    let settings = archive_settings(&mut b, fallback);
+    let command = restore_command(datadir, version);
+    b.report.restore_command = command.as_deref().map(redact);
+    let settings = archive_settings(&mut b, command.as_deref(), fallback);
 
     // What PostgreSQL waits for: the last segment call, else pg_control's position.
     let size = control.segment_size;
@@ -229,18 +230,21 @@ fn class_of_label(label: &str) -> Class {
 
 /// The archive the restore_command uses, with the environment it sets; problems for a
 /// command that is missing, is not walfetch's, or names no archive.
-fn archive_settings(b: &mut Builder, fallback: &StorageFlags) -> Option<StorageSettings> {
-    let Some(cmd) = b.report.restore_command.clone() else {
+fn archive_settings(b: &mut Builder, command: Option<&str>, fallback: &StorageFlags) -> Option<StorageSettings> {
+    let Some(cmd) = command else {
         b.problem(
             Class::Misconfigured,
             "no restore_command: the standby cannot fetch WAL from the archive".into(),
         );
         return StorageSettings::resolve(fallback).ok();
     };
-    let Some(call) = RestoreCommand::parse(&cmd) else {
+    let Some(call) = RestoreCommand::parse(cmd) else {
         b.problem(
             Class::Misconfigured,
-            format!("restore_command does not call walfetch wal-fetch (directly or through env, envdir, timeout, nice, sudo, runuser, sh -c): {cmd}"),
+            format!(
+                "restore_command does not call walfetch wal-fetch (directly or through env, envdir, timeout, nice, sudo, runuser, sh -c): {}",
+                redact(cmd)
+            ),
         );
         return StorageSettings::resolve(fallback).ok();
     };

@@ -156,6 +156,52 @@ pub fn shell_words(cmd: &str) -> Vec<String> {
     words
 }
 
+/// Whether a variable's value is a secret (a key, a token, a password).
+fn is_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["SECRET", "TOKEN", "PASSWORD", "PASSPHRASE", "_KEY"].iter().any(|p| n.contains(p))
+        && !n.ends_with("_KEY_ID")
+        && !n.ends_with("_KEY_PATH")
+}
+
+/// `cmd` with the values of secret variable assignments (`AWS_SECRET_ACCESS_KEY=…`,
+/// `AWS_SESSION_TOKEN=…`) replaced by `***`, for reports and messages.
+pub fn redact(cmd: &str) -> String {
+    let mut out = String::with_capacity(cmd.len());
+    let mut rest = cmd;
+    while let Some(eq) = rest.find('=') {
+        let (head, tail) = rest.split_at(eq);
+        let name_start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        out.push_str(head);
+        out.push('=');
+        let tail = &tail[1..];
+        if is_secret(&head[name_start..]) {
+            let (quote, body) = match tail.chars().next() {
+                Some(q @ ('\'' | '"')) => (Some(q), &tail[1..]),
+                _ => (None, tail),
+            };
+            let end = match quote {
+                Some(q) => body.find(q).map_or(body.len(), |i| i + 1),
+                None => body
+                    .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+                    .unwrap_or(body.len()),
+            };
+            if let Some(q) = quote {
+                out.push(q);
+            }
+            out.push_str("***");
+            if let Some(q) = quote.filter(|q| body[..end].ends_with(*q)) {
+                out.push(q);
+            }
+            rest = &body[end..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What a `restore_command` that calls `walfetch wal-fetch` runs it with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreCommand {
@@ -437,6 +483,15 @@ mod tests {
         assert_eq!(c.assignments[0], ("WALG_S3_PREFIX".to_string(), "s3://b/p".to_string()));
         let c = RestoreCommand::parse(cases[1].0).unwrap();
         assert_eq!(c.env_dirs, [PathBuf::from("/etc/wal.d")]);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact("env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=s3cr3t AWS_SESSION_TOKEN='t/k' WALG_LIBSODIUM_KEY=abc walfetch --prefix=s3://b wal-fetch %f %p"),
+            "env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=*** AWS_SESSION_TOKEN='***' WALG_LIBSODIUM_KEY=*** walfetch --prefix=s3://b wal-fetch %f %p"
+        );
+        assert_eq!(redact("walfetch wal-fetch %f %p"), "walfetch wal-fetch %f %p");
     }
 
     #[test]

@@ -76,3 +76,22 @@ pub fn wal_records(data: &[u8]) {
         let _ = check_continuation(&second[..first.len().min(second.len())], next, "fuzz", &open);
     }
 }
+
+/// PostgreSQL configuration text, restore_command lines (wrappers, quoting, envdir
+/// names), secret redaction, and archive locations and endpoints.
+pub fn configuration(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for name in ["restore_command", "standby_mode", "archive_mode"] {
+        let _ = crate::pg::conf::setting(text, name);
+    }
+    for line in text.lines() {
+        let redacted = crate::pg::conf::redact(line);
+        assert!(redacted.len() <= line.len() + 8 * line.matches('=').count());
+        if let Some(cmd) = crate::pg::conf::RestoreCommand::parse(line) {
+            assert!(!cmd.program.is_empty());
+        }
+        let _ = crate::pg::conf::is_true(line);
+        let _ = crate::config::parse_location(line);
+        let _ = crate::config::parse_endpoint(line);
+    }
+}

@@ -287,6 +287,17 @@ fn a_damaged_continuation_is_refused_however_the_segment_arrives() {
         report["problems"].to_string().contains("begun in the previous segment"),
         "{report:#}"
     );
+    assert_eq!(report["last_call"]["outcome"], "failed", "{report:#}");
+    assert!(
+        report["last_call"]["failing_since"].is_string() && report["last_call"]["failures"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    assert!(
+        report["problems"]
+            .to_string()
+            .contains("the prefetch fetcher keeps failing (corrupt) since"),
+        "{report:#}"
+    );
     // The fetcher it started goes when the server goes.
     let spool = restored.join("pg_wal/.wal-g/prefetch");
     let info: serde_json::Value = serde_json::from_slice(&fs::read(spool.join(".walfetch-follow.json")).unwrap()).unwrap();

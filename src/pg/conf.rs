@@ -171,7 +171,11 @@ pub fn redact(cmd: &str) -> String {
     let mut rest = cmd;
     while let Some(eq) = rest.find('=') {
         let (head, tail) = rest.split_at(eq);
-        let name_start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        let name_start = head
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         out.push_str(head);
         out.push('=');
         let tail = &tail[1..];
@@ -492,6 +496,7 @@ mod tests {
             "env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=*** AWS_SESSION_TOKEN='***' WALG_LIBSODIUM_KEY=*** walfetch --prefix=s3://b wal-fetch %f %p"
         );
         assert_eq!(redact("walfetch wal-fetch %f %p"), "walfetch wal-fetch %f %p");
+        assert_eq!(redact("é=1 ÀTOKEN=x"), "é=1 ÀTOKEN=***");
     }
 
     #[test]

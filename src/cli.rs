@@ -1,10 +1,15 @@
 //! Command-line definitions. Names follow wal-g's so the binaries can be swapped.
 
-use std::path::PathBuf;
+use std::io;
+use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 
+use crate::commands::{self, Run};
 use crate::config::StorageFlags;
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result};
 use crate::logging::LogFormat;
 
 /// The command line.
@@ -26,19 +31,20 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the archive is.
+/// Where the archive is. Each has several environment names (wal-g's, WAL-E's, AWS's),
+/// resolved in [`crate::config`].
 #[derive(Debug, Args)]
 pub struct StorageArgs {
-    /// Archive: s3://bucket/path or file:///dir [env: WALG_S3_PREFIX, WALE_S3_PREFIX, WALG_FILE_PREFIX, WALE_FILE_PREFIX]
+    /// Archive: s3://bucket/path, /dir or file:///dir [env: WALG_S3_PREFIX, WALE_S3_PREFIX, WALG_FILE_PREFIX, WALE_FILE_PREFIX]
     #[arg(long, global = true)]
     pub prefix: Option<String>,
-    /// S3 endpoint URL for S3-compatible servers [env: AWS_ENDPOINT_URL, AWS_ENDPOINT, WALE_S3_ENDPOINT]
+    /// S3 endpoint URL for S3-compatible servers [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_ENDPOINT, WALE_S3_ENDPOINT]
     #[arg(long, global = true)]
     pub endpoint: Option<String>,
-    /// S3 region [env: AWS_REGION]
+    /// S3 region [env: AWS_REGION, AWS_DEFAULT_REGION]
     #[arg(long, global = true)]
     pub region: Option<String>,
-    /// Path-style S3 addressing [env: AWS_S3_FORCE_PATH_STYLE]
+    /// Path-style S3 addressing [env: AWS_S3_FORCE_PATH_STYLE, or WALE_S3_ENDPOINT's +path]
     #[arg(long, global = true)]
     pub path_style: bool,
 }
@@ -59,55 +65,80 @@ impl StorageArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the complete base backups in the archive, oldest first.
-    BackupList(crate::commands::backup_list::BackupList),
+    BackupList(commands::backup_list::BackupList),
     /// Restore a base backup into a directory, optionally ready to start as a standby.
-    BackupFetch(crate::commands::backup_fetch::BackupFetch),
+    BackupFetch(commands::backup_fetch::BackupFetch),
     /// Fetch one WAL file (the restore_command: walfetch wal-fetch %f %p).
-    WalFetch(crate::commands::wal_fetch::WalFetch),
+    WalFetch(commands::wal_fetch::WalFetch),
     /// Keep the next segments downloaded and validated ahead of a standby (started on demand by wal-fetch).
-    Follow(crate::commands::follow::Follow),
+    Follow(commands::follow::Follow),
     /// Archive one WAL file (the archive_command: walfetch wal-push %p).
-    WalPush(crate::commands::wal_push::WalPush),
+    WalPush(commands::wal_push::WalPush),
     /// Take a base backup of a running cluster into the archive.
-    BackupPush(crate::commands::backup_push::BackupPush),
+    BackupPush(commands::backup_push::BackupPush),
     /// Check the archive for missing WAL, unrestorable backups and staleness (for cron).
-    WalVerify(crate::commands::wal_verify::WalVerify),
+    WalVerify(commands::wal_verify::WalVerify),
     /// Show the archive's timelines, their segment ranges and gaps, and their backups.
-    WalShow(crate::commands::wal_show::WalShow),
+    WalShow(commands::wal_show::WalShow),
     /// Why a standby is or is not advancing: its files tied to its archive.
-    Status(crate::commands::status::Status),
+    Status(commands::status::Status),
     /// Test access to the archive: list, read, credentials expiry, with fixes for common mistakes.
-    Check(crate::commands::check::Check),
+    Check(commands::check::Check),
     /// Print a shell completion script.
-    Completions(crate::commands::docs::Completions),
+    Completions(Completions),
     /// Print the man page (roff).
-    Manpage,
+    Manpage(Manpage),
 }
 
-/// A default download concurrency: `WALG_DOWNLOAD_CONCURRENCY`, else the number of cores.
-pub fn default_concurrency(env_name: &str) -> usize {
-    std::env::var(env_name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+impl Command {
+    /// The command's name (for messages) and the command to run.
+    pub fn runner(&self) -> (&'static str, &dyn Run) {
+        match self {
+            Command::BackupList(c) => ("backup-list", c),
+            Command::BackupFetch(c) => ("backup-fetch", c),
+            Command::WalFetch(c) => ("wal-fetch", c),
+            Command::Follow(c) => ("follow", c),
+            Command::WalPush(c) => ("wal-push", c),
+            Command::BackupPush(c) => ("backup-push", c),
+            Command::WalVerify(c) => ("wal-verify", c),
+            Command::WalShow(c) => ("wal-show", c),
+            Command::Status(c) => ("status", c),
+            Command::Check(c) => ("check", c),
+            Command::Completions(c) => ("completions", c),
+            Command::Manpage(c) => ("manpage", c),
+        }
+    }
 }
 
-/// Requests in flight when listing or reading many small objects: `WALG_DOWNLOAD_CONCURRENCY`,
-/// else 8 (they are round trips, not work for the cores).
-pub fn listing_concurrency() -> usize {
-    std::env::var("WALG_DOWNLOAD_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n: &usize| *n > 0)
-        .unwrap_or(8)
+/// Options of `completions`.
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: Shell,
 }
 
-/// An absolute form of `path` (relative to the current directory).
-pub fn absolute(path: &std::path::Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+impl Run for Completions {
+    /// Prints the completion script, generated from these definitions.
+    fn run(&self, _: &Context) -> Result<ExitCode> {
+        let mut script = Vec::new();
+        clap_complete::generate(self.shell, &mut Cli::command(), "walfetch", &mut script);
+        crate::output::write(&script);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Options of `manpage` (none).
+#[derive(Debug, Args)]
+pub struct Manpage {}
+
+impl Run for Manpage {
+    /// Prints the man page (roff), generated from these definitions.
+    fn run(&self, _: &Context) -> Result<ExitCode> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut page)
+            .map_err(|e: io::Error| Error::new(ErrorKind::LocalIo, format!("writing the man page: {e}")))?;
+        crate::output::write(&page);
+        Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,11 +1,17 @@
-//! Storage settings, resolved from command-line flags first and then from the
-//! environment names that wal-g and WAL-E use, so a user can swap binaries.
+//! Every setting walfetch reads from its environment, resolved once at start into
+//! [`Settings`]: flags first, then the environment names that wal-g and WAL-E use, so a
+//! user can swap binaries. Settings that belong to one command and have one environment
+//! name are that command's flags, with clap's `env` (so their help cannot drift); the
+//! ones here are shared by several commands or have several names.
 
 use std::env;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_PARTITIONS_IN_FLIGHT};
 use crate::error::{Error, ErrorKind, Result};
+use crate::wal::name::valid_segment_size;
 
 /// Where the archive lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +43,41 @@ pub struct StorageSettings {
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-host style.
     pub path_style: bool,
+    /// Retry and transfer limits.
+    pub tuning: Tuning,
+}
+
+/// Limits of storage requests, from the `WALFETCH_*` variables (tests set small values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Retries of a transient failure (`WALFETCH_MAX_RETRIES`).
+    pub max_retries: usize,
+    /// A request or body silent this long is retried (`WALFETCH_IO_TIMEOUT`, seconds).
+    pub io_timeout: Duration,
+    /// Bytes per ranged GET of a large object (`WALFETCH_RANGE_SIZE`).
+    pub range_part_size: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            max_retries: MAX_RETRIES,
+            io_timeout: IO_TIMEOUT,
+            range_part_size: RANGE_PART_SIZE,
+        }
+    }
+}
+
+impl Tuning {
+    fn resolve(env: Env<'_>) -> Tuning {
+        let number = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let default = Tuning::default();
+        Tuning {
+            max_retries: number("WALFETCH_MAX_RETRIES").map_or(default.max_retries, |n| n as usize),
+            io_timeout: number("WALFETCH_IO_TIMEOUT").map_or(default.io_timeout, Duration::from_secs),
+            range_part_size: number("WALFETCH_RANGE_SIZE").filter(|n| *n > 0).unwrap_or(default.range_part_size),
+        }
+    }
 }
 
 /// Storage options as given on the command line (all optional).
@@ -126,6 +167,7 @@ impl StorageSettings {
             endpoint,
             region,
             path_style,
+            tuning: Tuning::resolve(env),
         })
     }
 
@@ -145,6 +187,200 @@ impl StorageSettings {
             out.push("--path-style".into());
         }
         out
+    }
+}
+
+/// The settings shared by several commands, each read from the environment once.
+#[derive(Debug)]
+pub struct Settings {
+    /// The storage flags of the command line (`status` falls back to them).
+    pub flags: StorageFlags,
+    /// The archive, or why it is not configured (an error only for commands that need it).
+    pub storage: Result<StorageSettings>,
+    /// `WALG_DOWNLOAD_CONCURRENCY`: downloads at once (partitions, listings, prefetch).
+    pub download_concurrency: Option<usize>,
+    /// `WALG_PG_WAL_SIZE` (MiB): the WAL segment size, when pinned.
+    pub wal_segment_size: Result<Option<u64>>,
+    /// Whether `wal-fetch` uses the prefetch fetcher: not with `WALFETCH_PREFETCH=off`,
+    /// nor with `WALG_DOWNLOAD_CONCURRENCY=1` (as in wal-g).
+    pub prefetch: bool,
+    /// `WALG_PREFETCH_DIR`: the base of the prefetch spool instead of `pg_wal`.
+    pub prefetch_dir: Option<PathBuf>,
+    /// The log level: `WALFETCH_LOG_LEVEL`, else wal-g's `WALG_LOG_LEVEL`.
+    pub log_level: Option<String>,
+    /// GPG key settings that are set (walfetch reads decrypted objects only).
+    pub gpg_key_ids: Vec<&'static str>,
+    /// The libpq connection settings `backup-push` uses.
+    pub libpq: Libpq,
+}
+
+/// libpq's environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`).
+#[derive(Clone, Default)]
+pub struct Libpq {
+    /// `PGHOST`: a host name or a socket directory.
+    pub host: Option<String>,
+    /// `PGPORT`.
+    pub port: Option<String>,
+    /// `PGUSER`, else `USER`.
+    pub user: Option<String>,
+    /// `PGDATABASE`.
+    pub database: Option<String>,
+    /// `PGPASSWORD`.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Libpq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Libpq")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Resolves every setting from the flags and the process environment.
+    pub fn resolve(flags: StorageFlags) -> Settings {
+        Settings::resolve_from(flags, &process_env)
+    }
+
+    /// Resolves every setting from the flags and the variables `env` gives.
+    pub fn resolve_from(flags: StorageFlags, env: Env<'_>) -> Settings {
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let download_concurrency = set("WALG_DOWNLOAD_CONCURRENCY")
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|n: &usize| *n > 0);
+        let prefetch_off = set("WALFETCH_PREFETCH").is_some_and(|v| matches!(v.trim(), "off" | "0" | "false" | "no"));
+        let log_level = set("WALFETCH_LOG_LEVEL").or_else(|| {
+            set("WALG_LOG_LEVEL").map(|l| match l.as_str() {
+                "DEVEL" => "debug".to_string(),
+                "ERROR" => "error".to_string(),
+                _ => "info".to_string(),
+            })
+        });
+        Settings {
+            storage: StorageSettings::resolve_from(&flags, env),
+            flags,
+            download_concurrency,
+            wal_segment_size: set("WALG_PG_WAL_SIZE")
+                .map(|v| parse_size(&format!("{}MB", v.trim())).map_err(|e| e.context("WALG_PG_WAL_SIZE")))
+                .transpose(),
+            prefetch: !prefetch_off && download_concurrency != Some(1),
+            prefetch_dir: set("WALG_PREFETCH_DIR").map(PathBuf::from),
+            log_level,
+            gpg_key_ids: ["WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID"]
+                .into_iter()
+                .filter(|n| set(n).is_some())
+                .collect(),
+            libpq: Libpq {
+                host: set("PGHOST"),
+                port: set("PGPORT"),
+                user: set("PGUSER").or_else(|| set("USER")),
+                database: set("PGDATABASE"),
+                password: set("PGPASSWORD"),
+            },
+        }
+    }
+
+    /// The archive's settings, or why there are none.
+    pub fn storage(&self) -> Result<&StorageSettings> {
+        self.storage.as_ref().map_err(Error::clone)
+    }
+
+    /// Partitions a restore downloads at once: `flag`, else `WALG_DOWNLOAD_CONCURRENCY`,
+    /// else the cores, and from remote storage at least [`REMOTE_PARTITIONS_IN_FLIGHT`]
+    /// (each starts with a round trip; the decoders wait on the network more than on
+    /// the cores).
+    pub fn partitions_in_flight(&self, flag: Option<usize>, remote: bool) -> usize {
+        match flag.filter(|n| *n > 0).or(self.download_concurrency) {
+            Some(n) => n,
+            None if remote => cores().max(REMOTE_PARTITIONS_IN_FLIGHT),
+            None => cores(),
+        }
+    }
+
+    /// Requests in flight when listing or reading many small objects:
+    /// `WALG_DOWNLOAD_CONCURRENCY`, else 8 (round trips, not work for the cores).
+    pub fn listing_concurrency(&self) -> usize {
+        self.download_concurrency.unwrap_or(8)
+    }
+
+    /// Segments the prefetch fetcher keeps ready: `flag`, else
+    /// `WALG_DOWNLOAD_CONCURRENCY`, else 8.
+    pub fn prefetch_ahead(&self, flag: Option<usize>) -> usize {
+        flag.filter(|n| *n > 0).or(self.download_concurrency).unwrap_or(8)
+    }
+
+    /// The pinned WAL segment size (`WALG_PG_WAL_SIZE`), or why it is malformed.
+    pub fn wal_segment_size(&self) -> Result<Option<u64>> {
+        self.wal_segment_size.clone()
+    }
+}
+
+/// The number of cores (2 when it cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// Parses a WAL segment size: `16MB`, `64MiB`, `1GB`, `1048576` (bytes); a power of two
+/// from 1 MB to 1 GB.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = t
+        .strip_suffix("gib")
+        .or_else(|| t.strip_suffix("gb"))
+        .or_else(|| t.strip_suffix('g'))
+    {
+        (n, 1u64 << 30)
+    } else if let Some(n) = t
+        .strip_suffix("mib")
+        .or_else(|| t.strip_suffix("mb"))
+        .or_else(|| t.strip_suffix('m'))
+    {
+        (n, 1 << 20)
+    } else {
+        (t.strip_suffix('b').unwrap_or(&t), 1)
+    };
+    let size = num
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|s| valid_segment_size(*s));
+    size.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!("'{text}' is not a WAL segment size (a power of two from 1MB to 1GB)"),
+        )
+    })
+}
+
+/// Parses an age: `90s`, `15m`, `2h`, `1d` or plain seconds.
+pub fn parse_age(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('s') => (&t[..t.len() - 1], 1),
+        Some('m') => (&t[..t.len() - 1], 60),
+        Some('h') => (&t[..t.len() - 1], 3600),
+        Some('d') => (&t[..t.len() - 1], 86400),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(Duration::from_secs)
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("'{text}' is not an age (e.g. 90s, 15m, 2h, 1d)")))
+}
+
+/// An absolute form of `path` (relative to the current directory).
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
@@ -300,6 +536,50 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_ages() {
+        assert_eq!(parse_size("16MB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("3MB").is_err());
+        assert!(parse_size("2GB").is_err());
+        assert!(parse_size("99999999999999999999g").is_err());
+        assert_eq!(parse_age("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_age("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_age("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn shared_settings_are_read_once_with_one_default_each() {
+        let vars = [("WALG_DOWNLOAD_CONCURRENCY", "3"), ("WALG_PG_WAL_SIZE", "64"), ("PGPASSWORD", "pw")];
+        let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let s = Settings::resolve_from(StorageFlags::default(), &env);
+        assert_eq!(s.partitions_in_flight(None, true), 3);
+        assert_eq!(s.partitions_in_flight(Some(5), true), 5);
+        assert_eq!(s.listing_concurrency(), 3);
+        assert_eq!(s.prefetch_ahead(None), 3);
+        assert_eq!(s.wal_segment_size().unwrap(), Some(64 << 20));
+        assert!(s.prefetch);
+        assert!(!format!("{s:?}").contains("pw"), "the password stays out of Debug");
+        let none = |_: &str| None;
+        let s = Settings::resolve_from(StorageFlags::default(), &none);
+        assert!(s.partitions_in_flight(None, true) >= REMOTE_PARTITIONS_IN_FLIGHT);
+        assert_eq!(s.listing_concurrency(), 8);
+        assert_eq!(s.storage().unwrap_err().kind(), ErrorKind::Config);
+        let one = |name: &str| (name == "WALG_DOWNLOAD_CONCURRENCY").then(|| "1".to_string());
+        assert!(!Settings::resolve_from(StorageFlags::default(), &one).prefetch, "as in wal-g");
+        let bad = |name: &str| (name == "WALG_PG_WAL_SIZE").then(|| "3".to_string());
+        assert_eq!(
+            Settings::resolve_from(StorageFlags::default(), &bad)
+                .wal_segment_size()
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Config
+        );
+    }
+
+    #[test]
     fn relative_paths_and_mistyped_urls_are_refused() {
         for bad in ["archive", "./archive", "s3:/bucket/p", "s3:bucket", "S3://bucket", "file:/srv", ""] {
             let err = parse_location(bad).unwrap_err();
@@ -357,6 +637,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:1".into()),
             region: Some("us-east-1".into()),
             path_style: true,
+            tuning: Tuning::default(),
         };
         assert_eq!(
             s.to_flags(),

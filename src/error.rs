@@ -32,7 +32,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// The process exit code for this kind (see README, "Exit codes").
-    pub fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Config => 3,
             ErrorKind::NotFound => 4,
@@ -183,7 +183,7 @@ mod tests {
             ErrorKind::Refused,
             ErrorKind::Database,
         ];
-        let mut codes: Vec<i32> = kinds.iter().map(|k| k.exit_code()).collect();
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());

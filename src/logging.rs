@@ -1,7 +1,7 @@
 //! Log set-up: `tracing` to standard error, as text or JSON, honouring `NO_COLOR`.
 //!
 //! The level comes from `--log-level`, then `WALFETCH_LOG_LEVEL`, then wal-g's
-//! `WALG_LOG_LEVEL` (`NORMAL` = info, `DEVEL` = debug). Secrets never reach a log line:
+//! `WALG_LOG_LEVEL` (`NORMAL` = info, `DEVEL` = debug), resolved in [`crate::config`]. Secrets never reach a log line:
 //! walfetch never reads them itself, and dependencies (the AWS SDK) log errors only.
 
 use std::io::IsTerminal;
@@ -17,21 +17,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
-}
-
-/// The effective level from the flag and the environment.
-pub fn level(flag: Option<&str>) -> String {
-    if let Some(l) = flag {
-        return l.to_string();
-    }
-    if let Ok(l) = std::env::var("WALFETCH_LOG_LEVEL") {
-        return l;
-    }
-    match std::env::var("WALG_LOG_LEVEL").as_deref() {
-        Ok("DEVEL") => "debug".into(),
-        Ok("ERROR") => "error".into(),
-        _ => "info".into(),
-    }
 }
 
 /// Installs the global subscriber. `Targets` (not `EnvFilter`) keeps start-up cheap:

@@ -153,6 +153,14 @@ impl Codec {
     }
 }
 
+impl Codec {
+    /// The codec to write with: the setting (`--compression`, `WALG_COMPRESSION_METHOD`)
+    /// if given, else lz4 (wal-g's default).
+    pub fn for_writing(setting: Option<&str>) -> Result<Codec> {
+        setting.map_or(Ok(Codec::Lz4), str::parse)
+    }
+}
+
 impl FromStr for Codec {
     type Err = Error;
 

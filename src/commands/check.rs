@@ -1,16 +1,14 @@
-//! `walfetch check`: can this machine use the archive? Lists and reads it, says when the
-//! credentials expire (where the credential provider knows), and suggests the fix for
-//! the usual mistakes: a wrong region, path-style addressing, an expired session token.
+//! `walfetch check`: can this machine use the archive ([`crate::inspect::check`])?
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::StorageSettings;
-use crate::error::{Error, ErrorKind, Result};
-use crate::layout::{BASEBACKUPS, SENTINEL_SUFFIX, WAL};
-use crate::storage::Storage;
+use super::Run;
+use crate::context::Context;
+use crate::error::Result;
+use crate::inspect::check::check;
 
 /// Options of `check`.
 #[derive(Debug, Args)]
@@ -20,99 +18,13 @@ pub struct Check {
     pub expiry_warning_minutes: u64,
 }
 
-/// A hint for a failure, from its kind, its message and the settings in use.
-pub fn hint(err: &Error, settings: &StorageSettings) -> Option<String> {
-    let m = err.message();
-    match err.kind() {
-        ErrorKind::Credentials if m.contains("ExpiredToken") || m.contains("expired") => {
-            Some("the session token has expired: get new credentials (aws sso login, a new STS token) and retry".into())
-        }
-        ErrorKind::Credentials => Some("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE, and that the key may read this bucket".into()),
-        ErrorKind::Config if m.contains("region") || m.contains("redirect") => {
-            Some("set the bucket's region: --region or AWS_REGION (the provider tells you which)".into())
-        }
-        ErrorKind::Unreachable if settings.endpoint.is_some() && !settings.path_style => Some(
-            "with a custom endpoint, virtual-host addressing needs DNS for <bucket>.<endpoint>: try --path-style (AWS_S3_FORCE_PATH_STYLE=true)".into(),
-        ),
-        ErrorKind::Unreachable => Some("check the network path to the endpoint (proxy, firewall, DNS)".into()),
-        _ => None,
-    }
-}
-
-fn step<T>(label: &str, settings: &StorageSettings, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match f() {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            crate::outln!("FAIL  {label}: {e}");
-            if let Some(h) = hint(&e, settings) {
-                crate::outln!("      hint: {h}");
-            }
-            Err(e)
-        }
-    }
-}
-
-impl Check {
-    /// Runs the checks; the error of the first failing one decides the exit code.
-    pub fn run(&self, storage: &Arc<dyn Storage>, settings: &StorageSettings) -> Result<()> {
-        crate::outln!("archive: {}", storage.describe());
-        let sentinels = step(&format!("list {BASEBACKUPS}"), settings, || {
-            let all = storage.list_all(BASEBACKUPS, false)?;
-            Ok(all.into_iter().filter(|o| o.key.ends_with(SENTINEL_SUFFIX)).collect::<Vec<_>>())
+impl Run for Check {
+    /// Runs the checks; the first failing one decides the exit code.
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
+        let warning = Duration::from_secs(self.expiry_warning_minutes * 60);
+        check(ctx.storage()?.as_ref(), ctx.settings.storage()?, warning, &mut |line| {
+            crate::outln!("{line}")
         })?;
-        crate::outln!("ok    list {BASEBACKUPS}: {} complete backups", sentinels.len());
-        if let Some(newest) = sentinels.iter().max_by_key(|o| o.modified) {
-            step(&format!("read {}", newest.key), settings, || {
-                let mut r = storage.open(&newest.key)?;
-                std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::local_io(&newest.key, &e))?;
-                Ok(())
-            })?;
-            crate::outln!("ok    read {}", newest.key);
-        }
-        let mut wal_objects = 0usize;
-        step(&format!("list {WAL}"), settings, || {
-            storage.list(&format!("{WAL}0"), false, &mut |page| {
-                wal_objects += page.len();
-                Ok(())
-            })
-        })?;
-        crate::outln!("ok    list {WAL}: {wal_objects} objects");
-        match step("load credentials", settings, || storage.credentials_expiry())? {
-            None => crate::outln!("ok    credentials: no expiry reported"),
-            Some(at) => {
-                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                let mins = left.as_secs() / 60;
-                if mins < self.expiry_warning_minutes {
-                    crate::outln!("WARN  credentials expire in {mins} min: refresh them before a long restore (a restore_command running after expiry fails)");
-                } else {
-                    crate::outln!("ok    credentials expire in {}h{:02}m", mins / 60, mins % 60);
-                }
-            }
-        }
-        crate::outln!("verdict: OK");
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Location;
-
-    #[test]
-    fn hints_for_the_usual_mistakes() {
-        let s = StorageSettings {
-            location: Location::S3 {
-                bucket: "b".into(),
-                prefix: "p".into(),
-            },
-            endpoint: Some("http://minio:9000".into()),
-            region: None,
-            path_style: false,
-        };
-        let h = |kind, msg: &str| hint(&Error::new(kind, msg), &s).unwrap_or_default();
-        assert!(h(ErrorKind::Credentials, "credentials rejected (ExpiredToken: x)").contains("expired"));
-        assert!(h(ErrorKind::Config, "bucket b is in another region").contains("region"));
-        assert!(h(ErrorKind::Unreachable, "cannot reach storage (dns error)").contains("--path-style"));
+        Ok(ExitCode::SUCCESS)
     }
 }

@@ -7,14 +7,17 @@
 //! for stops. A lock in the spool keeps it to one fetcher per data directory.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::absolute;
-use crate::config::StorageSettings;
+use super::Run;
+use crate::config::absolute;
+use crate::context::Context;
 use crate::error::Result;
 use crate::wal::prefetch::Fetcher;
+use crate::wal::spool::Spool;
 
 /// Options of `follow`.
 #[derive(Debug, Args)]
@@ -27,7 +30,7 @@ pub struct Follow {
     /// Run until stopped (for a service), instead of exiting when idle or when the server stops.
     #[arg(long)]
     pub foreground: bool,
-    /// Exit after PostgreSQL has asked for nothing for this many seconds (on-demand mode)
+    /// Exit after PostgreSQL has asked for nothing for this many seconds (on-demand mode).
     #[arg(long, env = "WALFETCH_FOLLOW_IDLE", default_value_t = 60)]
     pub idle_timeout: u64,
     /// Longest wait between two looks at the archive head, in seconds.
@@ -38,26 +41,22 @@ pub struct Follow {
     pub log_file: Option<PathBuf>,
 }
 
-impl Follow {
-    fn ahead(&self) -> usize {
-        self.ahead
-            .or_else(|| std::env::var("WALG_DOWNLOAD_CONCURRENCY").ok().and_then(|v| v.trim().parse().ok()))
-            .filter(|n| *n > 0)
-            .unwrap_or(8)
-    }
-
+impl Run for Follow {
     /// Follows until idle (or forever with `--foreground`).
-    pub fn run(&self, settings: &StorageSettings, segment_size: Option<u64>) -> Result<()> {
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
+        let datadir = absolute(&self.pgdata);
         Fetcher {
-            datadir: absolute(&self.pgdata),
-            settings: settings.clone(),
-            ahead: self.ahead(),
+            spool: Spool::for_wal_dir(&datadir.join("pg_wal"), ctx.settings.prefetch_dir.as_deref()),
+            datadir,
+            settings: ctx.settings.storage()?.clone(),
+            ahead: ctx.settings.prefetch_ahead(self.ahead),
             foreground: self.foreground,
             idle_timeout: Duration::from_secs(self.idle_timeout),
             max_poll: Duration::from_secs(self.max_poll),
-            segment_size,
+            segment_size: ctx.settings.wal_segment_size()?,
             log_file: self.log_file.clone(),
         }
-        .run()
+        .run()?;
+        Ok(ExitCode::SUCCESS)
     }
 }

@@ -5,11 +5,13 @@
 //! failing segment), 16 misconfigured, 17 archive unreachable, 18 credentials rejected.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::absolute;
-use crate::config::StorageFlags;
+use super::Run;
+use crate::config::absolute;
+use crate::context::Context;
 use crate::error::Result;
 use crate::inspect::status::{render, report};
 
@@ -23,15 +25,15 @@ pub struct Status {
     pub json: bool,
 }
 
-impl Status {
-    /// Reports and returns the exit code.
-    pub fn run(&self, fallback: &StorageFlags) -> Result<i32> {
-        let report = report(&absolute(&self.pgdata), fallback)?;
+impl Run for Status {
+    /// Reports; the exit code is the verdict's.
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
+        let report = report(&absolute(&self.pgdata), &ctx.settings)?;
         if self.json {
             crate::output::json(&report)?;
         } else {
             crate::out!("{}", render(&report));
         }
-        Ok(report.exit_code)
+        Ok(ExitCode::from(report.exit_code))
     }
 }

@@ -15,11 +15,13 @@
 //! segment passes, the atomic rename.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 
-use crate::config::StorageSettings;
+use super::Run;
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::conf::RecoveryState;
 use crate::wal::handover::{record_call, serve, Request, Source, Standby};
@@ -42,7 +44,7 @@ pub struct WalFetch {
     pub wal_name: String,
     /// Where to put it (%p), relative to the data directory.
     pub destination: PathBuf,
-    /// How failures are reported
+    /// How failures are reported.
     #[arg(long, value_enum, default_value = "auto", env = "WALFETCH_RECOVERY_MODE")]
     pub mode: Mode,
 }
@@ -54,36 +56,27 @@ impl WalFetch {
         if self.mode != Mode::Auto {
             return self.mode;
         }
-        match Standby::of_destination(&self.destination).map(|s| s.recovery_state()) {
+        match Standby::of_destination(&self.destination, None).map(|s| s.recovery_state()) {
             Some(RecoveryState::Standby) => Mode::Standby,
             _ => Mode::Recovery,
         }
     }
+}
 
-    /// The exit code for an error, by mode (see the module doc).
-    pub fn exit_code(&self, err: &Error) -> i32 {
-        match (err.kind(), self.effective_mode()) {
-            (ErrorKind::NotFound, _) => 1,
-            (kind, Mode::Recovery) => 128 + kind.exit_code(),
-            (kind, _) => kind.exit_code(),
-        }
-    }
-
+impl Run for WalFetch {
     /// Restores the file, and records how the call ended for `walfetch status`.
-    pub fn run(&self, settings: &Result<StorageSettings>, prefetch: bool, segment_size: Option<u64>) -> Result<()> {
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let started = Instant::now();
-        let standby = Standby::of_destination(&self.destination);
-        let served = settings.as_ref().map_err(Error::clone).and_then(|settings| {
-            serve(
-                &Request {
-                    name: &self.wal_name,
-                    destination: &self.destination,
-                    standby: standby.as_ref(),
-                    prefetch,
-                    segment_size,
-                },
-                settings,
-            )
+        let standby = Standby::of_destination(&self.destination, ctx.settings.prefetch_dir.as_deref());
+        let served = ctx.settings.storage().and_then(|settings| {
+            let request = Request {
+                name: &self.wal_name,
+                destination: &self.destination,
+                standby: standby.as_ref(),
+                prefetch: ctx.settings.prefetch,
+                segment_size: ctx.settings.wal_segment_size()?,
+            };
+            serve(&request, settings, &|| ctx.storage())
         });
         if let Some(standby) = &standby {
             let code = served.as_ref().map_or_else(|e| self.exit_code(e), |_| 0);
@@ -98,25 +91,18 @@ impl WalFetch {
                 tracing::info!(file = %self.wal_name, object = %url, bytes = served.bytes, ms = started.elapsed().as_millis() as u64, "restored")
             }
         }
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     }
-}
 
-/// Prefetch is on unless `WALFETCH_PREFETCH=off` or `WALG_DOWNLOAD_CONCURRENCY=1` (as in wal-g).
-pub fn prefetch_enabled() -> bool {
-    let off = std::env::var("WALFETCH_PREFETCH").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false" | "no"));
-    let one = std::env::var("WALG_DOWNLOAD_CONCURRENCY").is_ok_and(|v| v.trim() == "1");
-    !off && !one
-}
-
-/// `WALG_PG_WAL_SIZE` (MiB), when set, pins the expected segment size.
-pub fn expected_segment_size() -> Option<u64> {
-    std::env::var("WALG_PG_WAL_SIZE")
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|mb| mb << 20)
+    /// 1 for a proven absence; otherwise the kind's code where PostgreSQL retries, and
+    /// 128 + that code where a failure must stop it (see the module doc).
+    fn exit_code(&self, err: &Error) -> u8 {
+        match (err.kind(), self.effective_mode()) {
+            (ErrorKind::NotFound, _) => 1,
+            (kind, Mode::Recovery) => 128 + kind.exit_code(),
+            (kind, _) => kind.exit_code(),
+        }
+    }
 }
 
 #[cfg(test)]

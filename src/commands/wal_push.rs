@@ -1,119 +1,41 @@
-//! `walfetch wal-push %p`: PostgreSQL's archive_command.
-//!
-//! The file is compressed into an anonymous spool file (never twice in memory), then
-//! stored atomically at `wal_005/<name>.<ext>`. Pushing a file that is already archived
-//! with the same content succeeds (PostgreSQL retries after crashes); a different
-//! content under the same name is refused, never overwritten. Any failure exits
-//! non-zero, so PostgreSQL keeps the segment and tries again.
+//! `walfetch wal-push %p`: PostgreSQL's archive_command ([`crate::push::wal`]). Any
+//! failure exits non-zero, so PostgreSQL keeps the segment and tries again.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use sha2::{Digest, Sha256};
 
+use super::Run;
 use crate::codec::Codec;
-use crate::constants::COPY_BUFFER_SIZE;
-use crate::error::{Error, ErrorKind, Result};
-use crate::fsutil;
-use crate::layout::wal_key;
-use crate::storage::Storage;
+use crate::context::Context;
+use crate::error::Result;
+use crate::push::wal::{push, Pushed};
 
 /// Options of `wal-push`.
 #[derive(Debug, Args)]
 pub struct WalPush {
     /// The WAL file to archive (%p).
     pub path: PathBuf,
-    /// Compression: lz4, zstd, brotli, lzma or none [env: WALG_COMPRESSION_METHOD; default: lz4]
-    #[arg(long)]
+    /// Compression: lz4 (default), zstd, brotli, lzma or none.
+    #[arg(long, env = "WALG_COMPRESSION_METHOD")]
     pub compression: Option<String>,
 }
 
-/// Reads the compression method from the flag, then `WALG_COMPRESSION_METHOD`.
-pub fn compression(flag: Option<&str>) -> Result<Codec> {
-    match flag.map(str::to_string).or_else(|| std::env::var("WALG_COMPRESSION_METHOD").ok()) {
-        Some(m) => m.parse(),
-        None => Ok(Codec::Lz4),
-    }
-}
-
-/// SHA-256 of everything `reader` yields; `describe` classifies read errors.
-fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; COPY_BUFFER_SIZE];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(hasher.finalize().into()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(describe(e)),
-        }
-    }
-}
-
-/// Compresses `source` into an anonymous spool file.
-pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<File> {
-    let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
-    let mut encoder = codec.encoder(io::BufWriter::with_capacity(
-        COPY_BUFFER_SIZE,
-        fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?,
-    ))?;
-    let mut buf = vec![0u8; COPY_BUFFER_SIZE];
-    loop {
-        let n = match source.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::local_io(what, &e)),
-        };
-        encoder.write_all(&buf[..n]).map_err(|e| Error::local_io("spool", &e))?;
-    }
-    let mut inner = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
-    inner.flush().map_err(|e| Error::local_io("spool", &e))?;
-    Ok(spool)
-}
-
-impl WalPush {
+impl Run for WalPush {
     /// Archives the file.
-    pub fn run(&self, storage: &Arc<dyn Storage>) -> Result<()> {
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let started = Instant::now();
-        let codec = compression(self.compression.as_deref())?;
-        let name = self
-            .path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::new(ErrorKind::Config, format!("{}: not a file name", self.path.display())))?
-            .to_string();
-        let shown = self.path.display().to_string();
-        let mut source = File::open(&self.path).map_err(|e| Error::local_io(&shown, &e))?;
-        let key = wal_key(&name, codec);
-        let url = format!("{}/{key}", storage.describe());
-
-        if storage.stat(&key)?.is_some() {
-            let local = digest(&mut source, &|e| Error::local_io(&shown, &e))?;
-            let mut existing = codec.decoder(storage.open(&key)?, &url);
-            let remote = digest(&mut existing, &|e| existing_error(&url, e))?;
-            if local == remote {
-                tracing::info!(file = %name, object = %url, "already archived with identical content");
-                return Ok(());
+        let codec = Codec::for_writing(self.compression.as_deref())?;
+        match push(ctx.storage()?.as_ref(), &self.path, codec)? {
+            Pushed::Stored(object) => {
+                tracing::info!(file = %self.path.display(), object = %object, ms = started.elapsed().as_millis() as u64, "archived")
             }
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{url}: already archived with different content; refusing to overwrite (another cluster archiving to the same prefix?)"
-                ),
-            ));
+            Pushed::AlreadyThere(object) => {
+                tracing::info!(file = %self.path.display(), object = %object, "already archived with identical content")
+            }
         }
-        let spool = spool_compressed(&mut source, codec, &shown)?;
-        storage.put(&key, &spool)?;
-        tracing::info!(file = %name, object = %url, ms = started.elapsed().as_millis() as u64, "archived");
-        Ok(())
+        Ok(ExitCode::SUCCESS)
     }
-}
-
-fn existing_error(url: &str, e: io::Error) -> Error {
-    Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{url}: {e}")))
 }

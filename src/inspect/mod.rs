@@ -1,3 +1,8 @@
-//! Reports for people and monitors about a standby and its archive: `status`.
+//! Reports for people and monitors about an archive and the standbys it feeds: `status`,
+//! `wal-verify`, `wal-show`, `check`, and the backup table of `backup-list`.
 
+pub mod backups;
+pub mod check;
+pub mod show;
 pub mod status;
+pub mod verify;

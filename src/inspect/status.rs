@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{process_env, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
+use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
 use crate::error::{ErrorKind, Result};
 use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
@@ -28,13 +28,13 @@ use crate::wal::name::{Segment, WalFile};
 use crate::wal::spool::{Call, FollowStatus, Spool};
 
 /// Exit code: something blocks replay (a gap, a refused or failing segment).
-pub const EXIT_BLOCKED: i32 = 15;
+pub const EXIT_BLOCKED: u8 = 15;
 /// Exit code: the standby's configuration cannot work.
-pub const EXIT_MISCONFIGURED: i32 = 16;
+pub const EXIT_MISCONFIGURED: u8 = 16;
 /// Exit code: the archive could not be reached.
-pub const EXIT_UNREACHABLE: i32 = 17;
+pub const EXIT_UNREACHABLE: u8 = 17;
 /// Exit code: the archive rejects the credentials.
-pub const EXIT_CREDENTIALS: i32 = 18;
+pub const EXIT_CREDENTIALS: u8 = 18;
 
 /// What kind of problem blocks the standby; decides the verdict, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,7 +55,7 @@ impl Class {
         }
     }
 
-    fn verdict(self) -> (&'static str, i32) {
+    fn verdict(self) -> (&'static str, u8) {
         match self {
             Class::Misconfigured => ("misconfigured", EXIT_MISCONFIGURED),
             Class::Credentials => ("credentials", EXIT_CREDENTIALS),
@@ -71,7 +71,7 @@ pub struct StatusReport {
     /// `healthy`, `blocked`, `credentials`, `unreachable` or `misconfigured`.
     pub verdict: &'static str,
     /// The exit code.
-    pub exit_code: i32,
+    pub exit_code: u8,
     /// What is wrong, one line each (empty when healthy).
     pub problems: Vec<String>,
     /// Things worth knowing that block nothing.
@@ -136,9 +136,10 @@ impl Builder {
     }
 }
 
-/// Builds the report for the standby in `datadir`. `fallback` are the storage flags of
-/// this command line, used when the restore_command names no archive.
-pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
+/// Builds the report for the standby in `datadir`. The storage flags in `settings` are
+/// used when the restore_command names no archive.
+pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
+    let fallback = &settings.flags;
     let version = pg_major(datadir)?;
     let control = controldata::read(datadir, version)?;
     let mut b = Builder {
@@ -165,7 +166,7 @@ pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
     }
     let command = restore_command(datadir, version);
     b.report.restore_command = command.as_deref().map(redact);
-    let settings = archive_settings(&mut b, command.as_deref(), fallback);
+    let archive = archive_settings(&mut b, command.as_deref(), fallback);
 
     // What PostgreSQL waits for: the last segment call, else pg_control's position.
     let size = control.segment_size;
@@ -176,7 +177,7 @@ pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
     };
     b.report.timeline = timeline;
     b.report.replayed_to = replayed.to_string();
-    let spool = Spool::for_wal_dir(&datadir.join("pg_wal"));
+    let spool = Spool::for_wal_dir(&datadir.join("pg_wal"), settings.prefetch_dir.as_deref());
     let last = spool.calls().segment;
     let asked = last.as_ref().and_then(|c| Some((WalFile::parse(&c.file)?.segment()?, c)));
     let next = match asked {
@@ -203,9 +204,10 @@ pub fn report(datadir: &Path, fallback: &StorageFlags) -> Result<StatusReport> {
     b.report.last_call = last;
     fetcher_problems(&mut b, &spool, next, size);
 
-    if let Some(settings) = settings {
-        b.report.archive = Some(settings.location.to_string());
-        if let Err(e) = with_archive(&mut b, &settings, control.system_identifier, next, size) {
+    if let Some(archive) = archive {
+        b.report.archive = Some(archive.location.to_string());
+        let concurrency = settings.listing_concurrency();
+        if let Err(e) = with_archive(&mut b, &archive, concurrency, control.system_identifier, next, size) {
             let class = Class::of(e.kind());
             let what = match class {
                 Class::Unreachable => "archive unreachable",
@@ -353,9 +355,9 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
 }
 
 /// Ties the standby to its archive: system identifier, the next segment, the head, gaps.
-fn with_archive(b: &mut Builder, settings: &StorageSettings, sysid: u64, next: Segment, size: u64) -> Result<()> {
+fn with_archive(b: &mut Builder, settings: &StorageSettings, concurrency: usize, sysid: u64, next: Segment, size: u64) -> Result<()> {
     let storage = storage::open(settings)?;
-    let (inv, _) = scan(storage.as_ref(), Some(size), crate::cli::listing_concurrency())?;
+    let (inv, _) = scan(storage.as_ref(), Some(size), concurrency)?;
     let backups = list_backups(&storage, 4)?;
     let r = &mut b.report;
     r.archive_system_identifier = backups.iter().rev().find_map(|b| b.sentinel.system_identifier);

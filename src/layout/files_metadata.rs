@@ -3,16 +3,17 @@
 //! The file can exceed a gigabyte for large clusters, so it is read as a stream: each
 //! `Files` entry is handed to a callback and dropped, never collected.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// One entry of `Files`.
-#[derive(Debug, Default, Deserialize)]
+/// One entry of `Files`, as read and as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct FileEntry {
     /// The file is stored in wal-g's page-increment format (delta backups).
     #[serde(rename = "IsIncremented", default)]
@@ -20,10 +21,28 @@ pub struct FileEntry {
     /// The file is unchanged since the parent backup and not stored in this one.
     #[serde(rename = "IsSkipped", default)]
     pub is_skipped: bool,
+    /// Modification time as wal-g records it (RFC 3339).
+    #[serde(rename = "MTime", default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<String>,
+    /// wal-g's count of page updates (0 for full backups).
+    #[serde(rename = "UpdatesCount", default, skip_serializing_if = "Option::is_none")]
+    pub updates_count: Option<u64>,
     /// Bytes of the file as stored in its tar member. walfetch's writer records it;
     /// wal-g's and walrus's do not (and their readers ignore it).
-    #[serde(rename = "Size", default)]
+    #[serde(rename = "Size", default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+}
+
+/// The whole `files_metadata.json` a writer produces: every file with its entry, and
+/// which partition holds which files.
+#[derive(Debug, Default, Serialize)]
+pub struct FilesMetadataDoc {
+    /// Member name → entry.
+    #[serde(rename = "Files")]
+    pub files: BTreeMap<String, FileEntry>,
+    /// Partition file name → member names.
+    #[serde(rename = "TarFileSets")]
+    pub tar_file_sets: BTreeMap<String, Vec<String>>,
 }
 
 /// What the streaming read collected besides the per-file callback.
@@ -147,6 +166,34 @@ mod tests {
         assert_eq!(meta.files, 2);
         assert_eq!(meta.tar_sets, ["part_001.tar.lz4"]);
         assert_eq!(seen, [("/base/1/1".to_string(), false), ("global/2".to_string(), true)]);
+    }
+
+    #[test]
+    fn what_the_writer_writes_streams_back() {
+        let mut doc = FilesMetadataDoc::default();
+        doc.files.insert(
+            "base/1/1".into(),
+            FileEntry {
+                mtime: Some("2026-11-25T00:00:00Z".into()),
+                updates_count: Some(0),
+                size: Some(8192),
+                ..Default::default()
+            },
+        );
+        doc.tar_file_sets.insert("part_001.tar.lz4".into(), vec!["base/1/1".into()]);
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(
+            json.contains(r#""IsIncremented":false"#) && json.contains(r#""UpdatesCount":0"#),
+            "{json}"
+        );
+        let mut sizes = Vec::new();
+        let meta = read(json.as_bytes(), "o", &mut |p, e| {
+            sizes.push((p.to_string(), e.size));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(meta.tar_sets, ["part_001.tar.lz4"]);
+        assert_eq!(sizes, [("base/1/1".to_string(), Some(8192))]);
     }
 
     #[test]

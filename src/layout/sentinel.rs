@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use chrono::{DateTime, FixedOffset};
-use serde::{Deserialize, Deserializer};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::name::{Lsn, Segment};
@@ -15,68 +16,140 @@ use crate::wal::name::{Lsn, Segment};
 /// WAL-E knows only 16 MiB segments; its LSNs are computed with this size.
 const WALE_SEGMENT_SIZE: u64 = 16 << 20;
 
-/// The fields of a sentinel that walfetch uses.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A backup sentinel: what the reader uses of every version, and what the writer
+/// (`backup-push`) fills in (wal-g's V2 keys). Fields the writer leaves out are skipped
+/// when serialising, except `ChkpNum`, which wal-g writes as `null`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Sentinel {
     /// Backup start LSN.
-    #[serde(rename = "LSN", default, deserialize_with = "lenient_u64")]
+    #[serde(rename = "LSN", default, deserialize_with = "lenient_u64", skip_serializing_if = "Option::is_none")]
     pub lsn: Option<u64>,
     /// Backup stop LSN.
-    #[serde(rename = "FinishLSN", default, deserialize_with = "lenient_u64")]
+    #[serde(
+        rename = "FinishLSN",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finish_lsn: Option<u64>,
     /// `server_version_num` of the source.
-    #[serde(rename = "PgVersion", default, deserialize_with = "lenient_u64")]
+    #[serde(
+        rename = "PgVersion",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pg_version: Option<u64>,
     /// The source cluster's system identifier.
-    #[serde(rename = "SystemIdentifier", default, deserialize_with = "lenient_u64")]
+    #[serde(
+        rename = "SystemIdentifier",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_identifier: Option<u64>,
     /// Sum of the tar streams before compression.
     #[serde(
         rename = "UncompressedSize",
         alias = "expanded_size_bytes",
         default,
-        deserialize_with = "lenient_u64"
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
     )]
     pub uncompressed_size: Option<u64>,
     /// Bytes uploaded.
-    #[serde(rename = "CompressedSize", default, deserialize_with = "lenient_u64")]
+    #[serde(
+        rename = "CompressedSize",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub compressed_size: Option<u64>,
+    /// Bytes of the data directory's files.
+    #[serde(
+        rename = "DataCatalogSize",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_catalog_size: Option<u64>,
     /// Tablespaces of the source (`Spec`, WAL-E: `spec`).
-    #[serde(rename = "Spec", alias = "spec", default)]
+    #[serde(rename = "Spec", alias = "spec", default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<TablespaceSpec>,
     /// Parent of a delta backup (`DeltaFrom`, older `IncrementFrom`).
-    #[serde(rename = "DeltaFrom", alias = "IncrementFrom", default)]
+    #[serde(rename = "DeltaFrom", alias = "IncrementFrom", default, skip_serializing_if = "Option::is_none")]
     pub delta_from: Option<String>,
+    /// wal-g's checkpoint number (always `null` in what walfetch writes).
+    #[serde(rename = "ChkpNum", default)]
+    pub chkp_num: Option<serde_json::Value>,
     /// Start of the backup, RFC 3339.
-    #[serde(rename = "StartTime", default)]
+    #[serde(rename = "StartTime", default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// End of the backup, RFC 3339.
-    #[serde(rename = "FinishTime", default)]
+    #[serde(rename = "FinishTime", default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<String>,
+    /// wal-g's date format string.
+    #[serde(rename = "DateFmt", default, skip_serializing_if = "Option::is_none")]
+    pub date_fmt: Option<String>,
     /// Host that took the backup.
-    #[serde(rename = "Hostname", default)]
+    #[serde(rename = "Hostname", default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Data directory of the source host.
-    #[serde(rename = "DataDir", default)]
+    #[serde(rename = "DataDir", default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
     /// Protected from deletion.
-    #[serde(rename = "IsPermanent", default)]
+    #[serde(rename = "IsPermanent", default, skip_serializing_if = "Option::is_none")]
     pub is_permanent: Option<bool>,
     /// Sentinel format version (2 for current wal-g).
-    #[serde(rename = "Version", default, deserialize_with = "lenient_u64")]
+    #[serde(
+        rename = "Version",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version: Option<u64>,
     /// True when the backup has no `files_metadata.json`.
-    #[serde(rename = "FilesMetadataDisabled", default)]
+    #[serde(rename = "FilesMetadataDisabled", default, skip_serializing_if = "Option::is_none")]
     pub files_metadata_disabled: Option<bool>,
     /// `WALG_SENTINEL_USER_DATA`.
-    #[serde(rename = "UserData", default)]
+    #[serde(rename = "UserData", default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<serde_json::Value>,
     /// WAL-E: segment holding the stop LSN.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_segment_backup_stop: Option<String>,
     /// WAL-E: decimal byte offset of the stop LSN in that segment.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_segment_offset_backup_stop: Option<String>,
+}
+
+/// `metadata.json` beside a backup's partitions (wal-g's form; walfetch writes it and
+/// reads only the sentinel).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupMetadata {
+    /// Start of the backup, RFC 3339.
+    pub start_time: String,
+    /// End of the backup, RFC 3339.
+    pub finish_time: String,
+    /// wal-g's date format string.
+    pub date_fmt: String,
+    /// Host that took the backup.
+    pub hostname: String,
+    /// Data directory of the source host.
+    pub data_dir: String,
+    /// `server_version_num` of the source.
+    pub pg_version: u64,
+    /// Backup start LSN.
+    pub start_lsn: u64,
+    /// Backup stop LSN.
+    pub finish_lsn: u64,
+    /// Protected from deletion.
+    pub is_permanent: bool,
+    /// The source cluster's system identifier.
+    pub system_identifier: u64,
+    /// Sum of the tar streams before compression.
+    pub uncompressed_size: u64,
+    /// Bytes uploaded.
+    pub compressed_size: u64,
 }
 
 /// Tablespace layout of the source: `{"base_prefix": …, "tablespaces": [oid…], "<oid>": {"loc", "link"}}`.
@@ -86,6 +159,21 @@ pub struct TablespaceSpec {
     pub base_prefix: Option<String>,
     /// OID → location on the source host.
     pub locations: BTreeMap<String, String>,
+}
+
+impl Serialize for TablespaceSpec {
+    /// wal-g's form: each OID with its location and link, `base_prefix`, `tablespaces`.
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (oid, loc) in &self.locations {
+            map.serialize_entry(oid, &serde_json::json!({"loc": loc, "link": format!("pg_tblspc/{oid}")}))?;
+        }
+        if let Some(base) = &self.base_prefix {
+            map.serialize_entry("base_prefix", base)?;
+        }
+        map.serialize_entry("tablespaces", &self.locations.keys().collect::<Vec<_>>())?;
+        map.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for TablespaceSpec {
@@ -199,6 +287,34 @@ mod tests {
         assert_eq!(s.finish(), Some(Lsn(0x1000_0000 + 312)));
         assert_eq!(s.uncompressed_size, Some(41_000_000));
         assert_eq!(s.spec.unwrap().locations.get("16400").map(String::as_str), Some("/srv/tbs"));
+    }
+
+    #[test]
+    fn what_the_writer_fills_in_reads_back() {
+        let mut spec = TablespaceSpec {
+            base_prefix: Some("/srv/pg".into()),
+            ..Default::default()
+        };
+        spec.locations.insert("16385".into(), "/mnt/tbs1".into());
+        let written = Sentinel {
+            lsn: Some(67108904),
+            finish_lsn: Some(67109176),
+            pg_version: Some(150004),
+            system_identifier: Some(7),
+            spec: Some(spec.clone()),
+            version: Some(2),
+            is_permanent: Some(false),
+            finish_time: Some("2026-11-25T09:45:05Z".into()),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&written).unwrap();
+        assert_eq!(json["ChkpNum"], serde_json::Value::Null);
+        assert_eq!(json["Spec"]["16385"]["link"], "pg_tblspc/16385");
+        assert!(json.get("DeltaFrom").is_none(), "{json}");
+        let read = Sentinel::read(json.to_string().as_bytes(), "s").unwrap();
+        assert_eq!(read.finish(), Some(Lsn(67109176)));
+        assert_eq!(read.spec, Some(spec));
+        assert_eq!(read.pg_major(), Some(15));
     }
 
     #[test]

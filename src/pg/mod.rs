@@ -4,5 +4,6 @@
 pub mod conf;
 pub mod controldata;
 pub mod datadir;
+pub mod db;
 pub mod minimal_config;
 pub mod recovery;

@@ -114,6 +114,28 @@ pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command
     Ok(written)
 }
 
+/// The restore_command that calls this same binary with `flags` (the storage settings
+/// as flags: never credentials).
+pub fn restore_command(flags: &[String]) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::local_io("the walfetch binary", &e))?;
+    let mut words = vec![shell_quote(&exe.to_string_lossy())];
+    words.extend(flags.iter().map(|f| shell_quote(f)));
+    words.push("wal-fetch".into());
+    words.push("\"%f\"".into());
+    words.push("\"%p\"".into());
+    Ok(words.join(" "))
+}
+
+/// Quotes a word for `sh` only when it needs it.
+fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::local_io(path.display(), &e)),
@@ -166,6 +188,14 @@ mod tests {
             assert!(!dir.path().join("standby.signal").exists(), "{v}");
             assert_eq!(read(dir.path(), "postgresql.auto.conf").matches(MARKER).count(), 1, "{v}");
         }
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/usr/bin/walfetch"), "/usr/bin/walfetch");
+        assert_eq!(shell_quote("s3://b/p"), "s3://b/p");
+        assert_eq!(shell_quote("/a b"), "'/a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 
     #[test]

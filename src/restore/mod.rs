@@ -1,4 +1,8 @@
-//! Writing a base backup into a target directory: safe tar extraction and tablespaces.
+//! Writing a restore to disk: the plan's execution ([`fetch`]), safe tar extraction
+//! ([`extract`]), tablespace placement ([`tablespace`]) and the checks of the result
+//! ([`checks`]).
 
+pub mod checks;
 pub mod extract;
+pub mod fetch;
 pub mod tablespace;

@@ -21,6 +21,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::StorageSettings;
@@ -30,7 +31,7 @@ use crate::layout::WAL;
 use crate::pg::conf::{recovery_state, RecoveryState};
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier, PgMajor};
-use crate::storage;
+use crate::storage::Storage;
 use crate::wal::fetch::{check_file, download, with_mapped, Expect};
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::prefetch;
@@ -56,7 +57,7 @@ impl Standby {
     /// with `%p` = `pg_wal/RECOVERYXLOG`. `None` when `%p` is not in the `pg_wal` (or
     /// `pg_xlog`) directory of a data directory: then there is no spool, no fetcher and
     /// no state to keep, and nothing is created around `%p`.
-    pub fn of_destination(destination: &Path) -> Option<Standby> {
+    pub fn of_destination(destination: &Path, prefetch_dir: Option<&Path>) -> Option<Standby> {
         let wal_dir = match destination.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -67,7 +68,7 @@ impl Standby {
         }
         let datadir = wal_dir.parent()?.to_path_buf();
         Some(Standby {
-            spool: Spool::for_wal_dir(&wal_dir),
+            spool: Spool::for_wal_dir(&wal_dir, prefetch_dir),
             version: pg_major(&datadir).ok(),
             datadir,
         })
@@ -118,8 +119,10 @@ pub struct Served {
 }
 
 /// Serves one restore_command call: the file is at `%p` on success, and nothing is
-/// there on failure. See the module documentation.
-pub fn serve(req: &Request, settings: &StorageSettings) -> Result<Served> {
+/// there on failure. `settings` describe the archive (for the fetcher this call may
+/// start); `open` opens its storage, only if this call needs it. See the module
+/// documentation.
+pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Result<Arc<dyn Storage>>) -> Result<Served> {
     let name = req.name;
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
@@ -177,7 +180,7 @@ pub fn serve(req: &Request, settings: &StorageSettings) -> Result<Served> {
     if let Some(dir) = req.destination.parent() {
         fsutil::remove_stale_temporaries(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
     }
-    let storage = storage::open(settings)?;
+    let storage = open()?;
     if let Some((seg, standby)) = prefetching {
         // This call fetches `seg` itself: the fetcher's window starts after it.
         let size = req
@@ -299,7 +302,8 @@ fn previous_tail(standby: &Standby, seg: Segment, size: u64) -> Option<OpenRecor
 }
 
 /// Records how a call for `file` ended, for `walfetch status` (best effort).
-pub fn record_call(standby: &Standby, file: &str, outcome: std::result::Result<(), &Error>, exit_code: i32) {
+pub fn record_call(standby: &Standby, file: &str, outcome: std::result::Result<(), &Error>, exit_code: u8) {
+    let exit_code = i32::from(exit_code);
     let mut calls = standby.spool.calls();
     let is_segment = WalFile::parse(file).and_then(|k| k.segment()).is_some();
     let slot = if is_segment { &mut calls.segment } else { &mut calls.other };

@@ -287,6 +287,8 @@ enum Outcome {
 pub struct Fetcher {
     /// The standby's data directory (absolute).
     pub datadir: PathBuf,
+    /// Its spool.
+    pub spool: Spool,
     /// Where the archive is.
     pub settings: StorageSettings,
     /// Segments kept ready ahead of the standby.
@@ -321,7 +323,7 @@ impl Fetcher {
     /// Follows until idle, until the server it serves stops, or (with `foreground`) forever.
     pub fn run(&self) -> Result<()> {
         let datadir = &self.datadir;
-        let spool = Spool::for_wal_dir(&datadir.join("pg_wal"));
+        let spool = self.spool.clone();
         let Some(_lock) = spool.try_lock()? else {
             tracing::info!(spool = %spool.dir().display(), "a fetcher already runs for this data directory");
             return Ok(());
@@ -671,6 +673,7 @@ mod tests {
             endpoint: None,
             region: None,
             path_style: false,
+            tuning: Default::default(),
         };
         let mut b = a.clone();
         b.region = Some("eu-west-1".into());

@@ -134,11 +134,10 @@ pub struct FollowLock {
 }
 
 impl Spool {
-    /// The spool for a `%p` destination directory (usually `pg_wal`).
-    pub fn for_wal_dir(wal_dir: &Path) -> Spool {
-        let base = std::env::var_os("WALG_PREFETCH_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| wal_dir.to_path_buf());
+    /// The spool for a `%p` destination directory (usually `pg_wal`), under
+    /// `prefetch_dir` (`WALG_PREFETCH_DIR`) when that is set.
+    pub fn for_wal_dir(wal_dir: &Path, prefetch_dir: Option<&Path>) -> Spool {
+        let base = prefetch_dir.unwrap_or(wal_dir);
         Spool {
             dir: base.join(".wal-g").join("prefetch"),
         }

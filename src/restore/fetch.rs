@@ -1,0 +1,326 @@
+//! Restoring a base backup into a directory, by its [`RestorePlan`]
+//! (`walfetch backup-fetch`).
+//!
+//! Order of work, chosen so that a failure at any point leaves the directory visibly
+//! unusable:
+//! 1. refuse a running server or a non-empty directory (unless forced);
+//! 2. create it with an `WALFETCH_RESTORE_INCOMPLETE` marker and the tablespace links;
+//! 3. download, decompress and extract the data partitions and `pg_control.tar` in
+//!    parallel, largest first (`global/pg_control` is staged, not installed, whichever
+//!    tar holds it), then `backup_label.tar`;
+//! 4. check every file `files_metadata.json` lists ([`super::checks`]);
+//! 5. write the recovery configuration if asked, sync the filesystem once, install
+//!    `pg_control`, and remove the marker last.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::codec::Codec;
+use crate::constants::INCOMPLETE_MARKER;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil;
+use crate::layout::plan::RestorePlan;
+use crate::pg::datadir::{pg_major, server_running};
+use crate::pg::minimal_config;
+use crate::pg::recovery::{write_recovery_config, RecoveryMode};
+use crate::progress::{self, Reporter};
+use crate::restore::checks::{check_files_extracted, rewrite_tablespace_map};
+use crate::restore::extract::{Target, STAGED_PG_CONTROL};
+use crate::restore::tablespace;
+use crate::storage::{ObjectMeta, ObjectReader, Storage};
+
+/// How to restore.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Partitions downloaded and extracted at once.
+    pub concurrency: usize,
+    /// Tablespace OID → where to restore it instead of its source location.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+    /// Leave a standby or an archive recovery behind, with this restore_command.
+    pub recovery: Option<(RecoveryMode, String)>,
+    /// Sync the filesystem before installing pg_control (off: faster, not crash-safe).
+    pub sync: bool,
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Summary {
+    /// Files extracted.
+    pub files: u64,
+    /// Decoded bytes.
+    pub decoded: u64,
+    /// Compressed bytes read.
+    pub read: u64,
+    /// Partitions restored.
+    pub partitions: usize,
+    /// One line per configuration file written.
+    pub written: Vec<String>,
+    /// Configuration files the backup lacks (WAL-E leaves them out).
+    pub missing_config: Vec<&'static str>,
+}
+
+/// Refuses a directory a server runs in, or a non-empty one (unless `force`, which
+/// empties it).
+pub fn prepare_target(dir: &Path, force: bool) -> Result<()> {
+    if server_running(dir) {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{}: a PostgreSQL server is running in it; stop it first", dir.display()),
+        ));
+    }
+    if fsutil::is_empty_dir(dir)? {
+        return Ok(());
+    }
+    if !force {
+        let why = if dir.join(INCOMPLETE_MARKER).exists() {
+            "holds an interrupted restore"
+        } else {
+            "is not empty"
+        };
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{}: {why}; pass --force to delete its contents and restore into it", dir.display()),
+        ));
+    }
+    tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
+    fsutil::clear_dir(dir)
+}
+
+/// Restores the backup `plan` describes into `dir` (already prepared, see
+/// [`prepare_target`]).
+pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts: &Options) -> Result<Summary> {
+    let name = plan.name();
+    let locations = tablespace::plan(plan.backup.sentinel.spec.as_ref(), &opts.tablespace_map)?;
+    let target = Target::create(dir, locations)?;
+    let marker = dir.join(INCOMPLETE_MARKER);
+    fs::write(
+        &marker,
+        format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"),
+    )
+    .map_err(|e| Error::local_io(marker.display(), &e))?;
+
+    let progress = Progress::default();
+    let all_parts: Vec<&ObjectMeta> = plan.partitions.all().collect();
+    let total: u64 = all_parts.iter().map(|p| p.size).sum();
+    let reporter = Reporter::start(
+        &format!("restoring {name}"),
+        Arc::clone(&progress.counters),
+        total,
+        all_parts.len() as u64,
+    );
+    let metadata = extract_all(storage, plan, &target, opts.concurrency, &progress)?;
+    drop(reporter);
+    let decoded = progress.decoded.load(Ordering::Relaxed);
+    if let Some(expected) = plan.backup.sentinel.uncompressed_size {
+        if expected != decoded && plan.backup.name.wale_offset.is_none() {
+            tracing::warn!(backup = %name, expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
+        }
+    }
+    if let (Some(reader), Some(key)) = (metadata, &plan.files_metadata) {
+        check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), &target)?;
+    }
+    if !opts.tablespace_map.is_empty() {
+        rewrite_tablespace_map(&target)?;
+    }
+    let (written, missing_config) = finish(dir, &target, &marker, opts)?;
+    Ok(Summary {
+        files: progress.files.load(Ordering::Relaxed),
+        decoded,
+        read: progress.counters.read.load(Ordering::Relaxed),
+        partitions: all_parts.len(),
+        written,
+        missing_config,
+    })
+}
+
+/// Extracts every partition: the parallel set, then `backup_label.tar`. What is read only
+/// after the data partitions (the label, files_metadata.json for the checks) is requested
+/// at once, so those round trips overlap the restore instead of adding to its end: the
+/// answers wait in socket buffers (a connection dropped meanwhile resumes like any read).
+/// Returns the reader of files_metadata.json, when the plan checks it.
+fn extract_all(
+    storage: &Arc<dyn Storage>,
+    plan: &RestorePlan,
+    target: &Target,
+    concurrency: usize,
+    progress: &Progress,
+) -> Result<Option<Result<ObjectReader>>> {
+    let parts = &plan.partitions;
+    let parallel: Vec<&ObjectMeta> = parts.parallel().collect();
+    let (restored, early) = std::thread::scope(|s| {
+        let early = s.spawn(|| {
+            let label = parts.backup_label.as_ref().map(|l| storage.open(&l.key));
+            (label, plan.files_metadata.as_ref().map(|key| storage.open(key)))
+        });
+        let restored = extract_parallel(storage, target, &parallel, concurrency, progress);
+        (restored, early.join())
+    });
+    restored?;
+    let (label_reader, metadata_reader) = early.map_err(|_| Error::new(ErrorKind::LocalIo, "the early requests panicked"))?;
+    if let (Some(label), Some(reader)) = (&parts.backup_label, label_reader) {
+        extract_one(storage.as_ref(), target, label, reader?, &AtomicBool::new(false), progress)?;
+    }
+    Ok(metadata_reader)
+}
+
+/// Makes the restored directory startable: `pg_wal`, the recovery configuration (and a
+/// minimal configuration a WAL-E backup lacks), one sync, then pg_control installed and
+/// the marker removed. Returns what was written and which configuration files are missing.
+fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<(Vec<String>, Vec<&'static str>)> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .create(dir.join("pg_wal"))
+        .map_err(|e| Error::local_io(dir.join("pg_wal").display(), &e))?;
+    let mut written = Vec::new();
+    let missing_config = minimal_config::missing(dir);
+    if let Some((mode, restore_command)) = &opts.recovery {
+        written = write_recovery_config(dir, *mode, restore_command)?;
+        written.extend(minimal_config::write_missing(dir, pg_major(dir)?, &dir.join(STAGED_PG_CONTROL))?);
+    }
+    if opts.sync {
+        fsutil::sync_filesystem(dir)?;
+        for loc in target.tablespaces().values() {
+            fsutil::sync_filesystem(loc)?;
+        }
+    }
+    target.install_pg_control()?;
+    fsutil::fsync_dir(&dir.join("global"))?;
+    fs::remove_file(marker).map_err(|e| Error::local_io(marker.display(), &e))?;
+    fsutil::fsync_dir(dir)?;
+    Ok((written, missing_config))
+}
+
+/// Extracts `parts` with `concurrency` workers; the first failure cancels the others
+/// and is returned (the root cause, not a worker's "stopped because another failed").
+fn extract_parallel(
+    storage: &Arc<dyn Storage>,
+    target: &Target,
+    parts: &[&ObjectMeta],
+    concurrency: usize,
+    progress: &Progress,
+) -> Result<()> {
+    let queue = Mutex::new(parts.iter().copied().collect::<VecDeque<_>>());
+    let cancel = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.min(parts.len()).max(1) {
+            s.spawn(|| loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    return;
+                };
+                let restored = storage
+                    .open_large(&part.key, part.size)
+                    .and_then(|raw| extract_one(storage.as_ref(), target, part, raw, &cancel, progress));
+                if let Err(e) = restored {
+                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    // Keep the root cause, not a worker's "stopped because another failed".
+                    if slot.is_none() {
+                        *slot = Some(e);
+                    }
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Reads, decodes and extracts one partition on this thread.
+fn extract_one(
+    storage: &dyn Storage,
+    target: &Target,
+    part: &ObjectMeta,
+    raw: ObjectReader,
+    cancel: &AtomicBool,
+    progress: &Progress,
+) -> Result<()> {
+    let url = format!("{}/{}", storage.describe(), part.key);
+    let started = Instant::now();
+    let (_, codec) = Codec::split(&part.key);
+    let counted = Counting {
+        inner: raw,
+        counters: Arc::clone(&progress.counters),
+    };
+    // Decoding runs on this thread, between the reads of the tar stream: measured, a
+    // thread of its own per partition cost more (a copy of every decoded byte, a
+    // wake-up per buffer) than it gained, whatever the source.
+    let decoded = Decoded {
+        inner: codec.decoder(Box::new(counted), &url),
+        total: 0,
+    };
+    let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
+    drain_zeros(&mut decoded, &url)?;
+    progress.decoded.fetch_add(decoded.total, Ordering::Relaxed);
+    progress.files.fetch_add(stats.files, Ordering::Relaxed);
+    progress.counters.parts_done.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(object = %url, files = stats.files, bytes = stats.bytes, secs = format!("{:.2}", started.elapsed().as_secs_f64()), "partition restored");
+    Ok(())
+}
+
+/// Counts compressed bytes read, for the progress report.
+struct Counting<R> {
+    inner: R,
+    counters: Arc<progress::Counters>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Counts the decoded bytes of a partition, to compare with the sentinel's size.
+struct Decoded<R> {
+    inner: R,
+    total: u64,
+}
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        Ok(n)
+    }
+}
+
+/// Progress shared by the partition workers.
+#[derive(Default)]
+struct Progress {
+    counters: Arc<progress::Counters>,
+    decoded: AtomicU64,
+    files: AtomicU64,
+}
+
+/// Reads to the end of a partition's decoded stream: only zeros may follow the tar's end
+/// marker, and reading to the end makes the codec verify its trailing checksum.
+fn drain_zeros(reader: &mut impl Read, object: &str) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) if buf[..n].iter().all(|b| *b == 0) => {}
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{object}: unexpected data after the end of the tar archive"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: {e}")))),
+        }
+    }
+}

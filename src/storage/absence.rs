@@ -14,7 +14,7 @@ use std::fs::File;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ObjectMeta, ObjectReader, Page, Storage};
+use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, Storage};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long a proof that the root holds objects is trusted within one process.
@@ -80,6 +80,14 @@ impl<S: Storage> Storage for ProvenAbsence<S> {
     /// Writers ask before uploading; an empty archive is where the first upload goes.
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         self.inner.stat(key)
+    }
+
+    fn request_range(&self, key: &str, start: u64, end: u64, etag: Option<&str>) -> Option<PendingRange> {
+        self.inner.request_range(key, start, end, etag)
+    }
+
+    fn list_chunk(&self, prefix: &str, recursive: bool, token: Option<&str>) -> Result<Chunk> {
+        self.inner.list_chunk(prefix, recursive, token)
     }
 
     fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {

@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{ObjectMeta, ObjectReader, Page, Storage};
+use super::{Chunk, ObjectMeta, ObjectReader, Page, Storage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
@@ -144,15 +144,16 @@ impl Storage for FsStorage {
         Self::any_object(&self.root, 3).map_err(|e| self.io_error("", &e))
     }
 
-    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
+    /// The whole listing in one chunk: a directory is read in one pass.
+    fn list_chunk(&self, prefix: &str, recursive: bool, _token: Option<&str>) -> Result<Chunk> {
         let (dir_rel, _) = prefix
             .rsplit_once('/')
             .map(|(d, n)| (format!("{d}/"), n))
             .unwrap_or((String::new(), prefix));
-        let mut out = Vec::new();
-        self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut out)?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        each(out)
+        let mut objects = Vec::new();
+        self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut objects)?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Chunk { objects, next: None })
     }
 
     fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {

@@ -1,9 +1,24 @@
-//! Archive storage: a small synchronous interface over a local directory and S3.
+//! Archive storage: a small synchronous interface over a local directory and S3, with
+//! decorators layered on top, each in its own file.
+//!
+//! ```text
+//! ProvenAbsence<Ranged<Retrying<S3Storage>>>    (S3)
+//! ProvenAbsence<FsStorage>                      (a directory)
+//! ```
+//!
+//! - [`s3::S3Storage`], [`fs::FsStorage`]: one request per call, classified;
+//! - [`retry::Retrying`]: retries transient failures of each request (a body cut short
+//!   resumes inside the S3 reader, where its ETag is);
+//! - [`ranged::Ranged`]: reads a large object of any remote storage as ranges
+//!   requested ahead;
+//! - [`absence::ProvenAbsence`]: an absence or an empty listing only from an archive
+//!   root that holds objects.
 //!
 //! Keys are relative to the archive root (`wal_005/…`, `basebackups_005/…`). Reads
 //! stream: `open` returns a `Read` that pulls the object in chunks and never holds it
-//! whole. Errors are classified ([`crate::error::ErrorKind`]) at this layer, so "absent",
-//! "credentials rejected" and "unreachable" stay distinct all the way to the exit code.
+//! whole. Errors are classified ([`crate::error::ErrorKind`]) at the bottom layer, so
+//! "absent", "credentials rejected" and "unreachable" stay distinct all the way to the
+//! exit code.
 
 pub mod absence;
 pub mod fs;
@@ -16,6 +31,8 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use absence::ProvenAbsence;
 
 use crate::config::{Location, StorageSettings};
 use crate::error::Result;
@@ -40,8 +57,31 @@ pub struct Page {
     pub truncated: bool,
 }
 
+/// One chunk of a listing, and where the next one starts.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The objects of this chunk, ascending by key.
+    pub objects: Vec<ObjectMeta>,
+    /// The continuation token of the next chunk; `None` after the last.
+    pub next: Option<String>,
+}
+
 /// A streaming reader over one object.
 pub type ObjectReader = Box<dyn Read + Send>;
+
+/// The answer to a ranged request.
+pub struct RangeAnswer {
+    /// The bytes asked for (or the whole object, when the server ignored the range).
+    pub reader: ObjectReader,
+    /// The whole object's size, from the answer's `Content-Range`; `None` when the
+    /// server ignored the range and sent the whole object.
+    pub total: Option<u64>,
+    /// The object's version (ETag), to pin the other ranges to.
+    pub etag: Option<String>,
+}
+
+/// A ranged request under way: calling it waits for the answer.
+pub type PendingRange = Box<dyn FnOnce() -> Result<RangeAnswer> + Send>;
 
 /// The operations walfetch needs from an archive backend.
 pub trait Storage: Send + Sync {
@@ -51,19 +91,39 @@ pub trait Storage: Send + Sync {
     /// Opens `key` for streaming reads. Absence is an error of kind `NotFound`.
     fn open(&self, key: &str) -> Result<ObjectReader>;
 
-    /// Opens `key`, whose size a listing gave, for streaming reads. A backend may fetch
+    /// Opens `key`, whose size a listing gave, for streaming reads. A decorator may fetch
     /// a large object as several ranges at once ([`ranged`]); the bytes read are the same.
     fn open_large(&self, key: &str, _size: u64) -> Result<ObjectReader> {
         self.open(key)
     }
 
+    /// Sends a request for the bytes `[start, end)` of `key` (of version `etag`, when
+    /// given) without waiting for the answer; `None` when the backend cannot.
+    fn request_range(&self, _key: &str, _start: u64, _end: u64, _etag: Option<&str>) -> Option<PendingRange> {
+        None
+    }
+
     /// The object's size if it exists, `None` if it definitely does not.
     fn stat(&self, key: &str) -> Result<Option<u64>>;
 
+    /// One chunk (one request) of the listing of `prefix`, from `token` (the previous
+    /// chunk's `next`; `None` for the first).
+    fn list_chunk(&self, prefix: &str, recursive: bool, token: Option<&str>) -> Result<Chunk>;
+
     /// Lists objects whose keys start with `prefix`. Non-recursive listings stop at the
-    /// next `/` and report only objects directly below. Pages are passed to `each` as they
-    /// arrive, so memory does not grow with the number of keys.
-    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()>;
+    /// next `/` and report only objects directly below. Chunks are passed to `each` as
+    /// they arrive, so memory does not grow with the number of keys.
+    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
+        let mut token: Option<String> = None;
+        loop {
+            let chunk = self.list_chunk(prefix, recursive, token.as_deref())?;
+            each(chunk.objects)?;
+            match chunk.next {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
 
     /// One page of a non-recursive listing: at most `max_keys` objects whose keys start
     /// with `prefix` and sort after `start_after` (any string, not necessarily a key).
@@ -102,10 +162,14 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Opens the backend the settings name, behind [`absence::ProvenAbsence`].
+/// Opens the backend the settings name, with its decorators (see the module doc).
 pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
-    match &settings.location {
-        Location::File { root } => Ok(Arc::new(absence::ProvenAbsence::new(fs::FsStorage::new(root.clone())))),
-        Location::S3 { .. } => Ok(Arc::new(absence::ProvenAbsence::new(s3::S3Storage::connect(settings)?))),
-    }
+    Ok(match &settings.location {
+        Location::File { root } => Arc::new(ProvenAbsence::new(fs::FsStorage::new(root.clone()))),
+        Location::S3 { .. } => {
+            let s3 = s3::S3Storage::connect(settings)?;
+            let retrying = retry::Retrying::new(s3, settings.tuning.max_retries);
+            Arc::new(ProvenAbsence::new(ranged::Ranged::new(retrying, settings.tuning.range_part_size)))
+        }
+    })
 }

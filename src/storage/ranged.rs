@@ -13,12 +13,21 @@
 //! Each part is read by its own reader (with the backend's retries and ranged resumes)
 //! and its length is checked against the range asked for, so a part cut short or an
 //! object that shrank is an error, never a gap in the data.
+//!
+//! [`Ranged`] is the storage decorator: any storage below it that can send ranged
+//! requests ahead ([`Storage::request_range`]) and is remote gets its large objects read
+//! this way; the first answer's size must equal the listed size, and every later part is
+//! pinned to the first answer's ETag, so a changed object is an error, never a splice.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::ObjectReader;
-use crate::constants::RANGE_REQUESTS_AHEAD;
+use super::{Chunk, ObjectReader, Page, PendingRange, Storage};
+use crate::constants::{RANGED_MIN_PARTS, RANGED_READERS, RANGE_REQUESTS_AHEAD};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A part whose request is under way; calling it waits for the answer and gives the
@@ -139,11 +148,132 @@ impl Read for RangedReader {
     }
 }
 
+/// One of the [`RANGED_READERS`] places for an object fetched in ranges; given back on drop.
+struct RangedSlot(Arc<AtomicUsize>);
+
+impl RangedSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<RangedSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < RANGED_READERS).then_some(n + 1))
+            .ok()
+            .map(|_| RangedSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for RangedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A storage whose large objects are read as ranges requested ahead (see the module doc).
+pub struct Ranged<S> {
+    inner: Arc<S>,
+    part_size: u64,
+    /// Objects being read in ranges now (at most [`RANGED_READERS`]).
+    readers: Arc<AtomicUsize>,
+}
+
+impl<S: Storage> Ranged<S> {
+    /// Wraps `inner`, reading in parts of `part_size` bytes.
+    pub fn new(inner: S, part_size: u64) -> Self {
+        Ranged {
+            inner: Arc::new(inner),
+            part_size: part_size.max(1),
+            readers: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl<S: Storage + 'static> Storage for Ranged<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn open(&self, key: &str) -> Result<ObjectReader> {
+        self.inner.open(key)
+    }
+
+    /// In ranges when the object has at least [`RANGED_MIN_PARTS`] parts, the storage is
+    /// remote and can request ranges, and fewer than [`RANGED_READERS`] objects are read
+    /// that way now; else as one stream.
+    fn open_large(&self, key: &str, size: u64) -> Result<ObjectReader> {
+        let part = self.part_size;
+        if !self.inner.is_remote() || size < part.saturating_mul(RANGED_MIN_PARTS) {
+            return self.inner.open_large(key, size);
+        }
+        let Some(slot) = RangedSlot::take(&self.readers) else {
+            return self.inner.open_large(key, size);
+        };
+        let Some(first) = self.inner.request_range(key, 0, part, None) else {
+            return self.inner.open_large(key, size);
+        };
+        let url = format!("{}/{key}", self.inner.describe());
+        let first = first()?;
+        match first.total {
+            // No Content-Range: a server that ignores ranges sent the whole object.
+            None => return Ok(first.reader),
+            Some(total) if total != size => {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{url}: the object has {total} bytes but was listed with {size}; it changed since it was listed"),
+                ));
+            }
+            Some(_) => {}
+        }
+        tracing::debug!(object = %url, size, part, "fetching in ranges");
+        let (inner, key, etag) = (Arc::clone(&self.inner), key.to_string(), first.etag);
+        let requester: RangeRequester = Box::new(move |start, end| match inner.request_range(&key, start, end, etag.as_deref()) {
+            Some(pending) => Box::new(move || pending().map(|answer| answer.reader)) as PendingPart,
+            None => Box::new(|| Err(Error::new(ErrorKind::Config, "ranged reads stopped being supported"))),
+        });
+        Ok(Box::new(RangedReader::start(
+            first.reader,
+            size,
+            part,
+            url,
+            requester,
+            Box::new(slot),
+        )))
+    }
+
+    fn request_range(&self, key: &str, start: u64, end: u64, etag: Option<&str>) -> Option<PendingRange> {
+        self.inner.request_range(key, start, end, etag)
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.stat(key)
+    }
+
+    fn list_chunk(&self, prefix: &str, recursive: bool, token: Option<&str>) -> Result<Chunk> {
+        self.inner.list_chunk(prefix, recursive, token)
+    }
+
+    fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {
+        self.inner.list_page(prefix, start_after, max_keys)
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
+    fn holds_objects(&self) -> Result<bool> {
+        self.inner.holds_objects()
+    }
+
+    fn put(&self, key: &str, source: &File) -> Result<()> {
+        self.inner.put(key, source)
+    }
+
+    fn credentials_expiry(&self) -> Result<Option<SystemTime>> {
+        self.inner.credentials_expiry()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     fn data(len: usize) -> Arc<Vec<u8>> {
         Arc::new((0..len).map(|i| (i * 7 + i / 251) as u8).collect())

@@ -1,5 +1,8 @@
-//! The retry policy shared by storage backends: jittered exponential backoff for
-//! transient failures only, with every retry logged with its object and cause.
+//! The retry policy, and [`Retrying`]: the storage decorator that applies it to every
+//! request of the storage below (a body cut short in the middle is resumed inside the
+//! S3 reader instead, with the same [`Schedule`], where its ETag and offset are).
+//! Jittered exponential backoff for transient failures only, with every retry logged
+//! with its object and cause.
 //!
 //! Two budgets, so that a dead endpoint fails fast and a flaky network is survived:
 //! - a request that never reached a server (connection refused, a host that does not
@@ -12,12 +15,15 @@
 //!
 //! [`CONNECT_TIMEOUT`]: crate::constants::CONNECT_TIMEOUT
 
-use std::time::{Duration, Instant};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::constants::{CONNECT_RETRY_WINDOW, MAX_RETRIES, RETRY_MAX_DELAY, RETRY_MIN_DELAY};
-use crate::error::{Error, ErrorKind};
+use super::{Chunk, ObjectReader, Page, PendingRange, Storage};
+use crate::constants::{CONNECT_RETRY_WINDOW, RETRY_MAX_DELAY, RETRY_MIN_DELAY};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Whether a failure may go away if the request is repeated.
 pub fn is_transient(err: &Error) -> bool {
@@ -33,19 +39,13 @@ pub struct Schedule {
     attempt: usize,
 }
 
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule::new()
-    }
-}
-
 impl Schedule {
-    /// A fresh schedule, starting now.
-    pub fn new() -> Schedule {
+    /// A fresh schedule of at most `max_retries` retries, starting now.
+    pub fn new(max_retries: usize) -> Schedule {
         let delays = ExponentialBuilder::default()
             .with_min_delay(RETRY_MIN_DELAY)
             .with_max_delay(RETRY_MAX_DELAY)
-            .with_max_times(max_retries())
+            .with_max_times(max_retries)
             .with_jitter()
             .build();
         Schedule {
@@ -87,18 +87,10 @@ impl Schedule {
     }
 }
 
-/// `WALFETCH_MAX_RETRIES` overrides the default retry count (tests use small values).
-fn max_retries() -> usize {
-    std::env::var("WALFETCH_MAX_RETRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MAX_RETRIES)
-}
-
-/// Runs `op`, retrying transient failures with backoff. `object` names what is being
-/// accessed, for the log line of each retry.
-pub fn with_retries<T>(object: &str, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut schedule = Schedule::new();
+/// Runs `op`, retrying transient failures with backoff, at most `max_retries` times.
+/// `object` names what is being accessed, for the log line of each retry.
+pub fn with_retries<T>(max_retries: usize, object: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut schedule = Schedule::new(max_retries);
     loop {
         match op() {
             Ok(v) => return Ok(v),
@@ -113,6 +105,84 @@ pub fn with_retries<T>(object: &str, mut op: impl FnMut() -> Result<T, Error>) -
     }
 }
 
+/// A storage whose every request is retried on transient failures.
+pub struct Retrying<S> {
+    inner: Arc<S>,
+    max_retries: usize,
+}
+
+impl<S: Storage> Retrying<S> {
+    /// Wraps `inner`, retrying each failed request at most `max_retries` times.
+    pub fn new(inner: S, max_retries: usize) -> Self {
+        Retrying {
+            inner: Arc::new(inner),
+            max_retries,
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}/{key}", self.inner.describe())
+    }
+}
+
+impl<S: Storage + 'static> Storage for Retrying<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn open(&self, key: &str) -> Result<ObjectReader> {
+        with_retries(self.max_retries, &self.url(key), || self.inner.open(key))
+    }
+
+    /// The request is sent at once; waiting for it retries a transient failure with new
+    /// requests (so the round trip of the first still overlaps whatever runs meanwhile).
+    fn request_range(&self, key: &str, start: u64, end: u64, etag: Option<&str>) -> Option<PendingRange> {
+        let mut first = Some(self.inner.request_range(key, start, end, etag)?);
+        let (inner, max, url) = (Arc::clone(&self.inner), self.max_retries, self.url(key));
+        let (key, etag) = (key.to_string(), etag.map(str::to_string));
+        Some(Box::new(move || {
+            with_retries(max, &url, || {
+                let pending = first.take().or_else(|| inner.request_range(&key, start, end, etag.as_deref()));
+                pending.ok_or_else(|| Error::new(ErrorKind::Config, format!("{url}: ranged reads are not supported")))?()
+            })
+        }))
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>> {
+        with_retries(self.max_retries, &self.url(key), || self.inner.stat(key))
+    }
+
+    fn list_chunk(&self, prefix: &str, recursive: bool, token: Option<&str>) -> Result<Chunk> {
+        with_retries(self.max_retries, &format!("listing {}", self.url(prefix)), || {
+            self.inner.list_chunk(prefix, recursive, token)
+        })
+    }
+
+    fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {
+        with_retries(self.max_retries, &format!("listing {}", self.url(prefix)), || {
+            self.inner.list_page(prefix, start_after, max_keys)
+        })
+    }
+
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
+    fn holds_objects(&self) -> Result<bool> {
+        with_retries(self.max_retries, &format!("listing {}", self.inner.describe()), || {
+            self.inner.holds_objects()
+        })
+    }
+
+    fn put(&self, key: &str, source: &File) -> Result<()> {
+        with_retries(self.max_retries, &self.url(key), || self.inner.put(key, source))
+    }
+
+    fn credentials_expiry(&self) -> Result<Option<SystemTime>> {
+        self.inner.credentials_expiry()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +190,7 @@ mod tests {
     #[test]
     fn retries_transient_then_succeeds() {
         let mut calls = 0;
-        let out = with_retries("k", || {
+        let out = with_retries(8, "k", || {
             calls += 1;
             if calls < 3 {
                 Err(Error::new(ErrorKind::Unreachable, "reset"))
@@ -136,7 +206,7 @@ mod tests {
     fn never_retries_not_found_or_credentials() {
         for kind in [ErrorKind::NotFound, ErrorKind::Credentials, ErrorKind::Corrupt] {
             let mut calls = 0;
-            let out: Result<(), Error> = with_retries("k", || {
+            let out: Result<(), Error> = with_retries(8, "k", || {
                 calls += 1;
                 Err(Error::new(kind, "no"))
             });
@@ -147,7 +217,7 @@ mod tests {
 
     #[test]
     fn delays_never_exceed_the_cap_and_connect_failures_stop_early() {
-        let mut s = Schedule::new();
+        let mut s = Schedule::new(8);
         let transient = Error::new(ErrorKind::Unreachable, "503");
         let mut total = Duration::ZERO;
         while let Some(d) = s.next_delay(&transient) {
@@ -155,9 +225,9 @@ mod tests {
             total += d;
         }
         assert!(s.attempt() > 1);
-        assert!(total <= RETRY_MAX_DELAY * max_retries() as u32);
+        assert!(total <= RETRY_MAX_DELAY * 8);
 
-        let mut s = Schedule::new();
+        let mut s = Schedule::new(8);
         let refused = Error::connect_failure("connection refused");
         let mut waited = Duration::ZERO;
         while let Some(d) = s.next_delay(&refused) {

@@ -2,13 +2,13 @@
 //!
 //! Credentials come from aws-config's default chain (environment, profile, SSO, web
 //! identity, IMDS), so walfetch never sees or stores a secret of its own. The SDK's own
-//! retries are off: walfetch retries itself ([`super::retry`]) so that every retry is
-//! logged with its object and cause, and so a body cut short resumes with a ranged GET
-//! from the byte where it broke instead of starting over.
+//! retries are off: each call here is one request, classified; the [`super::retry`]
+//! decorator retries them so that every retry is logged with its object and cause. A
+//! body cut short is resumed here, with a ranged GET from the byte where it broke
+//! (pinned to the object's ETag), instead of starting over.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +26,10 @@ use aws_sdk_s3::Client;
 use bytes::{Buf, Bytes};
 use tokio::runtime::{Handle, Runtime};
 
-use super::ranged::{PendingPart, RangeRequester, RangedReader};
-use super::retry::{is_transient, with_retries, Schedule};
-use super::{ObjectMeta, ObjectReader, Page, Storage};
+use super::retry::{is_transient, Schedule};
+use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, RangeAnswer, Storage};
 use crate::config::{Location, StorageSettings};
-use crate::constants::{CONNECT_TIMEOUT, IO_TIMEOUT, RANGED_MIN_PARTS, RANGED_READERS, RANGE_PART_SIZE};
+use crate::constants::CONNECT_TIMEOUT;
 use crate::error::{Error, ErrorKind, Result};
 
 /// An S3 bucket (and key prefix) as archive storage.
@@ -42,35 +41,8 @@ pub struct S3Storage {
     bucket: String,
     prefix: String,
     remote: Arc<Remote>,
-    /// Objects being fetched in ranges now (at most [`RANGED_READERS`]).
-    ranged: Arc<AtomicUsize>,
-}
-
-/// The part size of ranged reads: `WALFETCH_RANGE_SIZE` bytes, or [`RANGE_PART_SIZE`].
-fn range_part_size() -> u64 {
-    std::env::var("WALFETCH_RANGE_SIZE")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(RANGE_PART_SIZE)
-}
-
-/// One of the [`RANGED_READERS`] places for an object fetched in ranges; given back on drop.
-struct RangedSlot(Arc<AtomicUsize>);
-
-impl RangedSlot {
-    fn take(count: &Arc<AtomicUsize>) -> Option<RangedSlot> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < RANGED_READERS).then_some(n + 1))
-            .ok()
-            .map(|_| RangedSlot(Arc::clone(count)))
-    }
-}
-
-impl Drop for RangedSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// Resumes of a body cut short, at most (`WALFETCH_MAX_RETRIES`).
+    max_retries: usize,
 }
 
 impl S3Storage {
@@ -87,11 +59,7 @@ impl S3Storage {
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new("us-east-1"));
-        let timeout = std::env::var("WALFETCH_IO_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(IO_TIMEOUT);
+        let timeout = settings.tuning.io_timeout;
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .read_timeout(timeout)
@@ -123,7 +91,7 @@ impl S3Storage {
                 bucket: bucket.clone(),
                 endpoint: settings.endpoint.clone().unwrap_or_else(|| "S3".to_string()),
             }),
-            ranged: Arc::new(AtomicUsize::new(0)),
+            max_retries: settings.tuning.max_retries,
         })
     }
 
@@ -142,15 +110,19 @@ impl S3Storage {
     /// A reader of the whole of `key`, not yet started.
     fn reader(&self, key: &str) -> S3Reader {
         S3Reader::new(
-            self.runtime.handle().clone(),
-            self.timeout,
-            self.client.clone(),
-            Arc::clone(&self.remote),
+            ReaderContext {
+                handle: self.runtime.handle().clone(),
+                timeout: self.timeout,
+                max_retries: self.max_retries,
+                client: self.client.clone(),
+                remote: Arc::clone(&self.remote),
+            },
             self.full_key(key),
             self.object_url(key),
         )
     }
-    /// One ListObjectsV2 request below `prefix` (relative to the archive root), with retries.
+
+    /// One ListObjectsV2 request below `prefix` (relative to the archive root).
     fn list_request(
         &self,
         prefix: &str,
@@ -161,23 +133,21 @@ impl S3Storage {
     ) -> Result<ListObjectsV2Output> {
         let full_prefix = self.full_key(prefix);
         let url = format!("s3://{}/{}", self.bucket, full_prefix);
-        with_retries(&url, || {
-            let fut = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .set_delimiter((!recursive).then(|| "/".to_string()))
-                .set_continuation_token(token.clone())
-                .set_start_after(start_after.clone())
-                .set_max_keys(max_keys)
-                .send();
-            match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
-                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
-                Ok(Ok(out)) => Ok(out),
-                Ok(Err(e)) => Err(classify(&self.remote, Op::List, &format!("listing {url}"), &e)),
-            }
-        })
+        let fut = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .set_delimiter((!recursive).then(|| "/".to_string()))
+            .set_continuation_token(token)
+            .set_start_after(start_after)
+            .set_max_keys(max_keys)
+            .send();
+        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
+            Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(classify(&self.remote, Op::List, &format!("listing {url}"), &e)),
+        }
     }
 
     /// The objects of one listing page, with keys relative to the archive root.
@@ -186,7 +156,9 @@ impl S3Storage {
         page.contents()
             .iter()
             .filter_map(|o| {
-                let key = o.key()?;
+                // "Folder" markers (zero-byte keys ending in `/`, made by consoles and
+                // tools) are no objects of the archive.
+                let key = o.key().filter(|k| !k.ends_with('/'))?;
                 Some(ObjectMeta {
                     key: key.get(strip..)?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
@@ -384,79 +356,37 @@ impl Storage for S3Storage {
     fn open(&self, key: &str) -> Result<ObjectReader> {
         let mut reader = self.reader(key);
         // Open eagerly so that absence and credential errors surface here, not mid-read.
-        with_retries(&reader.url.clone(), || reader.start_body())?;
+        reader.start_body()?;
         Ok(Box::new(reader))
     }
 
-    fn open_large(&self, key: &str, size: u64) -> Result<ObjectReader> {
-        let part = range_part_size();
-        if size < part.saturating_mul(RANGED_MIN_PARTS) {
-            return self.open(key);
-        }
-        let Some(slot) = RangedSlot::take(&self.ranged) else {
-            return self.open(key);
-        };
-        let url = self.object_url(key);
-        let mut first = self.reader(key).range(0, part, None);
-        with_retries(&url, || first.start_body())?;
-        match first.total {
-            // No Content-Range: a server that ignores ranges sent the whole object.
-            None => {
-                first.end = None;
-                return Ok(Box::new(first));
-            }
-            Some(total) if total != size => {
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!("{url}: the object has {total} bytes but was listed with {size}; it changed since it was listed"),
-                ));
-            }
-            Some(_) => {}
-        }
-        tracing::debug!(object = %url, size, part, "fetching in ranges");
-        let (template, etag) = (self.reader(key), first.etag.clone());
-        let requester: RangeRequester = Box::new(move |start, end| template.fresh().range(start, end, etag.clone()).requested());
-        Ok(Box::new(RangedReader::start(
-            Box::new(first),
-            size,
-            part,
-            url,
-            requester,
-            Box::new(slot),
-        )))
+    fn request_range(&self, key: &str, start: u64, end: u64, etag: Option<&str>) -> Option<PendingRange> {
+        Some(self.reader(key).range(start, end, etag.map(str::to_string)).requested())
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         let url = self.object_url(key);
-        let full = self.full_key(key);
-        let out = with_retries(&url, || {
-            let fut = self.client.head_object().bucket(&self.bucket).key(&full).send();
-            match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
-                Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
-                Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
-                Ok(Err(e)) => match classify(&self.remote, Op::Head, &url, &e) {
-                    err if err.kind() == ErrorKind::NotFound => Ok(None),
-                    err => Err(err),
-                },
-            }
-        })?;
-        Ok(out)
+        let fut = self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send();
+        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
+            Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
+            Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Ok(Err(e)) => match classify(&self.remote, Op::Head, &url, &e) {
+                err if err.kind() == ErrorKind::NotFound => Ok(None),
+                err => Err(err),
+            },
+        }
     }
 
-    fn list(&self, prefix: &str, recursive: bool, each: &mut dyn FnMut(Vec<ObjectMeta>) -> Result<()>) -> Result<()> {
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.list_request(prefix, recursive, token.take(), None, None)?;
-            let next = page
-                .next_continuation_token()
-                .filter(|_| page.is_truncated().unwrap_or(false))
-                .map(str::to_string);
-            each(self.objects_of(&page))?;
-            match next {
-                Some(t) => token = Some(t),
-                None => return Ok(()),
-            }
-        }
+    fn list_chunk(&self, prefix: &str, recursive: bool, token: Option<&str>) -> Result<Chunk> {
+        let page = self.list_request(prefix, recursive, token.map(str::to_string), None, None)?;
+        let next = page
+            .next_continuation_token()
+            .filter(|_| page.is_truncated().unwrap_or(false))
+            .map(str::to_string);
+        Ok(Chunk {
+            objects: self.objects_of(&page),
+            next,
+        })
     }
 
     fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {
@@ -473,9 +403,10 @@ impl Storage for S3Storage {
         true
     }
 
+    /// One listing of a few keys under the prefix: folder markers do not count.
     fn holds_objects(&self) -> Result<bool> {
-        let page = self.list_request("", true, None, None, Some(1))?;
-        Ok(!page.contents().is_empty())
+        let page = self.list_request("", true, None, None, Some(100))?;
+        Ok(!self.objects_of(&page).is_empty())
     }
 
     fn credentials_expiry(&self) -> Result<Option<std::time::SystemTime>> {
@@ -497,25 +428,22 @@ impl Storage for S3Storage {
 
     fn put(&self, key: &str, source: &std::fs::File) -> Result<()> {
         let url = self.object_url(key);
-        let full = self.full_key(key);
-        with_retries(&url, || {
-            let file = crate::fsutil::reread(source).map_err(|e| Error::local_io(&url, &e))?;
-            self.runtime.block_on(async {
-                let body = ByteStream::read_from()
-                    .file(tokio::fs::File::from_std(file))
-                    .build()
-                    .await
-                    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| classify(&self.remote, Op::Put, &format!("uploading {url}"), &e))
-            })
+        let file = crate::fsutil::reread(source).map_err(|e| Error::local_io(&url, &e))?;
+        self.runtime.block_on(async {
+            let body = ByteStream::read_from()
+                .file(tokio::fs::File::from_std(file))
+                .build()
+                .await
+                .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .body(body)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&self.remote, Op::Put, &format!("uploading {url}"), &e))
         })
     }
 }
@@ -529,10 +457,7 @@ const BATCH: usize = 128 * 1024;
 /// (pinned to the first ETag) when the connection breaks, the body stalls, or it ends
 /// before its Content-Length.
 struct S3Reader {
-    handle: Handle,
-    timeout: Duration,
-    client: Client,
-    remote: Arc<Remote>,
+    ctx: ReaderContext,
     key: String,
     url: String,
     /// First byte of the object this reader reads.
@@ -555,6 +480,17 @@ struct S3Reader {
     etag: Option<String>,
 }
 
+/// What every reader of a storage shares.
+#[derive(Clone)]
+struct ReaderContext {
+    handle: Handle,
+    timeout: Duration,
+    /// Resumes of a body cut short, at most.
+    max_retries: usize,
+    client: Client,
+    remote: Arc<Remote>,
+}
+
 /// How waiting for a batch of body bytes ended.
 enum BatchEnd {
     Full,
@@ -565,12 +501,9 @@ enum BatchEnd {
 
 impl S3Reader {
     /// A reader of `key` (full key; `url` names it in messages), not yet started.
-    fn new(handle: Handle, timeout: Duration, client: Client, remote: Arc<Remote>, key: String, url: String) -> S3Reader {
+    fn new(ctx: ReaderContext, key: String, url: String) -> S3Reader {
         S3Reader {
-            handle,
-            timeout,
-            client,
-            remote,
+            ctx,
             key,
             url,
             base: 0,
@@ -586,18 +519,6 @@ impl S3Reader {
         }
     }
 
-    /// A reader of the same object, not yet started.
-    fn fresh(&self) -> S3Reader {
-        S3Reader::new(
-            self.handle.clone(),
-            self.timeout,
-            self.client.clone(),
-            Arc::clone(&self.remote),
-            self.key.clone(),
-            self.url.clone(),
-        )
-    }
-
     /// Restricts the reader to the bytes `[base, end)`, of the version `etag` if given.
     fn range(mut self, base: u64, end: u64, etag: Option<String>) -> S3Reader {
         self.base = base;
@@ -609,28 +530,39 @@ impl S3Reader {
     /// The GET for what is left to read, as a future that owns what it needs (so it
     /// can also run as a task while this reader waits elsewhere).
     fn request(&self) -> impl std::future::Future<Output = Result<GetObjectOutput>> + Send + 'static {
-        let mut req = self.client.get_object().bucket(&self.remote.bucket).key(&self.key);
+        let mut req = self.ctx.client.get_object().bucket(&self.ctx.remote.bucket).key(&self.key);
         let from = self.base + self.offset;
         if from > 0 || self.end.is_some() {
             let to = self.end.map(|e| (e - 1).to_string()).unwrap_or_default();
             req = req.range(format!("bytes={from}-{to}")).set_if_match(self.etag.clone());
         }
-        let (timeout, remote, url) = (self.timeout, Arc::clone(&self.remote), self.url.clone());
+        let (timeout, remote, url) = (self.ctx.timeout, Arc::clone(&self.ctx.remote), self.url.clone());
         async move {
             match tokio::time::timeout(timeout, req.send()).await {
                 Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
-                Ok(Err(e)) => Err(classify(&remote, Op::Get, &url, &e)),
+                // Past the first byte, the object was there: gone now, it changed under the reader.
+                Ok(Err(e)) => match classify(&remote, Op::Get, &url, &e) {
+                    err if err.kind() == ErrorKind::NotFound && from > 0 => Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("{url}: the object disappeared while it was being read (at byte {from})"),
+                    )),
+                    err => Err(err),
+                },
                 Ok(Ok(out)) => Ok(out),
             }
         }
     }
 
     /// Takes the answer to [`Self::request`]: its body, and on the first answer the
-    /// length, the object's size and its ETag.
+    /// length, the object's size and its ETag. A server that ignored the range sent the
+    /// whole object: this reader then reads (and resumes) the whole object.
     fn accept(&mut self, out: GetObjectOutput) {
         if self.offset == 0 {
             self.size = out.content_length().map(|l| l.max(0) as u64);
             self.total = out.content_range().and_then(|r| r.rsplit('/').next()).and_then(|t| t.parse().ok());
+            if self.total.is_none() && self.base == 0 {
+                self.end = None;
+            }
             if self.etag.is_none() {
                 self.etag = out.e_tag().map(str::to_string);
             }
@@ -639,33 +571,31 @@ impl S3Reader {
     }
 
     fn start_body(&mut self) -> Result<()> {
-        let out = self.handle.block_on(self.request())?;
+        let out = self.ctx.handle.block_on(self.request())?;
         self.accept(out);
         Ok(())
     }
 
     /// Sends the request at once on the runtime and returns what waits for its answer
-    /// (retrying from there if it failed transiently).
-    fn requested(mut self) -> PendingPart {
-        let answer = self.handle.spawn(self.request());
+    /// (one attempt: [`super::retry::Retrying`] retries).
+    fn requested(mut self) -> PendingRange {
+        let answer = self.ctx.handle.spawn(self.request());
         Box::new(move || {
-            let first = match self.handle.block_on(answer) {
-                Ok(result) => result,
-                Err(e) => Err(Error::new(
-                    ErrorKind::Unreachable,
-                    format!("{}: request task failed: {e}", self.url),
-                )),
-            };
-            match first {
-                Ok(out) => self.accept(out),
-                Err(err) if is_transient(&err) => {
-                    tracing::warn!(object = %self.url, cause = %err, "transient storage error, retrying");
-                    let url = self.url.clone();
-                    with_retries(&url, || self.start_body())?;
+            let out = match self.ctx.handle.block_on(answer) {
+                Ok(result) => result?,
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!("{}: request task failed: {e}", self.url),
+                    ))
                 }
-                Err(err) => return Err(err),
-            }
-            Ok(Box::new(self) as ObjectReader)
+            };
+            self.accept(out);
+            Ok(RangeAnswer {
+                total: self.total,
+                etag: self.etag.clone(),
+                reader: Box::new(self),
+            })
         })
     }
 
@@ -676,8 +606,8 @@ impl S3Reader {
         let Some(body) = self.body.as_mut() else {
             return Ok(false);
         };
-        let timeout = self.timeout;
-        let (chunks, end) = self.handle.block_on(async move {
+        let timeout = self.ctx.timeout;
+        let (chunks, end) = self.ctx.handle.block_on(async move {
             let mut chunks = Vec::new();
             let mut got = 0;
             let end = loop {
@@ -701,7 +631,7 @@ impl S3Reader {
         let byte = self.base + at;
         let failure = match end {
             BatchEnd::Full => None,
-            BatchEnd::Stalled => Some(format!("{}: no data for {}s at byte {byte}", self.url, self.timeout.as_secs())),
+            BatchEnd::Stalled => Some(format!("{}: no data for {}s at byte {byte}", self.url, self.ctx.timeout.as_secs())),
             BatchEnd::Broke(cause) => Some(format!("{}: connection broke at byte {byte} ({cause})", self.url)),
             BatchEnd::End => match self.size {
                 Some(size) if at < size => Some(format!("{}: body ended at byte {byte} of {}", self.url, self.base + size)),
@@ -726,7 +656,7 @@ impl S3Reader {
 
     /// Refills `chunks`; `Ok(false)` at the end of the object.
     fn fill(&mut self) -> Result<bool> {
-        let mut schedule = Schedule::new();
+        let mut schedule = Schedule::new(self.ctx.max_retries);
         loop {
             let result = if let Some(err) = self.deferred.take() {
                 Err(err)

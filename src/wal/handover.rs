@@ -156,13 +156,18 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
             match check_file(&tmp, seg, &object) {
                 Ok(open) => {
                     let bytes = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-                    if let Err(e) = check_head(standby, seg, &tmp, &object) {
-                        // The fetcher will not offer it again; status shows why.
-                        let _ = spool.refuse(&seg, e.message());
-                        return Err(e);
-                    }
+                    let carried = match check_head(standby, seg, &tmp, &object) {
+                        Ok(carried) => carried,
+                        Err(e) => {
+                            // The fetcher will not offer it again; status shows why.
+                            if e.kind() == ErrorKind::Corrupt {
+                                let _ = spool.refuse(&seg, e.message());
+                            }
+                            return Err(e);
+                        }
+                    };
                     install(&tmp, req.destination, guard)?;
-                    record_handed_over(standby, seg, open);
+                    record_handed_over(standby, seg, carried.or(open));
                     advance_window(spool, seg, bytes);
                     return Ok(Served {
                         source: Source::Spool,
@@ -203,9 +208,9 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         }
     };
     if let (Some(seg), Some(standby)) = (segment, req.standby) {
-        check_head(standby, seg, &tmp, &fetched.url)?;
+        let carried = check_head(standby, seg, &tmp, &fetched.url)?;
         install(&tmp, req.destination, guard)?;
-        record_handed_over(standby, seg, fetched.open);
+        record_handed_over(standby, seg, carried.or(fetched.open));
     } else {
         install(&tmp, req.destination, guard)?;
     }
@@ -257,11 +262,12 @@ fn record_handed_over(standby: &Standby, seg: Segment, open: Option<OpenRecord>)
 }
 
 /// The gate's second half: the record that runs on into `seg` (the file at `path`,
-/// from `object`) from the previous segment, checked over both parts.
-pub fn check_head(standby: &Standby, seg: Segment, path: &Path, object: &str) -> Result<()> {
+/// from `object`) from the previous segment, checked over both parts. Returns that
+/// record when it is longer than this whole segment too (it is checked with the next).
+pub fn check_head(standby: &Standby, seg: Segment, path: &Path, object: &str) -> Result<Option<OpenRecord>> {
     let size = fs::metadata(path).map_err(|e| Error::local_io(path.display(), &e))?.len();
     let Some(open) = previous_tail(standby, seg, size) else {
-        return Ok(());
+        return Ok(None);
     };
     with_mapped(path, |data| check_continuation(data, seg, object, &open))
 }

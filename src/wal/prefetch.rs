@@ -633,12 +633,20 @@ fn check_heads(spool: &Spool, window: &[Segment], size: u64, tails: &BTreeMap<Se
         };
         if let Some(open) = &prev_tail.open {
             let path = spool.ready_path(seg);
-            if let Err(e) = with_mapped(&path, |data| check_continuation(data, *seg, &own.url, open)) {
-                tracing::error!(segment = %seg, object = %own.url, cause = %e, "segment refused: a record that began in the previous segment does not check out");
-                if let Err(e2) = spool.refuse(seg, e.message()) {
-                    tracing::error!(segment = %seg, cause = %e2, "could not record the refusal");
+            match with_mapped(&path, |data| check_continuation(data, *seg, &own.url, open)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::error!(segment = %seg, object = %own.url, cause = %e, "segment refused: a record that began in the previous segment does not check out");
+                    if let Err(e2) = spool.refuse(seg, e.message()) {
+                        tracing::error!(segment = %seg, cause = %e2, "could not record the refusal");
+                    }
+                    continue;
                 }
-                continue;
+                // Taken by wal-fetch meanwhile (which checks it itself), or unreadable now.
+                Err(e) => {
+                    tracing::debug!(segment = %seg, cause = %e, "continuation not checked here");
+                    continue;
+                }
             }
         }
         checked.insert(*seg);

@@ -13,8 +13,10 @@
 //! xl_crc = CRC-32C(record[24..xl_tot_len] ++ record[0..20])
 //! ```
 //!
-//! A zero `xl_tot_len` where a record should start, or an `XLOG_SWITCH` record, ends the
-//! WAL of the segment; the padding after it is never read by PostgreSQL and not checked. Why check at all: an LZ4 frame
+//! A record may be aborted: after a crash in the middle of writing it, the next page says
+//! so (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`) and starts afresh, as PostgreSQL's reader
+//! does. A zero `xl_tot_len` where a record should start, or an `XLOG_SWITCH` record, ends
+//! the WAL of the segment; the padding after it is never read by PostgreSQL and not checked. Why check at all: an LZ4 frame
 //! without checksums (walrus writes those) decodes flipped bytes silently,
 //! and PostgreSQL takes the first bad record for the end of WAL and, in archive
 //! recovery, promotes there.
@@ -27,6 +29,15 @@ const LONG_HEADER: usize = 40;
 const RECORD_HEADER: usize = 24;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
+/// The page starts with a record that replaces an aborted one (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`,
+/// 9.6 to 18): after a crash in the middle of writing a record that spans pages,
+/// PostgreSQL (10.19/11.14/12.9/13.5/14 and later) leaves its first part and starts the
+/// next page with an `XLOG_OVERWRITE_CONTRECORD` record instead of the continuation.
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
+/// The same flag from PostgreSQL 19 (magic 0xD121 on), which moved it.
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD_19: u16 = 0x0004;
+/// The first WAL page magic of PostgreSQL 19.
+const MAGIC_19: u16 = 0xD121;
 const RM_XLOG_ID: u8 = 0;
 const XLOG_SWITCH: u8 = 0x40;
 /// PostgreSQL refuses records larger than this (`XLogRecordMaxSize`, 1020 MB).
@@ -122,6 +133,21 @@ impl Walker<'_> {
         )
     }
 
+    /// Whether a page's `info` says it starts afresh after an aborted record.
+    fn overwrites(&self, info: u16) -> bool {
+        let flag = if self.magic >= MAGIC_19 {
+            XLP_FIRST_IS_OVERWRITE_CONTRECORD_19
+        } else {
+            XLP_FIRST_IS_OVERWRITE_CONTRECORD
+        };
+        info & flag != 0
+    }
+
+    /// Whether a page's `info` says it continues a record (and does not start afresh).
+    fn continues(&self, info: u16) -> bool {
+        info & XLP_FIRST_IS_CONTRECORD != 0 && !self.overwrites(info)
+    }
+
     /// Checks the header of the page at `page_start`; returns (header length, info, rem_len).
     fn page(&self, page_start: usize) -> Result<(usize, u16, u32)> {
         let d = self.data;
@@ -157,7 +183,7 @@ impl Walker<'_> {
         let mut out = Checked::default();
         let (first_len, first_info, first_rem) = self.page(0)?;
         let mut pos = first_len;
-        if first_info & XLP_FIRST_IS_CONTRECORD != 0 {
+        if self.continues(first_info) {
             // The tail of a record begun in the previous segment: skip it.
             let mut left = first_rem as usize;
             loop {
@@ -174,21 +200,30 @@ impl Walker<'_> {
                     return Ok(out);
                 }
                 let (len, info, rem) = self.page(pos)?;
-                if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != left {
+                if self.overwrites(info) {
+                    // The record begun before this segment was aborted here: start afresh.
+                    break;
+                }
+                if !self.continues(info) || rem as usize != left {
                     return Err(self.corrupt(pos, format!("continuation expected {left} more bytes, page says {rem}")));
                 }
                 pos += len;
             }
-            pos = (pos + 7) & !7;
+            if pos % p != 0 {
+                pos = (pos + 7) & !7;
+            }
         }
         let mut prev_start: Option<u64> = None;
+        // After an aborted record, the record that replaces it points back at the last
+        // complete record or at the aborted one: either is accepted.
+        let mut aborted: Option<u64> = None;
         loop {
             if pos >= d.len() {
                 return Ok(out);
             }
             if pos % p == 0 {
                 let (len, info, _) = self.page(pos)?;
-                if info & XLP_FIRST_IS_CONTRECORD != 0 {
+                if self.continues(info) {
                     return Err(self.corrupt(pos, "page continues a record where none is open".into()));
                 }
                 pos += len;
@@ -206,9 +241,16 @@ impl Walker<'_> {
             // Walk the record across pages: its header (which may itself be split) is
             // kept, its data is fed to the CRC as it goes; nothing is copied.
             let mut record = OpenRecord::new(self.start_lsn + start as u64, tot_len as usize);
-            if !self.consume(&mut record, &mut pos, &format!("record at offset {start}"))? {
-                out.open = Some(record);
-                return Ok(out);
+            match self.consume(&mut record, &mut pos, &format!("record at offset {start}"))? {
+                Consumed::Whole => {}
+                Consumed::SegmentEnded => {
+                    out.open = Some(record);
+                    return Ok(out);
+                }
+                Consumed::Aborted => {
+                    aborted = Some(record.lsn);
+                    continue;
+                }
             }
             let header = record.header;
             let (stored, computed) = record.crcs();
@@ -219,9 +261,10 @@ impl Walker<'_> {
                 ));
             }
             let lsn = self.start_lsn + start as u64;
+            let replaced = aborted.take();
             if let Some(prev) = prev_start {
                 let xl_prev = u64_at(&header, 8);
-                if xl_prev != prev {
+                if xl_prev != prev && Some(xl_prev) != replaced {
                     return Err(self.corrupt(
                         start,
                         format!(
@@ -246,24 +289,28 @@ impl Walker<'_> {
 impl Walker<'_> {
     /// Feeds `record`'s bytes from `pos` on, page by page, checking that every page it
     /// crosses says it continues the record by the bytes still to come (`name` names the
-    /// record in errors). True when the record ended; false when the segment ended first.
-    fn consume(&self, record: &mut OpenRecord, pos: &mut usize, name: &str) -> Result<bool> {
+    /// record in errors). On [`Consumed::Aborted`], `pos` is at the start of the page that
+    /// replaces the rest of the record.
+    fn consume(&self, record: &mut OpenRecord, pos: &mut usize, name: &str) -> Result<Consumed> {
         let (d, p) = (self.data, self.page_size);
         loop {
             let take = record.left.min(p - *pos % p);
             if *pos + take > d.len() {
-                return Ok(false);
+                return Ok(Consumed::SegmentEnded);
             }
             record.feed(&d[*pos..*pos + take]);
             *pos += take;
             if record.left == 0 {
-                return Ok(true);
+                return Ok(Consumed::Whole);
             }
             if *pos >= d.len() {
-                return Ok(false);
+                return Ok(Consumed::SegmentEnded);
             }
             let (len, info, rem) = self.page(*pos)?;
-            if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != record.left {
+            if self.overwrites(info) {
+                return Ok(Consumed::Aborted);
+            }
+            if !self.continues(info) || rem as usize != record.left {
                 return Err(self.corrupt(*pos, format!("{name} needs {} more bytes, page says {rem}", record.left)));
             }
             *pos += len;
@@ -271,11 +318,16 @@ impl Walker<'_> {
     }
 
     /// Feeds the continuation of `open` at the start of this segment to its CRC and
-    /// compares the result with the CRC stored in the record's header.
-    fn finish(&self, open: &OpenRecord) -> Result<()> {
+    /// compares the result with the CRC stored in the record's header. Returns the record
+    /// again when it is longer than this segment too (checked in the next one).
+    fn finish(&self, open: &OpenRecord) -> Result<Option<OpenRecord>> {
         let lsn = format!("{:X}/{:X}", open.lsn >> 32, open.lsn & 0xFFFF_FFFF);
         let (len, info, rem) = self.page(0)?;
-        if info & XLP_FIRST_IS_CONTRECORD == 0 || rem as usize != open.left {
+        if self.overwrites(info) {
+            // The record was aborted at the end of the previous segment; this one starts afresh.
+            return Ok(None);
+        }
+        if !self.continues(info) || rem as usize != open.left {
             return Err(self.corrupt(
                 0,
                 format!(
@@ -286,9 +338,10 @@ impl Walker<'_> {
         }
         let mut record = *open;
         let mut pos = len;
-        if !self.consume(&mut record, &mut pos, &format!("the record at {lsn}"))? {
-            // Longer than this segment too: the rest is beyond what can be checked here.
-            return Ok(());
+        match self.consume(&mut record, &mut pos, &format!("the record at {lsn}"))? {
+            Consumed::Whole => {}
+            Consumed::SegmentEnded => return Ok(Some(record)),
+            Consumed::Aborted => return Ok(None),
         }
         let (stored, computed) = record.crcs();
         if stored != computed {
@@ -299,13 +352,24 @@ impl Walker<'_> {
                 ),
             ));
         }
-        Ok(())
+        Ok(None)
     }
 }
 
+/// How feeding a record's bytes ended.
+enum Consumed {
+    /// The record ended within the segment.
+    Whole,
+    /// The segment ended first.
+    SegmentEnded,
+    /// A page said the record was aborted (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`).
+    Aborted,
+}
+
 /// Checks the part of `open` (the last record of the previous segment) that `data`, the
-/// decoded segment `name`, holds, and the record's CRC over both parts.
-pub fn check_continuation(data: &[u8], name: Segment, object: &str, open: &OpenRecord) -> Result<()> {
+/// decoded segment `name`, holds, and the record's CRC over both parts. When the record
+/// runs on past this segment too, returns it, to be checked with the next one.
+pub fn check_continuation(data: &[u8], name: Segment, object: &str, open: &OpenRecord) -> Result<Option<OpenRecord>> {
     walker(data, name, object)?.finish(open)
 }
 
@@ -399,6 +463,167 @@ mod tests {
             }
         }
         assert_eq!(caught, tried, "every flipped byte inside the records must be caught");
+    }
+
+    /// Writes synthetic WAL: long and short page headers, records with valid CRCs and
+    /// back pointers, records that span pages and segments, and aborted records.
+    struct Synthetic {
+        buf: Vec<u8>,
+        pos: usize,
+        seg: usize,
+        page: usize,
+        base_lsn: u64,
+        prev: u64,
+        /// The next page starts afresh after an aborted record.
+        overwrite_next: bool,
+    }
+
+    impl Synthetic {
+        fn new(segments: usize, seg: usize, first_segno: u64) -> Synthetic {
+            Synthetic {
+                buf: vec![0; segments * seg],
+                pos: 0,
+                seg,
+                page: 8192,
+                base_lsn: first_segno * seg as u64,
+                prev: 0,
+                overwrite_next: false,
+            }
+        }
+
+        fn page_header(&mut self, rem: usize) {
+            let at = self.pos;
+            let long = at % self.seg == 0;
+            let mut info = if long { XLP_LONG_HEADER } else { 0 };
+            if self.overwrite_next {
+                info |= XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+                self.overwrite_next = false;
+            } else if rem > 0 {
+                info |= XLP_FIRST_IS_CONTRECORD;
+            }
+            let b = &mut self.buf;
+            b[at..at + 2].copy_from_slice(&0xD110u16.to_le_bytes());
+            b[at + 2..at + 4].copy_from_slice(&info.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&1u32.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&(self.base_lsn + at as u64).to_le_bytes());
+            b[at + 16..at + 20].copy_from_slice(&(rem as u32).to_le_bytes());
+            if long {
+                b[at + 24..at + 32].copy_from_slice(&7u64.to_le_bytes());
+                b[at + 32..at + 36].copy_from_slice(&(self.seg as u32).to_le_bytes());
+                b[at + 36..at + 40].copy_from_slice(&(self.page as u32).to_le_bytes());
+            }
+            self.pos += if long { LONG_HEADER } else { SHORT_HEADER };
+        }
+
+        /// Writes a record of `len` bytes; with `abort_after_pages`, stops it at the end of
+        /// that many pages crossed and marks the next page as starting afresh.
+        fn record(&mut self, len: usize, abort_after_pages: Option<usize>) -> u64 {
+            if self.pos % self.page == 0 {
+                self.page_header(0);
+            }
+            let lsn = self.base_lsn + self.pos as u64;
+            let mut rec: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            rec[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+            rec[8..16].copy_from_slice(&self.prev.to_le_bytes());
+            rec[16] = 0;
+            rec[17] = 10;
+            rec[20..24].fill(0);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[24..]), &rec[..20]);
+            rec[20..24].copy_from_slice(&crc.to_le_bytes());
+            let (mut written, mut crossed) = (0, 0);
+            while written < len {
+                if self.pos % self.page == 0 {
+                    if abort_after_pages == Some(crossed) {
+                        self.overwrite_next = true;
+                        return lsn;
+                    }
+                    crossed += 1;
+                    self.page_header(len - written);
+                }
+                let take = (len - written).min(self.page - self.pos % self.page);
+                self.buf[self.pos..self.pos + take].copy_from_slice(&rec[written..written + take]);
+                self.pos += take;
+                written += take;
+            }
+            if self.pos % self.page != 0 {
+                self.pos = (self.pos + 7) & !7;
+            }
+            self.prev = lsn;
+            lsn
+        }
+
+        /// Fills up to `offset` (in the buffer) with small records.
+        fn fill_to(&mut self, offset: usize) {
+            while self.pos + 200 < offset {
+                self.record(100, None);
+            }
+        }
+
+        fn segment(&self, i: usize) -> (&[u8], Segment) {
+            let segno = self.base_lsn / self.seg as u64 + i as u64;
+            (
+                &self.buf[i * self.seg..(i + 1) * self.seg],
+                Segment::from_number(1, segno, self.seg as u64),
+            )
+        }
+    }
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn an_aborted_record_inside_a_segment_is_skipped_as_postgresql_does() {
+        let mut w = Synthetic::new(1, MIB, 5);
+        w.fill_to(30_000);
+        w.record(20_000, Some(1));
+        for _ in 0..20 {
+            w.record(100, None);
+        }
+        let (data, seg) = w.segment(0);
+        let checked = check_segment(data, seg, "synthetic").unwrap();
+        assert!(checked.records > 200, "{checked:?}");
+        // Without the overwrite flag the same page is a broken continuation.
+        let page = 5 * 8192;
+        let mut bad = data.to_vec();
+        let info = u16_at(&bad, page + 2) & !XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+        bad[page + 2..page + 4].copy_from_slice(&info.to_le_bytes());
+        assert!(check_segment(&bad, seg, "synthetic").is_err());
+    }
+
+    #[test]
+    fn a_record_aborted_at_or_after_a_segment_boundary_leaves_nothing_to_check() {
+        // Aborted at the boundary (the next segment starts afresh), and one page into it.
+        for pages in [0, 1] {
+            let mut w = Synthetic::new(2, MIB, 5);
+            w.fill_to(MIB - 3000);
+            w.record(20_000, Some(pages));
+            w.record(100, None);
+            let (first, s1) = w.segment(0);
+            let open = check_segment(first, s1, "first").unwrap().open.expect("a record open at the end");
+            let (second, s2) = w.segment(1);
+            assert_eq!(check_continuation(second, s2, "second", &open).unwrap(), None, "{pages}");
+            check_segment(second, s2, "second").unwrap_or_else(|e| panic!("{pages}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_a_segment_is_checked_across_three() {
+        let mut w = Synthetic::new(3, MIB, 5);
+        w.fill_to(MIB - 5000);
+        w.record(MIB + 20_000, None);
+        w.record(100, None);
+        let (first, s1) = w.segment(0);
+        let (second, s2) = w.segment(1);
+        let (third, s3) = w.segment(2);
+        let open = check_segment(first, s1, "first").unwrap().open.expect("open");
+        let carried = check_continuation(second, s2, "second", &open)
+            .unwrap()
+            .expect("still open after the second");
+        assert_eq!(check_segment(second, s2, "second").unwrap().open, None, "no record starts in it");
+        assert_eq!(check_continuation(third, s3, "third", &carried).unwrap(), None);
+        let mut bad = third.to_vec();
+        bad[SHORT_HEADER.max(LONG_HEADER) + 100] ^= 0x5A;
+        let err = check_continuation(&bad, s3, "third", &carried).unwrap_err();
+        assert!(err.message().contains("CRC mismatch"), "{err}");
     }
 
     #[test]

@@ -287,9 +287,9 @@ fn a_damaged_continuation_is_refused_however_the_segment_arrives() {
         report["problems"].to_string().contains("begun in the previous segment"),
         "{report:#}"
     );
-    assert_eq!(report["last_call"]["outcome"], "failed", "{report:#}");
+    assert_eq!(report["failing_call"]["file"], seg_name(victim), "{report:#}");
     assert!(
-        report["last_call"]["failing_since"].is_string() && report["last_call"]["failures"].as_u64() >= Some(1),
+        report["failing_call"]["failing_since"].is_string() && report["failing_call"]["failures"].as_u64() >= Some(1),
         "{report:#}"
     );
     assert!(
@@ -426,6 +426,35 @@ fn a_fetcher_with_other_settings_is_replaced() {
     wait_for("a new fetcher", 20, || {
         pid().is_some_and(|p| p != first && Path::new(&format!("/proc/{p}")).exists())
     });
+
+    // A fetcher run as a service (its own environment) is never stopped by wal-fetch.
+    let second = pid().unwrap();
+    // SAFETY: a signal to the fetcher this test started.
+    unsafe {
+        libc::kill(second as libc::pid_t, libc::SIGTERM);
+    }
+    wait_for("the on-demand fetcher to go", 10, || {
+        !Path::new(&format!("/proc/{second}")).exists()
+    });
+    let mut service_env = env.clone();
+    service_env.push(("AWS_REGION".into(), "eu-west-1".into()));
+    let mut service = as_postgres(walfetch_bin())
+        .args(["follow", dir.to_str().unwrap(), "--foreground"])
+        .envs(service_env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the service fetcher", 20, || {
+        pid().is_some_and(|p| p != second && Path::new(&format!("/proc/{p}")).exists())
+    });
+    let service_pid = pid().unwrap();
+    assert_eq!(code(&wal_fetch(&dir, 7, &env)), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Path::new(&format!("/proc/{service_pid}")).exists(), "wal-fetch stopped a service");
+    let _ = service.kill();
+    let _ = service.wait();
 }
 
 #[test]
@@ -501,7 +530,52 @@ fn bad_input_fails_at_once_in_one_line_with_its_own_exit_code() {
         assert!(ms <= 10_000, "a retry delay above the documented cap: {line}");
     }
 
-    // A closed pipe ends the output quietly, with the command's own exit code.
+    // A command line that does not parse never reads "absent" to PostgreSQL.
+    let recovery = a.scratch.dir("recovery");
+    fs::create_dir_all(recovery.join("pg_wal")).unwrap();
+    fs::write(recovery.join("PG_VERSION"), "15\n").unwrap();
+    give_to_postgres(&recovery);
+    for (dir, want) in [(&recovery, 131), (&dir, 3)] {
+        let out = walfetch_in(
+            Some(dir),
+            &["wal-fetch", "--bogus", "000000010000000000000005", "pg_wal/RECOVERYXLOG"],
+            &a.env(),
+        );
+        assert_eq!(code(&out), want, "{}", stderr(&out));
+        one_line(&out);
+        let mut env = a.env();
+        env.push(("WALFETCH_RECOVERY_MODE".into(), "archive".into()));
+        let out = walfetch_in(Some(dir), &["wal-fetch", "000000010000000000000005", "pg_wal/RECOVERYXLOG"], &env);
+        assert_eq!(code(&out), want, "{}", stderr(&out));
+    }
+
+    // A standby whose pg_wal is a symlink to a WAL disk is still a standby.
+    let linked = a.scratch.dir("linked");
+    let disk = a.scratch.dir("waldisk");
+    fs::write(linked.join("PG_VERSION"), "15\n").unwrap();
+    fs::write(linked.join("standby.signal"), "").unwrap();
+    std::os::unix::fs::symlink(&disk, linked.join("pg_wal")).unwrap();
+    give_to_postgres(&linked);
+    let mut packed = encode(Codec::Lz4, &fake_segment("000000010000000000000006", 1 << 20, 7));
+    let mid = packed.len() / 2;
+    packed[mid] ^= 0xFF;
+    a.put("wal_005/000000010000000000000006.lz4", &packed);
+    let out = walfetch_in(
+        Some(&linked),
+        &["wal-fetch", "000000010000000000000006", "pg_wal/RECOVERYXLOG"],
+        &a.env(),
+    );
+    assert_eq!(
+        code(&out),
+        7,
+        "a standby retries, never stops on a symlinked pg_wal: {}",
+        stderr(&out)
+    );
+
+    // A closed pipe ends the output quietly, with the command's own exit code (here the
+    // gap at segment 5: 12).
+    let verdict = code(&walfetch(&["wal-verify", "--json"], &a.env()));
+    assert_eq!(verdict, 12);
     let mut child = as_postgres(walfetch_bin())
         .args(["wal-verify", "--json"])
         .envs(a.env())
@@ -512,7 +586,7 @@ fn bad_input_fails_at_once_in_one_line_with_its_own_exit_code() {
     // The reader is gone before walfetch writes a byte.
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(verdict), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 
     // wal-fetch outside a data directory: the file, and nothing else anywhere.

@@ -16,6 +16,7 @@ use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
 use crate::error::Result;
+use crate::pg::datadir::wal_dir;
 use crate::wal::prefetch::Fetcher;
 use crate::wal::spool::Spool;
 
@@ -46,7 +47,7 @@ impl Run for Follow {
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let datadir = absolute(&self.pgdata);
         Fetcher {
-            spool: Spool::for_wal_dir(&datadir.join("pg_wal"), ctx.settings.prefetch_dir.as_deref()),
+            spool: Spool::for_wal_dir(&wal_dir(&datadir), ctx.settings.prefetch_dir.as_deref()),
             datadir,
             settings: ctx.settings.storage()?.clone(),
             ahead: ctx.settings.prefetch_ahead(self.ahead),

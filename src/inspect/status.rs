@@ -22,7 +22,7 @@ use crate::layout::timelines::Histories;
 use crate::layout::wal_inventory::scan;
 use crate::pg::conf::{recovery_state, redact, restore_command, RecoveryState, RestoreCommand};
 use crate::pg::controldata;
-use crate::pg::datadir::pg_major;
+use crate::pg::datadir::{pg_major, wal_dir};
 use crate::storage;
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::spool::{Call, FollowStatus, Spool};
@@ -100,6 +100,8 @@ pub struct StatusReport {
     pub next_segment_source: &'static str,
     /// The last restore_command call for a segment, as walfetch recorded it.
     pub last_call: Option<Call>,
+    /// The last segment call that failed, while no call for that segment has succeeded.
+    pub failing_call: Option<Call>,
     /// Whether the archive has the next segment.
     pub next_segment_in_archive: bool,
     /// Newest segment in the archive on the standby's timeline chain.
@@ -177,9 +179,9 @@ pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
     };
     b.report.timeline = timeline;
     b.report.replayed_to = replayed.to_string();
-    let spool = Spool::for_wal_dir(&datadir.join("pg_wal"), settings.prefetch_dir.as_deref());
-    let last = spool.calls().segment;
-    let asked = last.as_ref().and_then(|c| Some((WalFile::parse(&c.file)?.segment()?, c)));
+    let spool = Spool::for_wal_dir(&wal_dir(datadir), settings.prefetch_dir.as_deref());
+    let calls = spool.calls();
+    let asked = calls.segment.as_ref().and_then(|c| Some((WalFile::parse(&c.file)?.segment()?, c)));
     let next = match asked {
         Some((seg, call)) if call.outcome == "restored" => seg.next(size).unwrap_or(seg),
         Some((seg, _)) => seg,
@@ -187,21 +189,11 @@ pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
     };
     b.report.next_segment_source = if asked.is_some() { "restore_command" } else { "pg_control" };
     b.report.next_segment = next.to_string();
-    if let Some(call) = last.as_ref().filter(|c| c.outcome == "failed") {
-        let kind = call.kind.as_deref().unwrap_or("error");
-        b.problem(
-            class_of_label(kind),
-            format!(
-                "blocked: PostgreSQL asks for {} and wal-fetch fails ({kind}, exit {}) since {}, {} calls in a row: {}",
-                call.file,
-                call.exit_code,
-                call.failing_since.as_deref().unwrap_or(&call.at),
-                call.failures,
-                call.error.as_deref().unwrap_or("")
-            ),
-        );
+    for call in [&calls.failing, &calls.other].into_iter().flatten() {
+        failing_call(&mut b, call);
     }
-    b.report.last_call = last;
+    b.report.last_call = calls.segment;
+    b.report.failing_call = calls.failing;
     fetcher_problems(&mut b, &spool, next, size);
 
     if let Some(archive) = archive {
@@ -219,6 +211,37 @@ pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
     }
     Ok(b.finish())
 }
+
+/// A restore_command call that failed: what blocks replay while PostgreSQL keeps calling
+/// (a standby calls again every few seconds); only noted when the last call is older
+/// than [`STALE_CALL`] (the server stopped, or gets WAL some other way now).
+fn failing_call(b: &mut Builder, call: &Call) {
+    if call.outcome != "failed" {
+        return;
+    }
+    let kind = call.kind.as_deref().unwrap_or("error");
+    let text = format!(
+        "PostgreSQL asks for {} and wal-fetch fails ({kind}, exit {}) since {}, {} calls in a row: {}",
+        call.file,
+        call.exit_code,
+        call.failing_since.as_deref().unwrap_or(&call.at),
+        call.failures,
+        call.error.as_deref().unwrap_or("")
+    );
+    let age = chrono::DateTime::parse_from_rfc3339(&call.at)
+        .ok()
+        .and_then(|at| (chrono::Utc::now() - at.with_timezone(&chrono::Utc)).to_std().ok());
+    match age {
+        Some(age) if age > STALE_CALL => b
+            .report
+            .notes
+            .push(format!("the last call, {} min ago, failed: {text}", age.as_secs() / 60)),
+        _ => b.problem(class_of_label(kind), format!("blocked: {text}")),
+    }
+}
+
+/// A failed call older than this no longer tells what PostgreSQL waits for.
+const STALE_CALL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The class of a recorded error kind label.
 fn class_of_label(label: &str) -> Class {
@@ -324,7 +347,7 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
         }
     }
     b.report.fetcher = spool.status();
-    b.report.fetcher_running = spool.fetcher().is_some_and(|f| crate::fsutil::process_alive(f.pid));
+    b.report.fetcher_running = spool.fetcher_alive().is_some();
     if let Some(gap) = b
         .report
         .fetcher

@@ -165,7 +165,8 @@ fn is_secret(name: &str) -> bool {
 }
 
 /// `cmd` with the values of secret variable assignments (`AWS_SECRET_ACCESS_KEY=…`,
-/// `AWS_SESSION_TOKEN=…`) replaced by `***`, for reports and messages.
+/// `AWS_SESSION_TOKEN=…`) replaced by `***`, for reports and messages. A value runs to
+/// the next blank outside quotes, as the shell reads it.
 pub fn redact(cmd: &str) -> String {
     let mut out = String::with_capacity(cmd.len());
     let mut rest = cmd;
@@ -180,30 +181,36 @@ pub fn redact(cmd: &str) -> String {
         out.push('=');
         let tail = &tail[1..];
         if is_secret(&head[name_start..]) {
-            let (quote, body) = match tail.chars().next() {
-                Some(q @ ('\'' | '"')) => (Some(q), &tail[1..]),
-                _ => (None, tail),
-            };
-            let end = match quote {
-                Some(q) => body.find(q).map_or(body.len(), |i| i + 1),
-                None => body
-                    .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
-                    .unwrap_or(body.len()),
-            };
-            if let Some(q) = quote {
-                out.push(q);
-            }
             out.push_str("***");
-            if let Some(q) = quote.filter(|q| body[..end].ends_with(*q)) {
-                out.push(q);
-            }
-            rest = &body[end..];
+            rest = &tail[shell_word_end(tail)..];
         } else {
             rest = tail;
         }
     }
     out.push_str(rest);
     out
+}
+
+/// Where the shell word at the start of `text` ends: the first blank outside quotes
+/// (single quotes take everything; in double quotes and outside, a backslash escapes).
+fn shell_word_end(text: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => {
+                chars.next();
+            }
+            (Some('"'), '"') => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, c) if c.is_whitespace() => return i,
+            (None, _) => {}
+        }
+    }
+    text.len()
 }
 
 /// What a `restore_command` that calls `walfetch wal-fetch` runs it with.
@@ -233,7 +240,7 @@ fn assignment(word: &str) -> Option<(String, String)> {
 
 /// Skips a wrapper's options: `takes_value` names the options followed by a value word
 /// (`-u USER`); `--` ends the options. Returns the index of the first other word.
-fn skip_options(words: &[String], mut i: usize, takes_value: &[&str]) -> usize {
+fn skip_options(words: &[String], mut i: usize, with_value: &[&str]) -> usize {
     while let Some(w) = words.get(i) {
         if w == "--" {
             return i + 1;
@@ -241,9 +248,23 @@ fn skip_options(words: &[String], mut i: usize, takes_value: &[&str]) -> usize {
         if !w.starts_with('-') || w == "-" {
             return i;
         }
-        i += if takes_value.contains(&w.as_str()) { 2 } else { 1 };
+        i += if takes_value(w, with_value) { 2 } else { 1 };
     }
     i
+}
+
+/// Whether option word `w` is followed by its value: `-u`, or a cluster ending in it
+/// (`-Eu`); `--user=x` carries its own.
+fn takes_value(w: &str, options: &[&str]) -> bool {
+    if options.contains(&w) {
+        return true;
+    }
+    !w.starts_with("--") && w.len() > 2 && w.chars().last().is_some_and(|c| options.contains(&format!("-{c}").as_str()))
+}
+
+/// Whether `w` is a short option cluster that includes `-c` (`-c`, `-lc`, `-ec`).
+fn has_command_flag(w: &str) -> bool {
+    w.starts_with('-') && !w.starts_with("--") && w.ends_with('c')
 }
 
 impl RestoreCommand {
@@ -271,6 +292,7 @@ impl RestoreCommand {
                     self.wrappers.push("env".into());
                     while let Some(w) = words.get(i) {
                         match w.as_str() {
+                            "-S" | "--split-string" => return self.read_nested(words.get(i + 1)?, depth),
                             "-i" | "--ignore-environment" | "-" => self.clears_env = true,
                             "-u" | "--unset" | "-C" | "--chdir" => i += 1,
                             "--" => {}
@@ -309,17 +331,23 @@ impl RestoreCommand {
                     self.wrappers.push("timeout".into());
                     i = skip_options(words, i, &["-s", "--signal", "-k", "--kill-after"]) + 1;
                 }
-                "nice" | "ionice" | "taskset" | "setsid" | "stdbuf" => {
+                "nice" | "ionice" | "setsid" | "stdbuf" => {
                     self.wrappers.push(base.into());
                     i = skip_options(words, i, &["-n", "--adjustment", "-c", "--class", "-p", "--pid", "-i", "-o", "-e"]);
-                    if base == "taskset" {
+                }
+                "taskset" => {
+                    self.wrappers.push(base.into());
+                    // `taskset MASK cmd`, or `taskset -c LIST cmd` (the option takes the list).
+                    let with_list = words.get(i).is_some_and(|w| w.starts_with('-'));
+                    i = skip_options(words, i, &["-c", "--cpu-list"]);
+                    if !with_list {
                         i += 1;
                     }
                 }
                 "sudo" | "runuser" | "su" | "doas" | "setpriv" => {
                     self.wrappers.push(base.into());
                     // `su postgres -c '…'`, `runuser -l postgres -c '…'`: the command is one word.
-                    if let Some(c) = words[i..].iter().position(|w| w == "-c" || w == "--command") {
+                    if let Some(c) = words[i..].iter().position(|w| has_command_flag(w) || w == "--command") {
                         return self.read_nested(words.get(i + c + 1)?, depth);
                     }
                     i = skip_options(
@@ -337,7 +365,7 @@ impl RestoreCommand {
                     }
                 }
                 "sh" | "bash" | "dash" | "zsh" => {
-                    let c = words[i..].iter().position(|w| w == "-c")?;
+                    let c = words[i..].iter().position(|w| has_command_flag(w))?;
                     self.wrappers.push(base.into());
                     return self.read_nested(words.get(i + c + 1)?, depth);
                 }
@@ -476,6 +504,11 @@ mod tests {
             ),
             ("sh -c 'envdir /etc/wal.d walfetch wal-fetch \"%f\" \"%p\"'", vec!["sh", "envdir"]),
             ("su postgres -c 'walfetch --prefix s3://b/p wal-fetch %f %p'", vec!["su"]),
+            ("taskset -c 0-3 walfetch --prefix s3://b/p wal-fetch %f %p", vec!["taskset"]),
+            ("taskset 0x3 walfetch --prefix s3://b/p wal-fetch %f %p", vec!["taskset"]),
+            ("sudo -Eu postgres walfetch --prefix s3://b/p wal-fetch %f %p", vec!["sudo"]),
+            ("bash -lc 'walfetch --prefix s3://b/p wal-fetch %f %p'", vec!["bash"]),
+            ("env -S 'walfetch --prefix s3://b/p wal-fetch %f %p'", vec!["env"]),
         ];
         for (cmd, wrappers) in &cases {
             let c = RestoreCommand::parse(cmd).unwrap_or_else(|| panic!("not recognised: {cmd}"));
@@ -493,10 +526,15 @@ mod tests {
     fn secrets_are_redacted() {
         assert_eq!(
             redact("env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=s3cr3t AWS_SESSION_TOKEN='t/k' WALG_LIBSODIUM_KEY=abc walfetch --prefix=s3://b wal-fetch %f %p"),
-            "env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=*** AWS_SESSION_TOKEN='***' WALG_LIBSODIUM_KEY=*** walfetch --prefix=s3://b wal-fetch %f %p"
+            "env AWS_ACCESS_KEY_ID=AKIA AWS_SECRET_ACCESS_KEY=*** AWS_SESSION_TOKEN=*** WALG_LIBSODIUM_KEY=*** walfetch --prefix=s3://b wal-fetch %f %p"
         );
         assert_eq!(redact("walfetch wal-fetch %f %p"), "walfetch wal-fetch %f %p");
         assert_eq!(redact("é=1 ÀTOKEN=x"), "é=1 ÀTOKEN=***");
+        assert_eq!(redact(r#"AWS_SESSION_TOKEN="ab\"cd" x"#), "AWS_SESSION_TOKEN=*** x");
+        assert_eq!(
+            redact("AWS_SECRET_ACCESS_KEY=abc'def ghi'jk walfetch"),
+            "AWS_SECRET_ACCESS_KEY=*** walfetch"
+        );
     }
 
     #[test]

@@ -67,6 +67,29 @@ pub fn system_identifier(datadir: &Path) -> Result<Option<u64>> {
     }
 }
 
+/// The WAL directory of `datadir`: `pg_xlog` before PostgreSQL 10, `pg_wal` since (by
+/// `PG_VERSION`, else by which of the two exists).
+pub fn wal_dir(datadir: &Path) -> std::path::PathBuf {
+    let old = match pg_major(datadir) {
+        Ok(v) => v.major < 10,
+        Err(_) => datadir.join("pg_xlog").is_dir() && !datadir.join("pg_wal").exists(),
+    };
+    datadir.join(if old { "pg_xlog" } else { "pg_wal" })
+}
+
+/// Whether `dir` looks like a PostgreSQL data directory (what a restore_command runs in).
+pub fn looks_like_datadir(dir: &Path) -> bool {
+    [
+        "PG_VERSION",
+        "global/pg_control",
+        "standby.signal",
+        "recovery.signal",
+        "recovery.conf",
+    ]
+    .iter()
+    .any(|f| dir.join(f).exists())
+}
+
 /// Whether `postmaster.pid` names a live process (a server is using the directory).
 pub fn server_running(datadir: &Path) -> bool {
     fs::read_to_string(datadir.join("postmaster.pid"))

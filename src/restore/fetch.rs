@@ -25,7 +25,7 @@ use crate::constants::INCOMPLETE_MARKER;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::plan::RestorePlan;
-use crate::pg::datadir::{pg_major, server_running};
+use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
 use crate::progress::{self, Reporter};
@@ -172,10 +172,11 @@ fn extract_all(
 /// minimal configuration a WAL-E backup lacks), one sync, then pg_control installed and
 /// the marker removed. Returns what was written and which configuration files are missing.
 fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<(Vec<String>, Vec<&'static str>)> {
+    let wal = wal_dir(dir);
     fs::DirBuilder::new()
         .recursive(true)
-        .create(dir.join("pg_wal"))
-        .map_err(|e| Error::local_io(dir.join("pg_wal").display(), &e))?;
+        .create(&wal)
+        .map_err(|e| Error::local_io(wal.display(), &e))?;
     let mut written = Vec::new();
     let missing_config = minimal_config::missing(dir);
     if let Some((mode, restore_command)) = &opts.recovery {

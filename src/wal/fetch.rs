@@ -94,17 +94,24 @@ pub fn download(storage: &dyn Storage, name: &str, tmp: &Path, expect: Expect) -
     let mut open = None;
     if let (Some(c), Some(seg)) = (&check, segment) {
         c.finish()?;
-        open = check_file(tmp, seg, &url)?;
+        open = check_file(tmp, seg, &url, None)?;
     }
     guard.disarm();
     Ok(Fetched { url, bytes: total, open })
 }
 
-/// Walks the segment file at `path` (page headers, record CRCs); returns its last record
-/// if that runs on into the next segment. The file is mapped, so memory stays flat for
-/// 1 GB segments.
-pub fn check_file(path: &Path, seg: Segment, object: &str) -> Result<Option<OpenRecord>> {
-    with_mapped(path, |data| Ok(check_segment(data, seg, object)?.open))
+/// Walks the segment file at `path` (page headers, record CRCs), after checking its size
+/// and first page against `expect` when given; returns its last record if that runs on
+/// into the next segment. The file is mapped, so memory stays flat for 1 GB segments.
+pub fn check_file(path: &Path, seg: Segment, object: &str, expect: Option<Expect>) -> Result<Option<OpenRecord>> {
+    with_mapped(path, |data| {
+        if let Some(expect) = expect {
+            let mut check = SegmentCheck::new(object, seg, expect.segment_size, expect.system_identifier);
+            check.feed(data);
+            check.finish()?;
+        }
+        Ok(check_segment(data, seg, object)?.open)
+    })
 }
 
 /// Runs `f` over the contents of the file at `path`, mapped.
@@ -130,10 +137,28 @@ pub fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectR
     let listed = storage.list_all(&prefix, false)?;
     for codec in ALL {
         let key = wal_key(name, codec);
-        if codec != Codec::Lz4 && listed.iter().any(|o| o.key == key) {
-            // Gone between listing and reading is a real absence only if it stays gone.
-            return Ok((key.clone(), codec, storage.open(&key)?));
+        if !listed.iter().any(|o| o.key == key) {
+            continue;
         }
+        // Listed, yet a GET said NoSuchKey: the archive changes under us (an upload or a
+        // deletion in progress, a store that lists before it serves). Never "absent".
+        let changing = || {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "{}/{key}: listed, but its GET says NoSuchKey; the archive is changing, retry",
+                    storage.describe()
+                ),
+            )
+        };
+        if codec == Codec::Lz4 {
+            return Err(changing());
+        }
+        return match storage.open(&key) {
+            Ok(r) => Ok((key.clone(), codec, r)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(changing()),
+            Err(e) => Err(e),
+        };
     }
     let unreadable: Vec<&str> = listed
         .iter()
@@ -164,8 +189,8 @@ pub fn find(storage: &dyn Storage, name: &str) -> Result<(String, Codec, ObjectR
 /// How long a proof that an archive holds WAL is trusted within one process.
 const WAL_PROOF_TTL: Duration = Duration::from_secs(60);
 
-/// Succeeds when `wal_005/` holds at least one object: a WAL file is absent only from a
-/// WAL folder that exists. An archive with backups and no WAL at all is the wrong place
+/// Succeeds when `wal_005/` holds a WAL file (among its first keys): a WAL file is absent
+/// only from a WAL folder that holds WAL. An archive with backups and no WAL at all is the wrong place
 /// (or a provider that keeps WAL elsewhere), never "the end of the archive".
 fn holds_wal(storage: &dyn Storage) -> Result<()> {
     static PROVEN: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
@@ -174,7 +199,12 @@ fn holds_wal(storage: &dyn Storage) -> Result<()> {
     if fresh(&PROVEN.lock().unwrap_or_else(|p| p.into_inner())) {
         return Ok(());
     }
-    if storage.list_page(WAL, None, 1)?.objects.is_empty() {
+    let page = storage.list_page(WAL, None, 100)?;
+    let wal_named = |key: &str| {
+        let file = key.strip_prefix(WAL).unwrap_or(key);
+        WalFile::parse(Codec::split(file).0).is_some()
+    };
+    if !page.objects.iter().any(|o| wal_named(&o.key)) {
         return Err(Error::new(
             ErrorKind::Config,
             format!("{archive}/{WAL} holds no WAL at all, so no WAL file can be called absent from it; check the prefix (or ask the provider where the WAL is archived)"),
@@ -191,6 +221,63 @@ mod tests {
     use super::*;
     use crate::storage::absence::ProvenAbsence;
     use crate::storage::fs::FsStorage;
+
+    /// A storage that lists what it holds but answers every GET with `NoSuchKey`, as an
+    /// archive being written (or deleted) under a reader does.
+    struct ListsButLoses(Vec<&'static str>);
+
+    impl Storage for ListsButLoses {
+        fn describe(&self) -> String {
+            "s3://b/p".into()
+        }
+        fn open(&self, key: &str) -> Result<ObjectReader> {
+            Err(Error::new(ErrorKind::NotFound, format!("{key}: no such object")))
+        }
+        fn stat(&self, _: &str) -> Result<Option<u64>> {
+            Ok(None)
+        }
+        fn list_chunk(&self, prefix: &str, _: bool, _: Option<&str>) -> Result<crate::storage::Chunk> {
+            let objects = self
+                .0
+                .iter()
+                .filter(|k| k.starts_with(prefix))
+                .map(|k| crate::storage::ObjectMeta {
+                    key: k.to_string(),
+                    size: 1,
+                    modified: None,
+                })
+                .collect();
+            Ok(crate::storage::Chunk { objects, next: None })
+        }
+        fn list_page(&self, prefix: &str, _: Option<&str>, _: usize) -> Result<crate::storage::Page> {
+            Ok(crate::storage::Page {
+                objects: self.list_chunk(prefix, false, None)?.objects,
+                truncated: false,
+            })
+        }
+        fn holds_objects(&self) -> Result<bool> {
+            Ok(true)
+        }
+        fn put(&self, _: &str, _: &std::fs::File) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn listed_but_not_found_is_never_absent() {
+        for key in ["wal_005/000000010000000000000003.lz4", "wal_005/000000010000000000000003.zst"] {
+            let err = find(&ListsButLoses(vec![key]), "000000010000000000000003").err().unwrap();
+            assert_eq!(err.kind(), ErrorKind::Unreachable, "{key}: {err}");
+            assert!(err.message().contains("changing"), "{err}");
+        }
+        let err = find(
+            &ListsButLoses(vec!["wal_005/000000010000000000000002.lz4"]),
+            "000000010000000000000003",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
 
     #[test]
     fn a_wal_file_is_absent_only_from_a_wal_folder_that_holds_wal() {

@@ -24,13 +24,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::absolute;
 use crate::config::StorageSettings;
+use crate::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
 use crate::layout::WAL;
 use crate::pg::conf::{recovery_state, RecoveryState};
 use crate::pg::controldata;
-use crate::pg::datadir::{pg_major, system_identifier, PgMajor};
+use crate::pg::datadir::{looks_like_datadir, pg_major, system_identifier, wal_dir, PgMajor};
 use crate::storage::Storage;
 use crate::wal::fetch::{check_file, download, with_mapped, Expect};
 use crate::wal::name::{Segment, WalFile};
@@ -56,19 +58,24 @@ impl Standby {
     /// The data directory of `%p`: PostgreSQL runs restore_command in the data directory
     /// with `%p` = `pg_wal/RECOVERYXLOG`. `None` when `%p` is not in the `pg_wal` (or
     /// `pg_xlog`) directory of a data directory: then there is no spool, no fetcher and
-    /// no state to keep, and nothing is created around `%p`.
+    /// no state to keep, and nothing is created around `%p`. The path is taken as given,
+    /// never resolved: `pg_wal` is often a symlink to a WAL disk.
     pub fn of_destination(destination: &Path, prefetch_dir: Option<&Path>) -> Option<Standby> {
         let wal_dir = match destination.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let wal_dir = wal_dir.canonicalize().ok()?;
-        if !matches!(wal_dir.file_name().and_then(|n| n.to_str()), Some("pg_wal" | "pg_xlog")) {
+        let name = wal_dir.file_name().and_then(|n| n.to_str())?;
+        if !matches!(name, "pg_wal" | "pg_xlog") {
             return None;
         }
-        let datadir = wal_dir.parent()?.to_path_buf();
+        let datadir = absolute(wal_dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")));
+        let datadir = datadir.components().collect::<PathBuf>();
+        if !looks_like_datadir(&datadir) {
+            return None;
+        }
         Some(Standby {
-            spool: Spool::for_wal_dir(&wal_dir, prefetch_dir),
+            spool: Spool::for_wal_dir(&datadir.join(name), prefetch_dir),
             version: pg_major(&datadir).ok(),
             datadir,
         })
@@ -129,7 +136,6 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
     }
     let segment = WalFile::parse(name).and_then(|k| k.segment());
     let tmp = temp_path_for(req.destination);
-    let guard = RemoveOnDrop(Some(tmp.clone()));
     let expect = Expect {
         system_identifier: req.standby.and_then(|s| system_identifier(&s.datadir).ok().flatten()),
         segment_size: req.segment_size,
@@ -139,47 +145,10 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         _ => None,
     };
     if let Some((seg, standby)) = prefetching {
-        let spool = &standby.spool;
-        if let Some(why) = spool.refused(&seg) {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{name} was refused by the fetcher: {why}; once the archive holds a good copy, delete {} to retry",
-                    spool.refused_path(&seg).display()
-                ),
-            ));
-        }
-        spool.set_requested(&seg);
+        standby.spool.set_requested(&seg);
         prefetch::retire_if_stale(standby, settings);
-        if take_from_spool(spool, &seg, &tmp)? {
-            let object = format!("{settings}/{WAL}{seg} (prefetched)", settings = settings.location);
-            match check_file(&tmp, seg, &object) {
-                Ok(open) => {
-                    let bytes = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-                    let carried = match check_head(standby, seg, &tmp, &object) {
-                        Ok(carried) => carried,
-                        Err(e) => {
-                            // The fetcher will not offer it again; status shows why.
-                            if e.kind() == ErrorKind::Corrupt {
-                                let _ = spool.refuse(&seg, e.message());
-                            }
-                            return Err(e);
-                        }
-                    };
-                    install(&tmp, req.destination, guard)?;
-                    record_handed_over(standby, seg, carried.or(open));
-                    advance_window(spool, seg, bytes);
-                    return Ok(Served {
-                        source: Source::Spool,
-                        bytes,
-                    });
-                }
-                Err(e) => {
-                    // The spool copy changed after the fetcher checked it: fetch it again.
-                    tracing::warn!(segment = %seg, cause = %e, "the prefetched copy fails its checks; downloading it again");
-                    let _ = fs::remove_file(&tmp);
-                }
-            }
+        if let Some(served) = from_spool(req, standby, seg, &tmp, settings, expect)? {
+            return Ok(served);
         }
     }
     if let Some(dir) = req.destination.parent() {
@@ -191,26 +160,24 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         let size = req
             .segment_size
             .or_else(|| standby.segment_size())
-            .unwrap_or(crate::constants::DEFAULT_WAL_SEGMENT_SIZE);
+            .unwrap_or(DEFAULT_WAL_SEGMENT_SIZE);
         if let Some(next) = seg.next(size) {
             standby.spool.set_requested(&next);
         }
         prefetch::ensure_running(standby, settings);
     }
-    let fetched = match download(storage.as_ref(), name, &tmp, expect) {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some((seg, standby)) = prefetching {
-                // Not served: the fetcher watches this segment again (and reports a gap).
-                standby.spool.set_requested(&seg);
-            }
-            return Err(e);
+    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let fetched = download(storage.as_ref(), name, &tmp, expect).inspect_err(|_| {
+        if let Some((seg, standby)) = prefetching {
+            // Not served: the fetcher watches this segment again (and reports a gap).
+            standby.spool.set_requested(&seg);
         }
-    };
+    })?;
     if let (Some(seg), Some(standby)) = (segment, req.standby) {
-        let carried = check_head(standby, seg, &tmp, &fetched.url)?;
+        let carried = check_head(standby, seg, &tmp, &fetched.url).map_err(|e| refusal(name, e))?;
         install(&tmp, req.destination, guard)?;
         record_handed_over(standby, seg, carried.or(fetched.open));
+        standby.spool.clear_refusal(&seg);
     } else {
         install(&tmp, req.destination, guard)?;
     }
@@ -218,6 +185,65 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         source: Source::Archive(fetched.url),
         bytes: fetched.bytes,
     })
+}
+
+/// Serves `seg` from the spool, if the spool has a copy that passes the gate. A copy
+/// that fails its own checks (changed in the spool, or made for another cluster) is
+/// dropped and downloaded again; one whose first record does not continue the previous
+/// segment's is refused. A segment refused before is downloaded again, in case the
+/// archive was mended.
+fn from_spool(
+    req: &Request,
+    standby: &Standby,
+    seg: Segment,
+    tmp: &Path,
+    settings: &StorageSettings,
+    expect: Expect,
+) -> Result<Option<Served>> {
+    let spool = &standby.spool;
+    if spool.refused(&seg).is_some() {
+        return Ok(None);
+    }
+    match take_from_spool(spool, &seg, tmp) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(segment = %seg, cause = %e, "cannot take the prefetched copy; downloading it");
+            return Ok(None);
+        }
+    }
+    let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
+    let object = format!("{}/{WAL}{seg} (prefetched)", settings.location);
+    let open = match check_file(tmp, seg, &object, Some(expect)) {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::warn!(segment = %seg, cause = %e, "the prefetched copy fails its checks; downloading it again");
+            return Ok(None);
+        }
+    };
+    let carried = check_head(standby, seg, tmp, &object).map_err(|e| {
+        if e.kind() == ErrorKind::Corrupt {
+            // The fetcher does not offer it again; status shows why.
+            let _ = spool.refuse(&seg, e.message());
+        }
+        refusal(req.name, e)
+    })?;
+    let bytes = fs::metadata(tmp).map(|m| m.len()).unwrap_or(0);
+    install(tmp, req.destination, guard)?;
+    record_handed_over(standby, seg, carried.or(open));
+    advance_window(spool, seg, bytes);
+    Ok(Some(Served {
+        source: Source::Spool,
+        bytes,
+    }))
+}
+
+/// A failed gate check as the refusal of `name` (corrupt data), else as it is.
+fn refusal(name: &str, err: Error) -> Error {
+    match err.kind() {
+        ErrorKind::Corrupt => err.context(format!("{name} refused")),
+        _ => err,
+    }
 }
 
 /// Renames the checked temporary into place.
@@ -285,11 +311,7 @@ fn previous_tail(standby: &Standby, seg: Segment, size: u64) -> Option<OpenRecor
     }
     // PostgreSQL keeps restored segments in pg_wal under their own names: the previous
     // one, on this timeline or the newest one before it.
-    let wal_dir = standby.datadir.join(if standby.version.is_some_and(|v| v.major < 10) {
-        "pg_xlog"
-    } else {
-        "pg_wal"
-    });
+    let wal_dir = wal_dir(&standby.datadir);
     let prev = fs::read_dir(&wal_dir)
         .ok()?
         .flatten()
@@ -297,7 +319,7 @@ fn previous_tail(standby: &Standby, seg: Segment, size: u64) -> Option<OpenRecor
         .filter(|s| s.number(size) == Some(prev_no) && s.timeline <= seg.timeline)
         .max_by_key(|s| s.timeline)?;
     let path = wal_dir.join(prev.to_string());
-    match check_file(&path, prev, &path.display().to_string()) {
+    match check_file(&path, prev, &path.display().to_string(), None) {
         Ok(open) => open,
         Err(e) => {
             // A recycled file under that name, or one PostgreSQL is still writing.
@@ -309,44 +331,38 @@ fn previous_tail(standby: &Standby, seg: Segment, size: u64) -> Option<OpenRecor
 
 /// Records how a call for `file` ended, for `walfetch status` (best effort).
 pub fn record_call(standby: &Standby, file: &str, outcome: std::result::Result<(), &Error>, exit_code: u8) {
-    let exit_code = i32::from(exit_code);
     let mut calls = standby.spool.calls();
     let is_segment = WalFile::parse(file).and_then(|k| k.segment()).is_some();
-    let slot = if is_segment { &mut calls.segment } else { &mut calls.other };
     let now = chrono::Utc::now().to_rfc3339();
-    let previous = slot.take().filter(|c| c.file == file && c.outcome == "failed");
-    let call = match outcome {
-        Ok(()) => Call {
-            file: file.to_string(),
-            at: now,
-            outcome: "restored".into(),
-            exit_code,
-            ..Default::default()
-        },
-        Err(e) if e.kind() == ErrorKind::NotFound => Call {
-            file: file.to_string(),
-            at: now,
-            outcome: "absent".into(),
-            exit_code,
-            ..Default::default()
-        },
-        Err(e) => Call {
-            file: file.to_string(),
-            failing_since: Some(
-                previous
-                    .as_ref()
-                    .and_then(|p| p.failing_since.clone())
-                    .unwrap_or_else(|| now.clone()),
-            ),
-            failures: previous.as_ref().map_or(0, |p| p.failures) + 1,
-            at: now,
-            outcome: "failed".into(),
-            exit_code,
-            kind: Some(e.kind().label().into()),
-            error: Some(e.message().to_string()),
-        },
+    let same = |c: &Option<Call>| c.as_ref().filter(|c| c.file == file && c.outcome == "failed").cloned();
+    let previous = if is_segment { same(&calls.failing) } else { same(&calls.other) };
+    let mut call = Call {
+        file: file.to_string(),
+        at: now.clone(),
+        exit_code: i32::from(exit_code),
+        ..Default::default()
     };
-    *slot = Some(call);
+    match outcome {
+        Ok(()) => call.outcome = "restored".into(),
+        Err(e) if e.kind() == ErrorKind::NotFound => call.outcome = "absent".into(),
+        Err(e) => {
+            call.outcome = "failed".into();
+            call.kind = Some(e.kind().label().into());
+            call.error = Some(e.message().to_string());
+            call.failing_since = Some(previous.as_ref().and_then(|p| p.failing_since.clone()).unwrap_or(now));
+            call.failures = previous.as_ref().map_or(0, |p| p.failures) + 1;
+        }
+    }
+    if is_segment {
+        if call.outcome == "failed" {
+            calls.failing = Some(call.clone());
+        } else if calls.failing.as_ref().is_some_and(|f| f.file == file) {
+            calls.failing = None;
+        }
+        calls.segment = Some(call);
+    } else {
+        calls.other = Some(call);
+    }
     if let Err(e) = standby.spool.write_calls(&calls) {
         tracing::debug!(cause = %e, "could not record the call");
     }

@@ -56,6 +56,15 @@ pub const LOG_LIMIT: u64 = 4 << 20;
 /// sizes), by prefix. Their values go into [`fingerprint`] as a digest only.
 const SETTING_PREFIXES: [&str; 4] = ["AWS_", "WALG_", "WALE_", "WALFETCH_"];
 
+/// Variables with those prefixes that do not change what a fetcher fetches or how.
+const NOT_FETCHING: [&str; 5] = [
+    "WALFETCH_LOG_LEVEL",
+    "WALG_LOG_LEVEL",
+    "WALFETCH_RECOVERY_MODE",
+    "WALFETCH_FOLLOW_IDLE",
+    "WALFETCH_PREFETCH",
+];
+
 /// A digest of everything a fetcher's behaviour depends on: the storage settings, the
 /// walfetch binary (path and modification time) and the settings in the environment.
 /// Two processes with the same digest would fetch the same objects the same way.
@@ -67,7 +76,7 @@ pub fn fingerprint(settings: &StorageSettings) -> String {
         hasher.update(format!("{} {modified:?}\n", exe.display()));
     }
     let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)) && k != "WALFETCH_LOG_LEVEL")
+        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)) && !NOT_FETCHING.contains(&k.as_str()))
         .collect();
     vars.sort();
     for (k, v) in vars {
@@ -76,26 +85,26 @@ pub fn fingerprint(settings: &StorageSettings) -> String {
     hasher.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stops the running fetcher when it runs with other settings than `settings` (and this
-/// process's environment), and drops what it prefetched. The next direct fetch starts
-/// a fresh one.
+/// Stops the fetcher when it was started with other settings than `settings` (and this
+/// process's environment), and drops what it prefetched; the next direct fetch starts a
+/// fresh one. A service (`--foreground`) is managed by its service manager and never
+/// stopped here: what it prefetched still passes every check of the hand-over.
 pub fn retire_if_stale(standby: &Standby, settings: &StorageSettings) {
     let spool = &standby.spool;
-    if !spool.fetcher_running() {
-        return;
-    }
     let Some(info) = spool.fetcher() else { return };
-    if info.fingerprint == fingerprint(settings) {
+    if info.foreground || info.fingerprint == fingerprint(settings) {
         return;
     }
-    tracing::info!(pid = info.pid, "the running fetcher has other settings; replacing it");
-    // SAFETY: kill sends a signal; the pid is the one the lock holder recorded.
-    unsafe {
-        libc::kill(info.pid as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while spool.fetcher_running() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(alive) = spool.fetcher_alive() {
+        tracing::info!(pid = alive.pid, "the running fetcher has other settings; replacing it");
+        // SAFETY: kill sends a signal to a process verified to be this spool's fetcher.
+        unsafe {
+            libc::kill(alive.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while spool.fetcher_alive().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     spool.clear_ready();
 }
@@ -334,6 +343,7 @@ impl Fetcher {
             pid: std::process::id(),
             fingerprint: fingerprint(&self.settings),
             postmaster,
+            foreground: self.foreground,
             started: chrono::Utc::now().to_rfc3339(),
         })?;
         let mut run = Running {

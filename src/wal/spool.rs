@@ -83,6 +83,9 @@ pub struct FetcherInfo {
     pub fingerprint: String,
     /// The PostgreSQL postmaster it serves, if one ran when it started.
     pub postmaster: Option<u32>,
+    /// Run as a service (`--foreground`): never replaced by `wal-fetch`.
+    #[serde(default)]
+    pub foreground: bool,
     /// When it started (RFC 3339).
     pub started: String,
 }
@@ -126,6 +129,11 @@ pub struct Calls {
     pub segment: Option<Call>,
     /// The last call for any other file.
     pub other: Option<Call>,
+    /// The last segment call that failed, kept until a call for that segment succeeds:
+    /// a standby that cannot get segment N asks for N-1 again in between (to read the
+    /// record that runs on into N), so the last call alone would hide it.
+    #[serde(default)]
+    pub failing: Option<Call>,
 }
 
 /// An exclusive lock held for the life of the fetcher.
@@ -247,11 +255,35 @@ impl Spool {
     }
 
     /// Whether the fetcher is downloading `seg` now.
+    /// A download left behind by a dead fetcher (`kill -9`, replaced) does not count.
     pub fn in_flight(&self, seg: &Segment) -> bool {
         let prefix = format!("{seg}.");
         fs::read_dir(self.running_dir())
-            .map(|it| it.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
+            .map(|it| {
+                it.flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(&prefix)
+                        .and_then(|pid| pid.parse::<u32>().ok())
+                        .is_some_and(crate::fsutil::process_alive)
+                })
+            })
             .unwrap_or(false)
+    }
+
+    /// Forgets that `seg` was refused (a good copy was handed over since).
+    pub fn clear_refusal(&self, seg: &Segment) {
+        let _ = fs::remove_file(self.refused_path(seg));
+    }
+
+    /// Whether the fetcher this spool's `.walfetch-follow.json` names is alive and is a
+    /// walfetch fetcher (not another process that got its pid since). Reads only: usable
+    /// by `status` as any user.
+    pub fn fetcher_alive(&self) -> Option<FetcherInfo> {
+        let info = self.fetcher()?;
+        let cmdline = fs::read(format!("/proc/{}/cmdline", info.pid)).ok()?;
+        let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = words.iter().any(|w| *w == b"follow") && words.first().is_some_and(|w| String::from_utf8_lossy(w).contains("walfetch"));
+        (ours && crate::fsutil::process_alive(info.pid)).then_some(info)
     }
 
     /// Removes ready and running segments older than `seg` (lower timeline, or same

@@ -282,6 +282,35 @@ pub fn render(r: &Report) -> String {
         r.objects,
         r.wal_segment_size >> 20
     );
+    render_timelines(&mut out, r);
+    render_missing(&mut out, r);
+    match (&r.newest_segment, r.newest_segment_age_seconds) {
+        (Some(s), Some(age)) => {
+            let limit = r.max_age_seconds.map(|m| format!(" (max age {m}s)")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "newest segment: {s}, {age}s old{limit}{}",
+                if r.stale { ": STALE" } else { "" }
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "newest segment: none{}", if r.stale { ": STALE" } else { "" });
+        }
+    }
+    if r.unknown_objects > 0 {
+        let _ = writeln!(
+            out,
+            "unknown objects in wal_005/: {} (e.g. {})",
+            r.unknown_objects,
+            r.unknown_examples.join(", ")
+        );
+    }
+    let _ = writeln!(out, "status: {} (exit {})", r.status.to_uppercase(), r.exit_code);
+    out
+}
+
+/// One line per timeline: its segments, where it branched, whether it is on the chain.
+fn render_timelines(out: &mut String, r: &Report) {
     for tr in &r.timelines {
         let t = &tr.summary;
         let branch = match (t.parent, &t.branched_at) {
@@ -299,6 +328,10 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(out, "timeline {}: {span}{branch}{chain}", t.timeline);
     }
+}
+
+/// The required range, what is missing of it, and the backups that lack WAL.
+fn render_missing(out: &mut String, r: &Report) {
     match (&r.required_from, &r.required_to) {
         (Some(a), Some(b)) => {
             let _ = writeln!(out, "required WAL: {a} .. {b} (from the {})", r.required_from_reason);
@@ -335,29 +368,6 @@ pub fn render(r: &Report) -> String {
             .collect();
         let _ = writeln!(out, "  {}: lacks {}", b.name, names.join(", "));
     }
-    match (&r.newest_segment, r.newest_segment_age_seconds) {
-        (Some(s), Some(age)) => {
-            let limit = r.max_age_seconds.map(|m| format!(" (max age {m}s)")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "newest segment: {s}, {age}s old{limit}{}",
-                if r.stale { ": STALE" } else { "" }
-            );
-        }
-        _ => {
-            let _ = writeln!(out, "newest segment: none{}", if r.stale { ": STALE" } else { "" });
-        }
-    }
-    if r.unknown_objects > 0 {
-        let _ = writeln!(
-            out,
-            "unknown objects in wal_005/: {} (e.g. {})",
-            r.unknown_objects,
-            r.unknown_examples.join(", ")
-        );
-    }
-    let _ = writeln!(out, "status: {} (exit {})", r.status.to_uppercase(), r.exit_code);
-    out
 }
 
 /// Prometheus textfile-collector metrics.

@@ -230,6 +230,14 @@ pub struct RestoreCommand {
     pub wrappers: Vec<String>,
 }
 
+/// Where reading a command line goes after a wrapper.
+enum Step {
+    /// The wrapped command starts at this word.
+    Next(usize),
+    /// The wrapped command is this one word (`sh -c '…'`).
+    Nested(String),
+}
+
 /// A variable assignment word (`NAME=value`).
 fn assignment(word: &str) -> Option<(String, String)> {
     let (name, value) = word.split_once('=')?;
@@ -285,98 +293,101 @@ impl RestoreCommand {
                 continue;
             }
             let base = word.rsplit('/').next().unwrap_or(word);
-            i += 1;
-            match base {
-                "exec" | "command" | "nohup" => {}
-                "env" => {
-                    self.wrappers.push("env".into());
-                    while let Some(w) = words.get(i) {
-                        match w.as_str() {
-                            "-S" | "--split-string" => return self.read_nested(words.get(i + 1)?, depth),
-                            "-i" | "--ignore-environment" | "-" => self.clears_env = true,
-                            "-u" | "--unset" | "-C" | "--chdir" => i += 1,
-                            "--" => {}
-                            w if w.starts_with('-') => {}
-                            w => match assignment(w) {
-                                Some(pair) => self.assignments.push(pair),
-                                None => break,
-                            },
-                        }
-                        i += 1;
-                    }
-                }
-                "envdir" => {
-                    self.wrappers.push("envdir".into());
-                    self.env_dirs.push(PathBuf::from(words.get(i)?));
-                    i += 1;
-                }
-                "chpst" => {
-                    self.wrappers.push("chpst".into());
-                    while let Some(w) = words.get(i).filter(|w| w.starts_with('-')) {
-                        if w == "-e" {
-                            self.env_dirs.push(PathBuf::from(words.get(i + 1)?));
-                        }
-                        i += if [
-                            "-e", "-u", "-U", "-n", "-l", "-L", "-m", "-d", "-o", "-p", "-f", "-c", "-r", "-t", "-/",
-                        ]
-                        .contains(&w.as_str())
-                        {
-                            2
-                        } else {
-                            1
-                        };
-                    }
-                }
-                "timeout" => {
-                    self.wrappers.push("timeout".into());
-                    i = skip_options(words, i, &["-s", "--signal", "-k", "--kill-after"]) + 1;
-                }
-                "nice" | "ionice" | "setsid" | "stdbuf" => {
-                    self.wrappers.push(base.into());
-                    i = skip_options(words, i, &["-n", "--adjustment", "-c", "--class", "-p", "--pid", "-i", "-o", "-e"]);
-                }
-                "taskset" => {
-                    self.wrappers.push(base.into());
-                    // `taskset MASK cmd`, or `taskset -c LIST cmd` (the option takes the list).
-                    let with_list = words.get(i).is_some_and(|w| w.starts_with('-'));
-                    i = skip_options(words, i, &["-c", "--cpu-list"]);
-                    if !with_list {
-                        i += 1;
-                    }
-                }
-                "sudo" | "runuser" | "su" | "doas" | "setpriv" => {
-                    self.wrappers.push(base.into());
-                    // `su postgres -c '…'`, `runuser -l postgres -c '…'`: the command is one word.
-                    if let Some(c) = words[i..].iter().position(|w| has_command_flag(w) || w == "--command") {
-                        return self.read_nested(words.get(i + c + 1)?, depth);
-                    }
-                    i = skip_options(
-                        words,
-                        i,
-                        &[
-                            "-u", "--user", "-g", "--group", "-C", "-D", "-h", "-p", "-U", "-T", "-s", "--shell", "-r", "-t",
-                        ],
-                    );
-                    if base == "sudo" {
-                        while let Some(pair) = words.get(i).and_then(|w| assignment(w)) {
-                            self.assignments.push(pair);
-                            i += 1;
-                        }
-                    }
-                }
-                "sh" | "bash" | "dash" | "zsh" => {
-                    let c = words[i..].iter().position(|w| has_command_flag(w))?;
-                    self.wrappers.push(base.into());
-                    return self.read_nested(words.get(i + c + 1)?, depth);
-                }
-                _ if base.starts_with("walfetch") => {
-                    self.program = word.clone();
-                    return self.read_walfetch_args(&words[i..]);
-                }
-                _ => return None,
+            if base.starts_with("walfetch") {
+                self.program = word.clone();
+                return self.read_walfetch_args(&words[i + 1..]);
             }
+            i = match self.wrapper(base, words, i + 1)? {
+                Step::Next(next) => next,
+                Step::Nested(command) => return self.read_nested(&command, depth),
+            };
         }
         None
+    }
+
+    /// Reads the options of wrapper `base`, whose words start at `i`: where the command
+    /// it runs starts, or that command as one word. `None` for anything else.
+    fn wrapper(&mut self, base: &str, words: &[String], i: usize) -> Option<Step> {
+        if !matches!(base, "exec" | "command" | "nohup") {
+            self.wrappers.push(base.into());
+        }
+        let next = match base {
+            "exec" | "command" | "nohup" => i,
+            "env" => return self.env_options(words, i),
+            "envdir" => {
+                self.env_dirs.push(PathBuf::from(words.get(i)?));
+                i + 1
+            }
+            "chpst" => self.chpst_options(words, i)?,
+            "timeout" => skip_options(words, i, &["-s", "--signal", "-k", "--kill-after"]) + 1,
+            "nice" | "ionice" | "setsid" | "stdbuf" => {
+                skip_options(words, i, &["-n", "--adjustment", "-c", "--class", "-p", "--pid", "-i", "-o", "-e"])
+            }
+            "taskset" => {
+                // `taskset MASK cmd`, or `taskset -c LIST cmd` (the option takes the list).
+                let with_list = words.get(i).is_some_and(|w| w.starts_with('-'));
+                skip_options(words, i, &["-c", "--cpu-list"]) + usize::from(!with_list)
+            }
+            "sudo" | "runuser" | "su" | "doas" | "setpriv" => return self.user_switch(base, words, i),
+            "sh" | "bash" | "dash" | "zsh" => {
+                let c = words[i..].iter().position(|w| has_command_flag(w))?;
+                return Some(Step::Nested(words.get(i + c + 1)?.clone()));
+            }
+            _ => return None,
+        };
+        Some(Step::Next(next))
+    }
+
+    /// `env [-i] [-u NAME] [VAR=value…] cmd`, or `env -S 'cmd …'`.
+    fn env_options(&mut self, words: &[String], mut i: usize) -> Option<Step> {
+        while let Some(w) = words.get(i) {
+            match w.as_str() {
+                "-S" | "--split-string" => return Some(Step::Nested(words.get(i + 1)?.clone())),
+                "-i" | "--ignore-environment" | "-" => self.clears_env = true,
+                "-u" | "--unset" | "-C" | "--chdir" => i += 1,
+                "--" => {}
+                w if w.starts_with('-') => {}
+                w => match assignment(w) {
+                    Some(pair) => self.assignments.push(pair),
+                    None => break,
+                },
+            }
+            i += 1;
+        }
+        Some(Step::Next(i))
+    }
+
+    /// runit's `chpst [-e DIR] [-u USER] … cmd`.
+    fn chpst_options(&mut self, words: &[String], mut i: usize) -> Option<usize> {
+        const WITH_VALUE: [&str; 15] = [
+            "-e", "-u", "-U", "-n", "-l", "-L", "-m", "-d", "-o", "-p", "-f", "-c", "-r", "-t", "-/",
+        ];
+        while let Some(w) = words.get(i).filter(|w| w.starts_with('-')) {
+            if w == "-e" {
+                self.env_dirs.push(PathBuf::from(words.get(i + 1)?));
+            }
+            i += if WITH_VALUE.contains(&w.as_str()) { 2 } else { 1 };
+        }
+        Some(i)
+    }
+
+    /// `sudo`/`runuser`/`su`/`doas`/`setpriv`, with the command as words or as one word
+    /// after `-c` (`su postgres -c '…'`, `runuser -l postgres -c '…'`).
+    fn user_switch(&mut self, base: &str, words: &[String], i: usize) -> Option<Step> {
+        if let Some(c) = words[i..].iter().position(|w| has_command_flag(w) || w == "--command") {
+            return Some(Step::Nested(words.get(i + c + 1)?.clone()));
+        }
+        let options = [
+            "-u", "--user", "-g", "--group", "-C", "-D", "-h", "-p", "-U", "-T", "-s", "--shell", "-r", "-t",
+        ];
+        let mut i = skip_options(words, i, &options);
+        if base == "sudo" {
+            while let Some(pair) = words.get(i).and_then(|w| assignment(w)) {
+                self.assignments.push(pair);
+                i += 1;
+            }
+        }
+        Some(Step::Next(i))
     }
 
     /// Reads a command given as one word (`sh -c '…'`), a few levels deep at most.

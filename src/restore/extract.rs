@@ -199,15 +199,61 @@ impl Target {
         Ok(dir)
     }
 
+    /// Writes a file member where it belongs (`global/pg_control` staged), never through
+    /// a symlink; returns its bytes.
+    fn write_member<R: Read>(&self, entry: &mut tar::Entry<'_, R>, parts: &[String], object: &str, buf: &mut [u8]) -> Result<u64> {
+        if parts.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{object}: a file member with an empty name"),
+            ));
+        }
+        let (base, skip) = self.destination(parts);
+        let rel = &parts[skip..];
+        let parent = self.ensure_path(&base, &rel[..rel.len() - 1])?;
+        let path = if parts.join("/") == "global/pg_control" {
+            self.root.join(STAGED_PG_CONTROL)
+        } else {
+            parent.join(&rel[rel.len() - 1])
+        };
+        let mode = (entry.header().mode().unwrap_or(0o600) & 0o777) | 0o600;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::new(
+                    ErrorKind::Unsafe,
+                    format!("{}: is a symlink; refusing to write through it", path.display()),
+                ),
+                _ => Error::local_io(path.display(), &e),
+            })?;
+        if entry.size() >= PREALLOCATE_MIN {
+            fsutil::preallocate(&out, entry.size());
+        }
+        let mut bytes = 0;
+        loop {
+            let n = match entry.read(buf) {
+                Ok(0) => return Ok(bytes),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(tar_error(object, e)),
+            };
+            out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
+            bytes += n as u64;
+        }
+    }
+
     /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
     /// the work early when another partition has failed.
     pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
         let mut buf = vec![0u8; WRITE_BUFFER];
-        let read_error = |e: io::Error| {
-            Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: malformed tar stream: {e}")))
-        };
+        let read_error = |e: io::Error| tar_error(object, e);
         for entry in archive.entries().map_err(read_error)? {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::new(
@@ -228,49 +274,7 @@ impl Target {
                     self.ensure_path(&base, &parts[skip..])?;
                 }
                 EntryType::Regular | EntryType::Continuous => {
-                    if parts.is_empty() {
-                        return Err(Error::new(
-                            ErrorKind::Corrupt,
-                            format!("{object}: a file member with an empty name"),
-                        ));
-                    }
-                    let (base, skip) = self.destination(&parts);
-                    let rel = &parts[skip..];
-                    let parent = self.ensure_path(&base, &rel[..rel.len() - 1])?;
-                    let staged = shown == "global/pg_control";
-                    let path = if staged {
-                        self.root.join(STAGED_PG_CONTROL)
-                    } else {
-                        parent.join(&rel[rel.len() - 1])
-                    };
-                    let mode = (entry.header().mode().unwrap_or(0o600) & 0o777) | 0o600;
-                    let mut out = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(mode)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&path)
-                        .map_err(|e| match e.raw_os_error() {
-                            Some(libc::ELOOP) => Error::new(
-                                ErrorKind::Unsafe,
-                                format!("{}: is a symlink; refusing to write through it", path.display()),
-                            ),
-                            _ => Error::local_io(path.display(), &e),
-                        })?;
-                    if entry.size() >= PREALLOCATE_MIN {
-                        fsutil::preallocate(&out, entry.size());
-                    }
-                    loop {
-                        let n = match entry.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(read_error(e)),
-                        };
-                        out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
-                        stats.bytes += n as u64;
-                    }
+                    stats.bytes += self.write_member(&mut entry, &parts, object, &mut buf)?;
                     stats.files += 1;
                 }
                 EntryType::Symlink if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) => {
@@ -308,6 +312,12 @@ impl Target {
         fs::rename(&staged, &dest).map_err(|e| Error::local_io(dest.display(), &e))?;
         Ok(())
     }
+}
+
+/// An error reading a tar stream: the storage's own error if one is inside, else a
+/// malformed stream.
+fn tar_error(object: &str, e: io::Error) -> Error {
+    Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{object}: malformed tar stream: {e}")))
 }
 
 #[cfg(test)]

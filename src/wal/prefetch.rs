@@ -283,6 +283,31 @@ struct Tail {
     open: Option<OpenRecord>,
 }
 
+/// What the fetcher keeps from one pass over its window to the next.
+struct Window {
+    /// Per segment this fetcher downloaded: its object and its last record if that runs
+    /// on into the next segment.
+    tails: BTreeMap<Segment, Tail>,
+    /// The segments whose first record part was checked.
+    heads_checked: BTreeSet<Segment>,
+    /// The newest timeline's chain, once the archive names one after the standby's own.
+    chain: Vec<Span>,
+    /// Look for newer timelines on the next pass (at start, and when the window runs
+    /// into missing segments).
+    look_for_timelines: bool,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            tails: BTreeMap::new(),
+            heads_checked: BTreeSet::new(),
+            chain: Vec::new(),
+            look_for_timelines: true,
+        }
+    }
+}
+
 /// What happened to one segment of the window.
 #[derive(Debug, Clone)]
 enum Outcome {
@@ -364,17 +389,9 @@ impl Fetcher {
     }
 
     fn follow(&self, run: &mut Running) -> Result<()> {
-        let sysid = system_identifier(&self.datadir).ok().flatten();
         let started = SystemTime::now();
         let mut delay = Duration::from_millis(200);
-        // Per segment this fetcher downloaded: its object and its last record if that runs
-        // on into the next segment; and the segments whose first record part was checked.
-        let mut tails: BTreeMap<Segment, Tail> = BTreeMap::new();
-        let mut heads_checked: BTreeSet<Segment> = BTreeSet::new();
-        // The newest timeline's chain, once the archive names one after the standby's own;
-        // looked for at start and whenever the window runs into missing segments.
-        let mut chain: Vec<Span> = Vec::new();
-        let mut look_for_timelines = true;
+        let mut window = Window::default();
         loop {
             if let Some(log) = run.log.as_mut() {
                 log.maybe_rotate();
@@ -398,50 +415,15 @@ impl Fetcher {
                 return Ok(());
             }
             run.spool.remove_older_than(&want);
-            let size = self.segment_size();
-            if look_for_timelines {
-                let from = chain.last().map_or(want.timeline, |s| s.timeline.max(want.timeline));
-                if let Some(newer) = newest_chain(run.storage.as_ref(), from) {
-                    tracing::info!(
-                        timeline = newer.last().map(|s| s.timeline),
-                        "the archive has a newer timeline; reading ahead along it"
-                    );
-                    chain = newer;
-                }
-            }
-            let window: Vec<Segment> = (0..self.ahead as u64)
-                .filter_map(|i| want.number(size).map(|n| owner(&chain, want, n + i, size)))
-                .collect();
-            let results = fill(
-                run.storage.as_ref(),
-                &run.spool,
-                &window,
-                Expect {
-                    system_identifier: sysid,
-                    segment_size: self.segment_size,
-                },
-            );
-            let mut outcomes = Vec::with_capacity(results.len());
-            for (seg, (outcome, fetched)) in window.iter().zip(results) {
-                if let Some(f) = fetched {
-                    tails.insert(*seg, Tail { url: f.url, open: f.open });
-                }
-                outcomes.push(outcome);
-            }
-            check_heads(&run.spool, &window, size, &tails, &mut heads_checked);
-            if let Some(prev) = want.number(size).and_then(|n| n.checked_sub(1)) {
-                let prev = Segment::from_number(want.timeline, prev, size);
-                tails.retain(|s, _| *s >= prev);
-                heads_checked.retain(|s| *s >= want);
-            }
-            self.report(run, &window, &outcomes, want);
+            let (segments, outcomes) = self.fetch_window(run, &mut window, want);
+            self.report(run, &segments, &outcomes, want);
 
             // Poll with backoff while waiting at the head (or behind a gap or a failure);
             // go on at once otherwise.
-            let first_absent = outcomes.iter().position(|o| matches!(o, Outcome::Absent));
+            let absent = outcomes.iter().any(|o| matches!(o, Outcome::Absent));
             let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed(_)));
-            look_for_timelines = first_absent.is_some();
-            if first_absent.is_some() || failed {
+            window.look_for_timelines = absent;
+            if absent || failed {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(self.max_poll.max(Duration::from_secs(1)));
             } else {
@@ -449,6 +431,44 @@ impl Fetcher {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// One pass over the window after `want`: follows a newer timeline when asked to,
+    /// downloads what is not ready, and checks the records that cross between segments
+    /// it downloaded. Returns the window's segments and what happened to each.
+    fn fetch_window(&self, run: &mut Running, w: &mut Window, want: Segment) -> (Vec<Segment>, Vec<Outcome>) {
+        let size = self.segment_size();
+        if w.look_for_timelines {
+            let from = w.chain.last().map_or(want.timeline, |s| s.timeline.max(want.timeline));
+            if let Some(newer) = newest_chain(run.storage.as_ref(), from) {
+                tracing::info!(
+                    timeline = newer.last().map(|s| s.timeline),
+                    "the archive has a newer timeline; reading ahead along it"
+                );
+                w.chain = newer;
+            }
+        }
+        let segments: Vec<Segment> = (0..self.ahead as u64)
+            .filter_map(|i| want.number(size).map(|n| owner(&w.chain, want, n + i, size)))
+            .collect();
+        let expect = Expect {
+            system_identifier: system_identifier(&self.datadir).ok().flatten(),
+            segment_size: self.segment_size,
+        };
+        let mut outcomes = Vec::with_capacity(segments.len());
+        for (seg, (outcome, fetched)) in segments.iter().zip(fill(run.storage.as_ref(), &run.spool, &segments, expect)) {
+            if let Some(f) = fetched {
+                w.tails.insert(*seg, Tail { url: f.url, open: f.open });
+            }
+            outcomes.push(outcome);
+        }
+        check_heads(&run.spool, &segments, size, &w.tails, &mut w.heads_checked);
+        if let Some(prev) = want.number(size).and_then(|n| n.checked_sub(1)) {
+            let prev = Segment::from_number(want.timeline, prev, size);
+            w.tails.retain(|s, _| *s >= prev);
+            w.heads_checked.retain(|s| *s >= want);
+        }
+        (segments, outcomes)
     }
 
     /// Updates the status file, logs gaps and failures (repeats once a minute), and

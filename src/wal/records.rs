@@ -176,43 +176,49 @@ impl Walker<'_> {
         Ok((len, info, rem))
     }
 
+    /// Where the first record that starts in this segment is: after the tail of a record
+    /// begun in the previous segment, if the first page continues one. `None` when that
+    /// record covers the whole segment (neither of its ends is here).
+    fn first_record(&self) -> Result<Option<usize>> {
+        let (d, p) = (self.data, self.page_size);
+        let (first_len, first_info, first_rem) = self.page(0)?;
+        let mut pos = first_len;
+        if !self.continues(first_info) {
+            return Ok(Some(pos));
+        }
+        let mut left = first_rem as usize;
+        loop {
+            let room = p - pos % p;
+            if left <= room {
+                pos += left;
+                break;
+            }
+            left -= room;
+            pos += room;
+            if pos >= d.len() {
+                return Ok(None);
+            }
+            let (len, info, rem) = self.page(pos)?;
+            if self.overwrites(info) {
+                // The record begun before this segment was aborted here: start afresh.
+                break;
+            }
+            if !self.continues(info) || rem as usize != left {
+                return Err(self.corrupt(pos, format!("continuation expected {left} more bytes, page says {rem}")));
+            }
+            pos += len;
+        }
+        Ok(Some(if pos % p != 0 { (pos + 7) & !7 } else { pos }))
+    }
+
     /// Walks the segment.
     fn walk(&self) -> Result<Checked> {
         let d = self.data;
         let p = self.page_size;
         let mut out = Checked::default();
-        let (first_len, first_info, first_rem) = self.page(0)?;
-        let mut pos = first_len;
-        if self.continues(first_info) {
-            // The tail of a record begun in the previous segment: skip it.
-            let mut left = first_rem as usize;
-            loop {
-                let room = p - pos % p;
-                if left <= room {
-                    pos += left;
-                    break;
-                }
-                left -= room;
-                pos += room;
-                if pos >= d.len() {
-                    // A record longer than this whole segment: begun before it and going on
-                    // after it, so neither end is here.
-                    return Ok(out);
-                }
-                let (len, info, rem) = self.page(pos)?;
-                if self.overwrites(info) {
-                    // The record begun before this segment was aborted here: start afresh.
-                    break;
-                }
-                if !self.continues(info) || rem as usize != left {
-                    return Err(self.corrupt(pos, format!("continuation expected {left} more bytes, page says {rem}")));
-                }
-                pos += len;
-            }
-            if pos % p != 0 {
-                pos = (pos + 7) & !7;
-            }
-        }
+        let Some(mut pos) = self.first_record()? else {
+            return Ok(out);
+        };
         let mut prev_start: Option<u64> = None;
         // After an aborted record, the record that replaces it points back at the last
         // complete record or at the aborted one: either is accepted.

@@ -37,13 +37,7 @@ fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
     env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/provider")));
 
     // The provider's side: a primary archiving to the bucket, with a base backup.
-    let mut source = Cluster::init(&scratch, "source", &[]);
-    source.env = env.clone();
-    source.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
-    ]);
-    source.start();
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
     source.pgbench(&["-i", "-s", "1", "-q"]);
     source.backup_push(walfetch_bin(), &env);
     source.pgbench(&["-n", "-t", "100", "-c", "2"]);

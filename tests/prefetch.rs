@@ -134,14 +134,14 @@ fn a_dead_fetcher_never_blocks_and_one_fetcher_runs_per_datadir() {
 #[test]
 fn a_record_across_two_segments_is_checked_over_both_parts() {
     let a = Archive::new();
-    let mut pg = Cluster::init(&a.scratch, "pg", &["--wal-segsize", "1"]);
-    pg.env = a.env();
-    pg.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
-        ("min_wal_size", "4MB"),
-        ("max_wal_size", "16MB"),
-    ]);
+    let mut pg = Cluster::init_archiving(
+        &a.scratch,
+        "pg",
+        &push_command(walfetch_bin()),
+        &a.env(),
+        &["--wal-segsize", "1"],
+        &[("min_wal_size", "4MB"), ("max_wal_size", "16MB")],
+    );
     pg.start();
     pg.sql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 60) AS t FROM generate_series(1, 6000) g");
     let lsn = pg.sql("SELECT pg_current_wal_lsn()");

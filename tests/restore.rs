@@ -55,13 +55,7 @@ fn restore_with(writer: Writer, reader: Writer, codec: &str, store: Store, table
         Writer::Walfetch => walfetch_bin(),
     };
 
-    let mut primary = Cluster::init(&scratch, "primary", &[]);
-    primary.env = env.clone();
-    primary.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push %p", writer_bin.display())),
-    ]);
-    primary.start();
+    let mut primary = Cluster::archiving(&scratch, "primary", writer_bin, &env, &[]);
     primary.pgbench(&["-i", "-s", "1", "-q"]);
     let mut tables = TABLES.to_vec();
     let tbs_restored = scratch.dir("tbs-restored");

@@ -27,13 +27,7 @@ fn status_verdicts_for_healthy_blocked_and_misconfigured_standbys() {
         .cloned()
         .collect();
 
-    let mut primary = Cluster::init(&scratch, "primary", &[]);
-    primary.env = env.clone();
-    primary.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
-    ]);
-    primary.start();
+    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &env, &[]);
     primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     primary.backup_push(walfetch_bin(), &env);
     for _ in 0..3 {

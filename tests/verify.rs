@@ -220,15 +220,19 @@ fn real_cluster_with_segment_size(mb: u32) {
     let a = Archive::new();
     let scratch = &a.scratch;
     let env = a.env();
-    let mut pg = Cluster::init(scratch, "pg", &["--wal-segsize", &mb.to_string()]);
-    pg.env = env.clone();
-    pg.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push %p", walfetch_bin().display())),
-    ]);
-    if mb == 1 {
-        pg.configure(&[("min_wal_size", "4MB"), ("max_wal_size", "16MB")]);
-    }
+    let small: &[(&str, &str)] = if mb == 1 {
+        &[("min_wal_size", "4MB"), ("max_wal_size", "16MB")]
+    } else {
+        &[]
+    };
+    let mut pg = Cluster::init_archiving(
+        scratch,
+        "pg",
+        &push_command(walfetch_bin()),
+        &env,
+        &["--wal-segsize", &mb.to_string()],
+        small,
+    );
     pg.start();
     for i in 0..6 {
         pg.sql(&format!("CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 20000) g"));
@@ -271,11 +275,8 @@ fn a_promoted_standby_that_keeps_archiving_switches_timeline() {
     let a = Archive::new();
     let scratch = &a.scratch;
     let env = a.env();
-    let push = format!("{} wal-push %p", walfetch_bin().display());
-    let mut primary = Cluster::init(scratch, "primary", &[]);
-    primary.env = env.clone();
-    primary.configure(&[("archive_mode", "on"), ("archive_command", &push)]);
-    primary.start();
+    let push = push_command(walfetch_bin());
+    let mut primary = Cluster::archiving(scratch, "primary", walfetch_bin(), &env, &[]);
     primary.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     primary.backup_push(walfetch_bin(), &env);
     primary.sql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g");

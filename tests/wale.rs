@@ -36,7 +36,8 @@ fn walfetch_restores_and_replays_a_real_wale_archive() {
         ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
     ];
 
-    let mut primary = Cluster::init(&scratch, "primary", &[]);
+    let archive_command = format!("{} wal-push --pool-size 1 %p", wale_bin().display());
+    let mut primary = Cluster::init_archiving(&scratch, "primary", &archive_command, &wale_env, &[], &[]);
     // WAL-E names offline backups correctly only from 0/10000000 on (see test-infra notes).
     let out = as_postgres(pg_bin().join("pg_resetwal"))
         .args(["-l", "000000010000000000000010"])
@@ -44,11 +45,6 @@ fn walfetch_restores_and_replays_a_real_wale_archive() {
         .output()
         .unwrap();
     assert!(out.status.success(), "pg_resetwal: {}", stderr(&out));
-    primary.env = wale_env.clone();
-    primary.configure(&[
-        ("archive_mode", "on"),
-        ("archive_command", &format!("{} wal-push --pool-size 1 %p", wale_bin().display())),
-    ]);
     primary.start();
     primary.pgbench(&["-i", "-s", "1", "-q"]);
     primary.stop();

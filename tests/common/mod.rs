@@ -5,7 +5,6 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root every server and
 //! every command that touches a data directory runs as the `postgres` user.
 
-#![allow(dead_code)]
 
 pub mod archive;
 pub mod proxy;
@@ -281,15 +280,27 @@ impl Cluster {
         c
     }
 
+    /// A new cluster that archives its WAL with `archive_command` into the archive `env`
+    /// configures, with `extra` settings; not started yet (a test may prepare more).
+    pub fn init_archiving(
+        scratch: &Scratch,
+        name: &str,
+        archive_command: &str,
+        env: &[(String, String)],
+        initdb_args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Cluster {
+        let mut c = Cluster::init(scratch, name, initdb_args);
+        c.env = env.to_vec();
+        c.configure(&[("archive_mode", "on"), ("archive_command", archive_command)]);
+        c.configure(extra);
+        c
+    }
+
     /// A new cluster that archives its WAL with `writer wal-push %p` (walfetch or walrus)
     /// into the archive `env` configures, started.
     pub fn archiving(scratch: &Scratch, name: &str, writer: &Path, env: &[(String, String)], initdb_args: &[&str]) -> Cluster {
-        let mut c = Cluster::init(scratch, name, initdb_args);
-        c.env = env.to_vec();
-        c.configure(&[
-            ("archive_mode", "on"),
-            ("archive_command", &format!("{} wal-push %p", writer.display())),
-        ]);
+        let mut c = Cluster::init_archiving(scratch, name, &push_command(writer), env, initdb_args, &[]);
         c.start();
         c
     }
@@ -527,6 +538,11 @@ impl Drop for Cluster {
                 .output();
         }
     }
+}
+
+/// The archive_command that pushes with `writer` (walfetch or walrus).
+pub fn push_command(writer: &Path) -> String {
+    format!("{} wal-push %p", writer.display())
 }
 
 /// Runs walfetch as postgres with `env` (and no inherited storage settings).

@@ -31,7 +31,7 @@ pub struct Expect {
     pub segment_size: Option<u64>,
 }
 
-/// What [`fetch_into`] stored.
+/// What [`download`] stored.
 #[derive(Debug)]
 pub struct Fetched {
     /// The object read.
@@ -40,17 +40,6 @@ pub struct Fetched {
     pub bytes: u64,
     /// For a segment, its last record if that runs on into the next segment.
     pub open: Option<OpenRecord>,
-}
-
-/// Fetches WAL file `name` from storage into `dest` through the temporary `tmp`,
-/// validating segments (size, first page, every page header and record CRC) before the
-/// rename. On any failure nothing is left at `tmp` or `dest`.
-pub fn fetch_into(storage: &dyn Storage, name: &str, dest: &Path, tmp: &Path, expect: Expect) -> Result<Fetched> {
-    let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
-    let fetched = download(storage, name, tmp, expect)?;
-    fs::rename(tmp, dest).map_err(|e| Error::local_io(dest.display(), &e))?;
-    guard.disarm();
-    Ok(fetched)
 }
 
 /// Downloads, decodes and checks WAL file `name` into the new file `tmp` (removed again
@@ -111,6 +100,16 @@ pub fn check_file(path: &Path, seg: Segment, object: &str, expect: Option<Expect
             check.finish()?;
         }
         Ok(check_segment(data, seg, object)?.open)
+    })
+}
+
+/// Checks the segment file at `path` against `expect` and its name (size, first page:
+/// magic, address, timeline, system identifier) without walking its records.
+pub fn check_first_page(path: &Path, seg: Segment, object: &str, expect: Expect) -> Result<()> {
+    with_mapped(path, |data| {
+        let mut check = SegmentCheck::new(object, seg, expect.segment_size, expect.system_identifier);
+        check.feed(data);
+        check.finish()
     })
 }
 

@@ -34,7 +34,7 @@ use crate::pg::conf::{recovery_state, RecoveryState};
 use crate::pg::controldata;
 use crate::pg::datadir::{looks_like_datadir, pg_major, system_identifier, wal_dir, PgMajor};
 use crate::storage::Storage;
-use crate::wal::fetch::{check_file, download, with_mapped, Expect};
+use crate::wal::fetch::{check_file, check_first_page, download, with_mapped, Expect};
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::prefetch;
 use crate::wal::records::{check_continuation, OpenRecord};
@@ -214,7 +214,14 @@ fn from_spool(
     }
     let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
     let object = format!("{}/{WAL}{seg} (prefetched)", settings.location);
-    let open = match check_file(tmp, seg, &object, Some(expect)) {
+    // The fetcher walked these bytes as it downloaded them and recorded what it found:
+    // its first page is checked against this cluster and the name here; without the
+    // record (an older fetcher, a crash), the whole segment is walked again.
+    let checked = match spool.take_open(&seg) {
+        Some(open) => check_first_page(tmp, seg, &object, expect).map(|()| open),
+        None => check_file(tmp, seg, &object, Some(expect)),
+    };
+    let open = match checked {
         Ok(open) => open,
         Err(e) => {
             tracing::warn!(segment = %seg, cause = %e, "the prefetched copy fails its checks; downloading it again");

@@ -36,7 +36,7 @@ use crate::fsutil::process_alive;
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier};
 use crate::storage::{self, Storage};
-use crate::wal::fetch::{fetch_into, find, with_mapped, Expect, Fetched};
+use crate::wal::fetch::{download, find, with_mapped, Expect, Fetched};
 use crate::wal::handover::Standby;
 use crate::wal::name::Segment;
 use crate::wal::records::{check_continuation, OpenRecord};
@@ -620,7 +620,12 @@ fn fill(storage: &dyn Storage, spool: &Spool, window: &[Segment], expect: Expect
                     }
                     let tmp = spool.running_dir().join(format!("{seg}.{}", std::process::id()));
                     let started = Instant::now();
-                    match fetch_into(storage, &seg.to_string(), &ready, &tmp, expect) {
+                    let fetched = download(storage, &seg.to_string(), &tmp, expect).and_then(|f| {
+                        spool.put_ready(seg, &tmp, f.open)?;
+                        Ok(f)
+                    });
+                    let _ = std::fs::remove_file(&tmp);
+                    match fetched {
                         Ok(f) => {
                             tracing::debug!(object = %f.url, bytes = f.bytes, ms = started.elapsed().as_millis() as u64, "prefetched");
                             (Outcome::Ready, Some(f))

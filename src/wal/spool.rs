@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <base>/.wal-g/prefetch/<segment>                 ready: downloaded, decoded, validated
+//! <base>/.wal-g/prefetch/.walfetch-open-<segment>  what the fetcher's walk of it found: its open record
 //! <base>/.wal-g/prefetch/running/<segment>.<pid>   being downloaded by the fetcher
 //! <base>/.wal-g/prefetch/.walfetch-follow.lock     flock held by the running fetcher
 //! <base>/.wal-g/prefetch/.walfetch-follow.json     the running fetcher: pid, settings, server
@@ -286,8 +287,30 @@ impl Spool {
         (ours && crate::fsutil::process_alive(info.pid)).then_some(info)
     }
 
+    /// Where the fetcher's walk of the ready `seg` left its open record.
+    fn open_path(&self, seg: &Segment) -> PathBuf {
+        self.dir.join(format!("{OPEN_PREFIX}{seg}"))
+    }
+
+    /// Makes the checked download `tmp` the ready `seg`, with what its walk found (its
+    /// last record, if that runs on into the next segment): the record first, then the
+    /// segment, so a ready segment always has its record beside it.
+    pub fn put_ready(&self, seg: &Segment, tmp: &Path, open: Option<OpenRecord>) -> Result<()> {
+        let text = serde_json::to_vec(&open).map_err(|e| Error::new(ErrorKind::LocalIo, e.to_string()))?;
+        write_atomically(&self.open_path(seg), |f| f.write_all(&text), false)?;
+        fs::rename(tmp, self.ready_path(seg)).map_err(|e| Error::local_io(self.ready_path(seg).display(), &e))
+    }
+
+    /// What the fetcher's walk of `seg` found, if it recorded it; the record is removed.
+    pub fn take_open(&self, seg: &Segment) -> Option<Option<OpenRecord>> {
+        let path = self.open_path(seg);
+        let open = serde_json::from_slice(&fs::read(&path).ok()?).ok();
+        let _ = fs::remove_file(&path);
+        open
+    }
+
     /// Removes ready and running segments older than `seg` (lower timeline, or same
-    /// timeline and lower number), as wal-g's prefetch does.
+    /// timeline and lower number), as wal-g's prefetch does, with their records.
     pub fn remove_older_than(&self, seg: &Segment) {
         for dir in [self.dir.clone(), self.running_dir()] {
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -296,6 +319,7 @@ impl Spool {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
+                let name = name.strip_prefix(OPEN_PREFIX).unwrap_or(&name);
                 let Some(other) = name.get(..24).and_then(Segment::parse) else {
                     continue;
                 };
@@ -386,12 +410,16 @@ impl Spool {
             return;
         };
         for e in entries.flatten() {
-            if Segment::parse(&e.file_name().to_string_lossy()).is_some() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if Segment::parse(name.strip_prefix(OPEN_PREFIX).unwrap_or(&name)).is_some() {
                 let _ = fs::remove_file(e.path());
             }
         }
     }
 }
+
+/// Name prefix of the record a ready segment's walk left ([`Spool::put_ready`]).
+const OPEN_PREFIX: &str = ".walfetch-open-";
 
 #[cfg(test)]
 mod tests {

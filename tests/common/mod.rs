@@ -5,7 +5,6 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root every server and
 //! every command that touches a data directory runs as the `postgres` user.
 
-
 pub mod archive;
 pub mod proxy;
 pub mod wal;

@@ -108,6 +108,23 @@ fn primary_with_backup(scratch: &Scratch, env: &[(String, String)], initdb: &[&s
     (primary, lsn, digest)
 }
 
+/// Starts `pg` in archive recovery and waits for it to stop by itself (a restore_command
+/// exit of 128 or more is fatal), never promoting; returns its log.
+fn recovery_stops(pg: &mut Cluster, through: &str) -> String {
+    pg.try_start();
+    assert!(
+        pg.wait_stopped(90),
+        "archive recovery went on through {through}:\n{}",
+        pg.log_text()
+    );
+    let log = pg.log_text();
+    assert!(
+        !log.contains("archive recovery complete") && !log.contains("selected new timeline"),
+        "promoted:\n{log}"
+    );
+    log
+}
+
 /// The name of the 16 MiB segment on timeline 1 that holds `lsn` (`X/Y`).
 fn segment_of(lsn: &str) -> String {
     let (hi, lo) = lsn.split_once('/').unwrap();
@@ -143,36 +160,16 @@ fn archive_recovery_through_a_bare_404_stops_without_promoting() {
     let mut pg = Cluster::attach(&scratch, "restored", restored);
     pg.env = credentials(&env);
     pg.env.push(("WALFETCH_MAX_RETRIES".into(), "1".into()));
-    pg.try_start();
-    assert!(
-        pg.wait_stopped(90),
-        "archive recovery went on through a bare 404:\n{}",
-        pg.log_text()
-    );
-    let log = pg.log_text();
+    let log = recovery_stops(&mut pg, "a bare 404");
     assert!(log.contains("exit code 133"), "restore_command must exit 128 + 5:\n{log}");
-    assert!(
-        !log.contains("archive recovery complete") && !log.contains("selected new timeline"),
-        "promoted:\n{log}"
-    );
 
     // The same in the middle of recovery: the last segment answered by something that is not S3.
     proxy.clear();
     proxy.inject(&format!("/wal_005/{}", segment_of(&lsn)), Fault::Answer(404, None, ""), 100_000);
-    pg.try_start();
-    assert!(
-        pg.wait_stopped(90),
-        "archive recovery went on through a bare 404:\n{}",
-        pg.log_text()
-    );
-    let log = pg.log_text();
+    let log = recovery_stops(&mut pg, "a bare 404");
     assert!(
         log.contains("restored log file") && log.matches("exit code 133").count() == 2,
         "{log}"
-    );
-    assert!(
-        !log.contains("archive recovery complete") && !log.contains("selected new timeline"),
-        "promoted:\n{log}"
     );
     assert_eq!(pg.control_field("Database cluster state:"), "in archive recovery", "{log}");
     assert_eq!(pg.control_field("Latest checkpoint's TimeLineID:"), "1");
@@ -216,15 +213,8 @@ fn a_damaged_continuation_is_refused_however_the_segment_arrives() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut pg = Cluster::attach(&scratch, "restored", restored.clone());
     pg.env = vec![("WALFETCH_PREFETCH".into(), "off".into())];
-    pg.try_start();
-    assert!(
-        pg.wait_stopped(90),
-        "archive recovery went past a damaged record:\n{}",
-        pg.log_text()
-    );
-    let log = pg.log_text();
+    let log = recovery_stops(&mut pg, "a damaged record");
     assert!(log.contains("exit code 135"), "{log}");
-    assert!(!log.contains("archive recovery complete"), "promoted:\n{log}");
     assert_eq!(pg.control_field("Database cluster state:"), "in archive recovery");
 
     // The same calls by hand, prefetch off: the previous segment handed over, then the

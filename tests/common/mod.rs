@@ -366,9 +366,8 @@ impl Cluster {
         give_to_postgres(&path);
     }
 
-    /// Starts the server, expecting that it may stop by itself (a FATAL during archive
-    /// recovery); returns whether `pg_ctl start` reported success.
-    pub fn try_start(&mut self) -> bool {
+    /// Runs `pg_ctl start` on 127.0.0.1, a free port and a private socket directory.
+    fn pg_ctl_start(&mut self) -> Output {
         let port = self.port.to_string();
         let sock = self.socket_dir.display().to_string();
         self.configure(&[
@@ -386,26 +385,17 @@ impl Cluster {
             .output()
             .unwrap();
         self.running = true;
-        out.status.success()
+        out
+    }
+
+    /// Starts the server, expecting that it may stop by itself (a FATAL during archive
+    /// recovery); returns whether `pg_ctl start` reported success.
+    pub fn try_start(&mut self) -> bool {
+        self.pg_ctl_start().status.success()
     }
 
     pub fn start(&mut self) {
-        let port = self.port.to_string();
-        let sock = self.socket_dir.display().to_string();
-        self.configure(&[
-            ("port", &port),
-            ("unix_socket_directories", &sock),
-            ("listen_addresses", "127.0.0.1"),
-        ]);
-        let out = as_postgres(pg_bin().join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .args(["-w", "-t", "60", "start"])
-            .envs(self.env.iter().cloned())
-            .output()
-            .unwrap();
+        let out = self.pg_ctl_start();
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}\n{}",

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_PARTITIONS_IN_FLIGHT};
+use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_TRANSFERS};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::name::valid_segment_size;
 
@@ -190,6 +190,15 @@ impl StorageSettings {
     }
 }
 
+/// How a restore spreads its work ([`Settings::restore_parallelism`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Partitions extracted at once.
+    pub partitions: usize,
+    /// Connections receiving at once (remote storage).
+    pub transfers: usize,
+}
+
 /// The settings shared by several commands, each read from the environment once.
 #[derive(Debug)]
 pub struct Settings {
@@ -290,15 +299,26 @@ impl Settings {
         self.storage.as_ref().map_err(Error::clone)
     }
 
-    /// Partitions a restore downloads at once: `flag`, else `WALG_DOWNLOAD_CONCURRENCY`,
-    /// else the cores, and from remote storage at least [`REMOTE_PARTITIONS_IN_FLIGHT`]
-    /// (each starts with a round trip; the decoders wait on the network more than on
-    /// the cores).
-    pub fn partitions_in_flight(&self, flag: Option<usize>, remote: bool) -> usize {
-        match flag.filter(|n| *n > 0).or(self.download_concurrency) {
-            Some(n) => n,
-            None if remote => cores().max(REMOTE_PARTITIONS_IN_FLIGHT),
-            None => cores(),
+    /// How a restore spreads its work: `flag`, else `WALG_DOWNLOAD_CONCURRENCY`, is the
+    /// number of connections receiving at once from remote storage (default
+    /// [`REMOTE_TRANSFERS`]), or of partitions extracted at once from a directory (default:
+    /// the cores). From remote storage the partitions extracted at once are the cores (at
+    /// least 2): the connections are shared by parts of every partition, so extraction
+    /// only needs the CPU.
+    pub fn restore_parallelism(&self, flag: Option<usize>, remote: bool) -> Parallelism {
+        let asked = flag.filter(|n| *n > 0).or(self.download_concurrency);
+        if remote {
+            let transfers = asked.unwrap_or(REMOTE_TRANSFERS);
+            Parallelism {
+                partitions: cores().max(2).min(transfers),
+                transfers,
+            }
+        } else {
+            let partitions = asked.unwrap_or_else(cores);
+            Parallelism {
+                partitions,
+                transfers: partitions,
+            }
         }
     }
 
@@ -555,8 +575,10 @@ mod tests {
         let vars = [("WALG_DOWNLOAD_CONCURRENCY", "3"), ("WALG_PG_WAL_SIZE", "64"), ("PGPASSWORD", "pw")];
         let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         let s = Settings::resolve_from(StorageFlags::default(), &env);
-        assert_eq!(s.partitions_in_flight(None, true), 3);
-        assert_eq!(s.partitions_in_flight(Some(5), true), 5);
+        assert_eq!(s.restore_parallelism(None, true).transfers, 3);
+        assert_eq!(s.restore_parallelism(Some(5), true).transfers, 5);
+        assert_eq!(s.restore_parallelism(Some(5), false).partitions, 5);
+        assert!(s.restore_parallelism(Some(1), true).partitions == 1);
         assert_eq!(s.listing_concurrency(), 3);
         assert_eq!(s.prefetch_ahead(None), 3);
         assert_eq!(s.wal_segment_size().unwrap(), Some(64 << 20));
@@ -564,7 +586,8 @@ mod tests {
         assert!(!format!("{s:?}").contains("pw"), "the password stays out of Debug");
         let none = |_: &str| None;
         let s = Settings::resolve_from(StorageFlags::default(), &none);
-        assert!(s.partitions_in_flight(None, true) >= REMOTE_PARTITIONS_IN_FLIGHT);
+        assert_eq!(s.restore_parallelism(None, true).transfers, REMOTE_TRANSFERS);
+        assert!(s.restore_parallelism(None, true).partitions >= 2);
         assert_eq!(s.listing_concurrency(), 8);
         assert_eq!(s.storage().unwrap_err().kind(), ErrorKind::Config);
         let one = |name: &str| (name == "WALG_DOWNLOAD_CONCURRENCY").then(|| "1".to_string());

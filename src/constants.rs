@@ -38,10 +38,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// 1.7-1.9 s). A file larger than this still makes one partition of its own.
 pub const DEFAULT_TAR_SIZE_THRESHOLD: u64 = 64 << 20;
 
-/// Partitions a restore from remote storage keeps in flight at least, whatever the core
-/// count: each one starts with a round trip, and the decoders wait on the network more
-/// than on the cores (measured: 50 ms away, 4 in flight restore in 0.76x the time of 2).
-pub const REMOTE_PARTITIONS_IN_FLIGHT: usize = 4;
+/// Connections a restore from remote storage keeps receiving at once, unless
+/// `WALG_DOWNLOAD_CONCURRENCY` says (wal-g's default is 10 too): one S3 connection carries
+/// tens of MB/s on the internet, so throughput comes from many.
+pub const REMOTE_TRANSFERS: usize = 10;
 
 /// The WAL segment size PostgreSQL uses unless `initdb --wal-segsize` says otherwise.
 pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
@@ -49,22 +49,8 @@ pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
 /// Name of the marker file a restore leaves in the target until it has fully succeeded.
 pub const INCOMPLETE_MARKER: &str = "WALFETCH_RESTORE_INCOMPLETE";
 
-/// Bytes per ranged GET when a large object is read as several ranges at once
-/// ([`crate::storage::ranged`]). `WALFETCH_RANGE_SIZE` (bytes) overrides it. Measured
-/// on the restore bench (315 MB partition, S3 server and 50 ms away): 2 MiB and 4 MiB
-/// parts are equally fast next door; 4 MiB needs fewer requests in flight to hide 50 ms.
-pub const RANGE_PART_SIZE: u64 = 4 << 20;
-
-/// Parts of one object requested ahead of the one being read: their round trips
-/// overlap it, and their bodies wait in socket buffers (not in walfetch's memory).
-/// With 4 MiB parts, 8 keep a bucket 50 ms away from stalling the read (4 did not).
-pub const RANGE_REQUESTS_AHEAD: usize = 8;
-
-/// An object is read in ranges only when it has at least this many parts: below that
-/// the extra requests cost more than one stream loses.
-pub const RANGED_MIN_PARTS: u64 = 4;
-
-/// Objects read in ranges at the same time, per process. Each keeps
-/// [`RANGE_REQUESTS_AHEAD`] connections busy; one large partition running alone at the
-/// end of a restore is the case ranges are for.
-pub const RANGED_READERS: usize = 1;
+/// Bytes per part when a restore fetches its partitions from remote storage in parallel
+/// parts ([`crate::storage::download`]). `WALFETCH_RANGE_SIZE` (bytes) overrides it. At
+/// most twice as many parts as connections are held, so at the default 10 connections a
+/// restore's buffers stay under 40 MiB whatever the backup's size.
+pub const RANGE_PART_SIZE: u64 = 2 << 20;

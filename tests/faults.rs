@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::common::archive::*;
-use crate::common::proxy::{Fault, FaultProxy};
+use crate::common::proxy::{Fault, FaultProxy, Seen};
 use crate::common::*;
 use walfetch::codec::Codec;
 
@@ -65,8 +65,10 @@ fn backup_fetch_finishes_correctly_through_transient_faults() {
     let f = Faulty::new();
     let (one, two) = big_backup(&f.archive);
     f.proxy.inject("_backup_stop_sentinel.json", Fault::Status(500, "InternalError"), 1);
-    f.proxy.inject("part_001.tar.lz4", Fault::ResetAfter(1_000_000), 1);
-    f.proxy.inject("part_002.tar.lz4", Fault::CutShortAfter(700_000), 1);
+    // Each partition is read in 2 MiB parts, fetched at once: the faults go to the
+    // first part of each, whichever request reaches the proxy first.
+    f.proxy.inject("part_001.tar.lz4|bytes=0-", Fault::ResetAfter(1_000_000), 1);
+    f.proxy.inject("part_002.tar.lz4|bytes=0-", Fault::CutShortAfter(700_000), 1);
     f.proxy.inject("pg_control.tar.lz4", Fault::Status(503, "SlowDown"), 1);
     f.proxy.inject("list-type=2", Fault::Delay(Duration::from_millis(300)), 2);
     let target = f.archive.scratch.path().join("restored");
@@ -90,20 +92,38 @@ fn backup_fetch_finishes_correctly_through_transient_faults() {
             "no retry line for {object} ({cause}):\n{log}"
         );
     }
-    // The broken bodies resumed with ranged GETs from where they broke, not from zero.
+    // The broken bodies resumed with ranged GETs from where they broke, not from the
+    // start of their part: each part was asked for once, plus one resume.
     let seen = f.proxy.seen();
-    for part in ["part_001.tar.lz4", "part_002.tar.lz4"] {
-        let ranges: Vec<String> = seen
-            .iter()
-            .filter(|s| s.line.contains(part))
-            .filter_map(|s| s.range.clone())
-            .collect();
-        assert_eq!(ranges.len(), 1, "{part}: {seen:?}");
+    let part = 2u64 << 20;
+    for name in ["part_001.tar.lz4", "part_002.tar.lz4"] {
+        let ranges = ranges_of(&seen, name);
+        let mut starts: Vec<u64> = ranges.iter().map(|r| r.0).filter(|a| a % part == 0).collect();
+        starts.sort();
         assert!(
-            ranges[0].starts_with("bytes=") && !ranges[0].starts_with("bytes=0-"),
-            "{part}: {ranges:?}"
+            starts.windows(2).all(|w| w[1] == w[0] + part),
+            "{name}: every part once: {ranges:?}"
+        );
+        assert_eq!(
+            ranges.iter().filter(|(a, _)| a % part != 0).count(),
+            1,
+            "{name}: one resume: {ranges:?}"
         );
     }
+}
+
+/// The byte ranges asked for of the objects whose request line contains `name`.
+fn ranges_of(seen: &[Seen], name: &str) -> Vec<(u64, u64)> {
+    seen.iter()
+        .filter(|s| s.line.contains(name))
+        .filter_map(|s| {
+            s.range
+                .as_deref()?
+                .strip_prefix("bytes=")?
+                .split_once('-')
+                .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap_or(u64::MAX)))
+        })
+        .collect()
 }
 
 #[test]
@@ -111,10 +131,9 @@ fn a_large_partition_read_in_ranges_survives_faults_and_comes_out_whole() {
     let f = Faulty::new();
     let (one, two) = big_backup(&f.archive);
     let part: u64 = 256 << 10;
-    // The first request of each partition breaks: for the one read in ranges, that is a
-    // ranged GET of its first part, which must resume within that part.
-    f.proxy.inject("part_001.tar.lz4", Fault::ResetAfter(100_000), 1);
-    f.proxy.inject("part_002.tar.lz4", Fault::CutShortAfter(50_000), 1);
+    // The first part of each partition breaks, and must resume within that part.
+    f.proxy.inject("part_001.tar.lz4|bytes=0-", Fault::ResetAfter(100_000), 1);
+    f.proxy.inject("part_002.tar.lz4|bytes=0-", Fault::CutShortAfter(50_000), 1);
     let target = f.archive.scratch.path().join("restored");
     let mut env = f.env();
     env.push(("WALFETCH_RANGE_SIZE".into(), part.to_string()));
@@ -124,34 +143,24 @@ fn a_large_partition_read_in_ranges_survives_faults_and_comes_out_whole() {
     assert_eq!(fs::read(target.join("base/1/one")).unwrap(), one);
     assert_eq!(fs::read(target.join("base/1/two")).unwrap(), two);
 
-    // One partition (one at a time is read in ranges) was asked for in contiguous parts
-    // of at most `part` bytes, the broken one resumed inside its part.
+    // Both partitions were asked for in contiguous parts of at most `part` bytes, each
+    // part once, the broken ones resumed inside their part.
     let seen = f.proxy.seen();
-    let ranged: Vec<Vec<(u64, u64)>> = ["part_001.tar.lz4", "part_002.tar.lz4"]
-        .iter()
-        .map(|name| {
-            seen.iter()
-                .filter(|s| s.line.contains(name))
-                .filter_map(|s| {
-                    s.range
-                        .as_deref()?
-                        .strip_prefix("bytes=")?
-                        .split_once('-')
-                        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap_or(u64::MAX)))
-                })
-                .collect()
-        })
-        .collect();
-    let parts = ranged
-        .iter()
-        .find(|r| r.len() > 4)
-        .unwrap_or_else(|| panic!("no partition read in ranges: {seen:?}"));
-    // Requests go out at once, so they reach the server in any order.
-    let mut starts: Vec<u64> = parts.iter().map(|r| r.0).filter(|a| a % part == 0).collect();
-    starts.sort();
-    assert!(starts.windows(2).all(|w| w[1] == w[0] + part), "every part once: {parts:?}");
-    assert!(parts.iter().all(|(a, b)| b - a < part), "{parts:?}");
-    assert!(parts.iter().any(|(a, _)| a % part != 0), "a resumed part: {parts:?}");
+    for name in ["part_001.tar.lz4", "part_002.tar.lz4"] {
+        let parts = ranges_of(&seen, name);
+        assert!(parts.len() > 4, "{name} read in parts: {seen:?}");
+        // Requests go out at once, so they reach the server in any order.
+        let mut starts: Vec<u64> = parts.iter().map(|r| r.0).filter(|a| a % part == 0).collect();
+        starts.sort();
+        assert_eq!(starts[0], 0, "{parts:?}");
+        assert!(starts.windows(2).all(|w| w[1] == w[0] + part), "every part once: {parts:?}");
+        assert!(parts.iter().all(|(a, b)| b - a < part), "{parts:?}");
+        assert_eq!(
+            parts.iter().filter(|(a, _)| a % part != 0).count(),
+            1,
+            "one resumed part: {parts:?}"
+        );
+    }
 }
 
 #[test]
@@ -246,10 +255,16 @@ fn kill9(child: &mut std::process::Child) {
 fn kill_9_in_the_middle_of_backup_fetch_then_rerun() {
     let f = Faulty::new();
     let (one, two) = big_backup(&f.archive);
-    f.proxy
-        .inject("part_002.tar.lz4", Fault::Throttle(64 * 1024, Duration::from_millis(200)), 1);
-    f.proxy
-        .inject("part_001.tar.lz4", Fault::Throttle(64 * 1024, Duration::from_millis(200)), 1);
+    f.proxy.inject(
+        "part_002.tar.lz4|bytes=0-",
+        Fault::Throttle(64 * 1024, Duration::from_millis(200)),
+        1,
+    );
+    f.proxy.inject(
+        "part_001.tar.lz4|bytes=0-",
+        Fault::Throttle(64 * 1024, Duration::from_millis(200)),
+        1,
+    );
     let target = f.archive.scratch.path().join("restored");
     let mut child = spawn_walfetch(None, &["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
     thread::sleep(Duration::from_millis(1500));

@@ -33,7 +33,7 @@ pub struct BackupFetch {
     /// Delete what DIR holds before restoring into it.
     #[arg(long)]
     pub force: bool,
-    /// Partitions downloaded and extracted at once [env: WALG_DOWNLOAD_CONCURRENCY; default: cores, at least 4 from S3]
+    /// Connections receiving at once from S3, or partitions extracted at once from a directory [env: WALG_DOWNLOAD_CONCURRENCY; default: 10 from S3, the cores from a directory]
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Restore tablespace OID into PATH instead of its source location (repeatable).
@@ -61,9 +61,9 @@ impl Run for BackupFetch {
         let dir = absolute(&self.dir);
         prepare_target(&dir, self.force)?;
         let storage = ctx.storage()?;
-        let concurrency = ctx.settings.partitions_in_flight(self.concurrency, storage.is_remote());
+        let parallelism = ctx.settings.restore_parallelism(self.concurrency, storage.is_remote());
         let backup = if self.backup.eq_ignore_ascii_case("LATEST") {
-            latest(&storage, concurrency.max(4))?
+            latest(&storage, ctx.settings.listing_concurrency())?
         } else {
             read_backup(storage.as_ref(), &self.backup)?
         };
@@ -74,7 +74,8 @@ impl Run for BackupFetch {
             None => None,
         };
         let opts = Options {
-            concurrency,
+            parallelism,
+            part_size: ctx.settings.storage()?.tuning.range_part_size,
             tablespace_map: self.tablespace_map.iter().map(|m| parse_mapping(m)).collect::<Result<_>>()?,
             recovery,
             sync: !self.no_sync,

@@ -6,7 +6,7 @@
 //! 1. refuse a running server or a non-empty directory (unless forced);
 //! 2. create it with an `WALFETCH_RESTORE_INCOMPLETE` marker and the tablespace links;
 //! 3. download, decompress and extract the data partitions and `pg_control.tar` in
-//!    parallel, largest first (`global/pg_control` is staged, not installed, whichever
+//!    parallel (from remote storage, in parts over many connections), largest first (`global/pg_control` is staged, not installed, whichever
 //!    tar holds it), then `backup_label.tar`;
 //! 4. check every file `files_metadata.json` lists ([`super::checks`]);
 //! 5. write the recovery configuration if asked, sync the filesystem once, install
@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::codec::Codec;
+use crate::config::Parallelism;
 use crate::constants::INCOMPLETE_MARKER;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
@@ -32,13 +33,16 @@ use crate::progress::{self, Reporter};
 use crate::restore::checks::{check_files_extracted, rewrite_tablespace_map};
 use crate::restore::extract::{Target, STAGED_PG_CONTROL};
 use crate::restore::tablespace;
+use crate::storage::download::{Download, Limits};
 use crate::storage::{ObjectMeta, ObjectReader, Storage};
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Partitions downloaded and extracted at once.
-    pub concurrency: usize,
+    /// Partitions extracted at once, and connections receiving at once.
+    pub parallelism: Parallelism,
+    /// Bytes per part when partitions are fetched from remote storage in parts.
+    pub part_size: u64,
     /// Tablespace OID → where to restore it instead of its source location.
     pub tablespace_map: Vec<(String, PathBuf)>,
     /// Leave a standby or an archive recovery behind, with this restore_command.
@@ -113,7 +117,7 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
         total,
         all_parts.len() as u64,
     );
-    let metadata = extract_all(storage, plan, &target, opts.concurrency, &progress)?;
+    let metadata = extract_all(storage, plan, &target, opts, &progress)?;
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
     if let Some(expected) = plan.backup.sentinel.uncompressed_size {
@@ -147,7 +151,7 @@ fn extract_all(
     storage: &Arc<dyn Storage>,
     plan: &RestorePlan,
     target: &Target,
-    concurrency: usize,
+    opts: &Options,
     progress: &Progress,
 ) -> Result<Option<Result<ObjectReader>>> {
     let parts = &plan.partitions;
@@ -157,7 +161,7 @@ fn extract_all(
             let label = parts.backup_label.as_ref().map(|l| storage.open(&l.key));
             (label, plan.files_metadata.as_ref().map(|key| storage.open(key)))
         });
-        let restored = extract_parallel(storage, target, &parallel, concurrency, progress);
+        let restored = extract_parallel(storage, target, &parallel, opts, progress);
         (restored, early.join())
     });
     restored?;
@@ -196,30 +200,28 @@ fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<
     Ok((written, missing_config))
 }
 
-/// Extracts `parts` with `concurrency` workers; the first failure cancels the others
-/// and is returned (the root cause, not a worker's "stopped because another failed").
-fn extract_parallel(
-    storage: &Arc<dyn Storage>,
-    target: &Target,
-    parts: &[&ObjectMeta],
-    concurrency: usize,
-    progress: &Progress,
-) -> Result<()> {
-    let queue = Mutex::new(parts.iter().copied().collect::<VecDeque<_>>());
+/// Extracts `parts` with `opts.parallelism.partitions` workers, taking them in order,
+/// while a [`Download`] fetches them (from remote storage: in parallel parts, ahead of
+/// the workers); the first failure cancels the others and is returned (the root cause,
+/// not a worker's "stopped because another failed").
+fn extract_parallel(storage: &Arc<dyn Storage>, target: &Target, parts: &[&ObjectMeta], opts: &Options, progress: &Progress) -> Result<()> {
+    let limits = Limits::new(opts.parallelism.transfers, opts.part_size);
+    let download = Download::start(Arc::clone(storage), parts.iter().map(|p| (*p).clone()).collect(), limits);
+    let queue = Mutex::new((0..parts.len()).collect::<VecDeque<_>>());
     let cancel = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..concurrency.min(parts.len()).max(1) {
+        for _ in 0..opts.parallelism.partitions.min(parts.len()).max(1) {
             s.spawn(|| loop {
                 if cancel.load(Ordering::Relaxed) {
                     return;
                 }
-                let Some(part) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                let Some(index) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                let restored = storage
-                    .open_large(&part.key, part.size)
-                    .and_then(|raw| extract_one(storage.as_ref(), target, part, raw, &cancel, progress));
+                let restored = download
+                    .open(index)
+                    .and_then(|raw| extract_one(storage.as_ref(), target, parts[index], raw, &cancel, progress));
                 if let Err(e) = restored {
                     let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                     // Keep the root cause, not a worker's "stopped because another failed".

@@ -73,10 +73,6 @@ impl<S: Storage> Storage for ProvenAbsence<S> {
         self.proven(self.inner.open(key))
     }
 
-    fn open_large(&self, key: &str, size: u64) -> Result<ObjectReader> {
-        self.proven(self.inner.open_large(key, size))
-    }
-
     /// Writers ask before uploading; an empty archive is where the first upload goes.
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         self.inner.stat(key)

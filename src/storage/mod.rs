@@ -2,15 +2,13 @@
 //! decorators layered on top, each in its own file.
 //!
 //! ```text
-//! ProvenAbsence<Ranged<Retrying<S3Storage>>>    (S3)
-//! ProvenAbsence<FsStorage>                      (a directory)
+//! ProvenAbsence<Retrying<S3Storage>>    (S3)
+//! ProvenAbsence<FsStorage>             (a directory)
 //! ```
 //!
 //! - [`s3::S3Storage`], [`fs::FsStorage`]: one request per call, classified;
 //! - [`retry::Retrying`]: retries transient failures of each request (a body cut short
 //!   resumes inside the S3 reader, where its ETag is);
-//! - [`ranged::Ranged`]: reads a large object of any remote storage as ranges
-//!   requested ahead;
 //! - [`absence::ProvenAbsence`]: an absence or an empty listing only from an archive
 //!   root that holds objects.
 //!
@@ -19,11 +17,14 @@
 //! whole. Errors are classified ([`crate::error::ErrorKind`]) at the bottom layer, so
 //! "absent", "credentials rejected" and "unreachable" stay distinct all the way to the
 //! exit code.
+//!
+//! [`download::Download`] reads many objects in a known order (a restore's partitions)
+//! from any storage that answers ranged requests, their parts in parallel.
 
 pub mod absence;
+pub mod download;
 pub mod fs;
 pub mod keyspace;
-pub mod ranged;
 pub mod retry;
 pub mod s3;
 
@@ -90,12 +91,6 @@ pub trait Storage: Send + Sync {
 
     /// Opens `key` for streaming reads. Absence is an error of kind `NotFound`.
     fn open(&self, key: &str) -> Result<ObjectReader>;
-
-    /// Opens `key`, whose size a listing gave, for streaming reads. A decorator may fetch
-    /// a large object as several ranges at once ([`ranged`]); the bytes read are the same.
-    fn open_large(&self, key: &str, _size: u64) -> Result<ObjectReader> {
-        self.open(key)
-    }
 
     /// Sends a request for the bytes `[start, end)` of `key` (of version `etag`, when
     /// given) without waiting for the answer; `None` when the backend cannot.
@@ -169,7 +164,7 @@ pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
         Location::S3 { .. } => {
             let s3 = s3::S3Storage::connect(settings)?;
             let retrying = retry::Retrying::new(s3, settings.tuning.max_retries);
-            Arc::new(ProvenAbsence::new(ranged::Ranged::new(retrying, settings.tuning.range_part_size)))
+            Arc::new(ProvenAbsence::new(retrying))
         }
     })
 }

@@ -34,6 +34,8 @@ pub enum Fault {
 }
 
 /// A rule: requests whose first line contains `matches` get `fault`, `times` times.
+/// `matches` may be `text|range`: then the Range header must also start with `range`
+/// (`part_001|bytes=0-` is the first part of a download read in parts).
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub matches: String,
@@ -168,7 +170,11 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
             line: head[0].clone(),
             range: header(&head, "range").map(str::to_string),
         });
-        let rule = st.rules.iter_mut().find(|r| r.times > 0 && head[0].contains(&r.matches));
+        let range = header(&head, "range").unwrap_or("");
+        let rule = st.rules.iter_mut().find(|r| {
+            let (line, want) = r.matches.split_once('|').unwrap_or((&r.matches, ""));
+            r.times > 0 && head[0].contains(line) && range.starts_with(want)
+        });
         rule.map(|r| {
             r.times -= 1;
             r.fault.clone()

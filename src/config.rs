@@ -56,6 +56,9 @@ pub struct Tuning {
     pub io_timeout: Duration,
     /// Bytes per ranged GET of a large object (`WALFETCH_RANGE_SIZE`).
     pub range_part_size: u64,
+    /// Bytes per second read from storage at most, by the whole process
+    /// (`WALG_NETWORK_RATE_LIMIT`); `None`: no limit.
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for Tuning {
@@ -64,19 +67,31 @@ impl Default for Tuning {
             max_retries: MAX_RETRIES,
             io_timeout: IO_TIMEOUT,
             range_part_size: RANGE_PART_SIZE,
+            rate_limit: None,
         }
     }
 }
 
 impl Tuning {
-    fn resolve(env: Env<'_>) -> Tuning {
+    fn resolve(env: Env<'_>) -> Result<Tuning> {
         let number = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
         let default = Tuning::default();
-        Tuning {
+        let rate_limit = match env("WALG_NETWORK_RATE_LIMIT").map(|v| v.trim().to_string()) {
+            None => None,
+            Some(v) if v.is_empty() || v == "0" => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("WALG_NETWORK_RATE_LIMIT='{v}' is not a number of bytes per second"),
+                )
+            })?),
+        };
+        Ok(Tuning {
             max_retries: number("WALFETCH_MAX_RETRIES").map_or(default.max_retries, |n| n as usize),
             io_timeout: number("WALFETCH_IO_TIMEOUT").map_or(default.io_timeout, Duration::from_secs),
             range_part_size: number("WALFETCH_RANGE_SIZE").filter(|n| *n > 0).unwrap_or(default.range_part_size),
-        }
+            rate_limit,
+        })
     }
 }
 
@@ -167,7 +182,7 @@ impl StorageSettings {
             endpoint,
             region,
             path_style,
-            tuning: Tuning::resolve(env),
+            tuning: Tuning::resolve(env)?,
         })
     }
 

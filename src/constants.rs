@@ -49,8 +49,18 @@ pub const DEFAULT_WAL_SEGMENT_SIZE: u64 = 16 << 20;
 /// Name of the marker file a restore leaves in the target until it has fully succeeded.
 pub const INCOMPLETE_MARKER: &str = "WALFETCH_RESTORE_INCOMPLETE";
 
+/// Name of the journal of finished partitions a restore keeps in the target until it
+/// has fully succeeded ([`crate::restore::journal`]).
+pub const RESTORE_JOURNAL: &str = "WALFETCH_RESTORE_JOURNAL";
+
+/// Bytes of parts a restore's download holds at most at the default settings
+/// ([`crate::storage::download::Limits`]): with the rest of the process, peak RSS stays
+/// under 64 MiB whatever the backup's size.
+pub const DOWNLOAD_MEMORY: u64 = 24 << 20;
+
 /// Bytes per part when a restore fetches its partitions from remote storage in parallel
-/// parts ([`crate::storage::download`]). `WALFETCH_RANGE_SIZE` (bytes) overrides it. At
-/// most twice as many parts as connections are held, so at the default 10 connections a
-/// restore's buffers stay under 40 MiB whatever the backup's size.
-pub const RANGE_PART_SIZE: u64 = 2 << 20;
+/// parts ([`crate::storage::download`]). `WALFETCH_RANGE_SIZE` (bytes) overrides it.
+/// Measured through a capped link (docs/BENCHMARKS.md): within [`DOWNLOAD_MEMORY`],
+/// smaller parts leave more of them requested ahead, which hides round trips better than
+/// larger parts hide per-request overhead.
+pub const RANGE_PART_SIZE: u64 = 1 << 20;

@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Refused,
     /// PostgreSQL could not be reached or answered with an error (writer side).
     Database,
+    /// The archive lacks the WAL a backup needs to become consistent: a restore of it
+    /// could never be started.
+    Unrestorable,
 }
 
 impl ErrorKind {
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::LocalIo => 9,
             ErrorKind::Refused => 10,
             ErrorKind::Database => 11,
+            ErrorKind::Unrestorable => 14,
         }
     }
 
@@ -58,6 +62,7 @@ impl ErrorKind {
             ErrorKind::LocalIo => "local-io",
             ErrorKind::Refused => "refused",
             ErrorKind::Database => "database",
+            ErrorKind::Unrestorable => "unrestorable",
         }
     }
 }
@@ -182,6 +187,7 @@ mod tests {
             ErrorKind::LocalIo,
             ErrorKind::Refused,
             ErrorKind::Database,
+            ErrorKind::Unrestorable,
         ];
         let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

@@ -484,24 +484,67 @@ fn backup_label_tar_overwrites_a_stale_label_in_a_data_partition() {
     // An exclusive backup (before PostgreSQL 15) leaves the label pg_start_backup wrote in
     // the data directory, so a data partition carries it; the one in backup_label.tar is
     // the right one and must be what the restore ends with, however long the data
-    // partition takes (here the stale label comes after 4 MiB of data).
+    // partition takes (here the stale label comes after 4 MiB of data). A stale
+    // backup_label.old beside it is left alone and never read as the label.
     let a = Archive::new();
     let bulk = noise(4 << 20, 3);
+    let stale = SYNTHETIC_LABEL.replace("0/2000028", "0/1000028");
     synthetic_backup(
         &a,
         &[&[
             ("PG_VERSION", b"15\n", None),
             ("base/1/bulk", &bulk, None),
-            ("backup_label", b"STALE\n", None),
+            ("backup_label", stale.as_bytes(), None),
+            ("backup_label.old", stale.as_bytes(), None),
         ]],
         None,
-    );
-    a.put(
-        &format!("basebackups_005/{BACKUP}/tar_partitions/backup_label.tar.lz4"),
-        &encode(Codec::Lz4, &tar_of(&[("backup_label", b"FRESH\n", None)])),
     );
     let target = a.scratch.path().join("restored");
     let out = fetch(&a, &target, &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(fs::read(target.join("backup_label")).unwrap(), b"FRESH\n");
+    assert_eq!(fs::read_to_string(target.join("backup_label")).unwrap(), SYNTHETIC_LABEL);
+}
+
+#[test]
+fn a_backup_label_that_disagrees_with_the_sentinel_fails_the_restore() {
+    // The label in backup_label.tar is another backup's (or damaged), or missing while
+    // only a stale backup_label.old is shipped: PostgreSQL would replay from the wrong
+    // place. The restore fails (corrupt, 7), leaves the directory unstartable, and names
+    // what disagrees.
+    let wrong_start = SYNTHETIC_LABEL.replace("0/2000028", "0/3000028");
+    let late_checkpoint = SYNTHETIC_LABEL.replace("CHECKPOINT LOCATION: 0/2000060", "CHECKPOINT LOCATION: 0/4000000");
+    let cases: [(&str, Option<&str>, &str); 4] = [
+        ("wrong start", Some(&wrong_start), "starts at 0/3000028, the sentinel at 0/2000028"),
+        (
+            "late checkpoint",
+            Some(&late_checkpoint),
+            "checkpoint 0/4000000, after the backup's finish 0/2000100",
+        ),
+        ("garbage", Some("LABEL: nothing useful\n"), "no valid 'START WAL LOCATION: ' line"),
+        ("only .old", None, "no backup_label (only a backup_label.old"),
+    ];
+    for (case, label, says) in cases {
+        let a = Archive::new();
+        synthetic_backup(
+            &a,
+            &[&[
+                ("PG_VERSION", b"15\n", None),
+                ("backup_label.old", SYNTHETIC_LABEL.as_bytes(), None),
+            ]],
+            None,
+        );
+        let key = format!("basebackups_005/{BACKUP}/tar_partitions/backup_label.tar.lz4");
+        match label {
+            Some(text) => a.put(&key, &encode(Codec::Lz4, &tar_of(&[("backup_label", text.as_bytes(), None)]))),
+            None => a.remove(&key),
+        }
+        let target = a.scratch.path().join("restored");
+        let out = fetch(&a, &target, &[]);
+        assert_eq!(code(&out), 7, "{case}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{case}: {}", stderr(&out));
+        assert!(
+            target.join("WALFETCH_RESTORE_INCOMPLETE").exists() && !target.join("global/pg_control").exists(),
+            "{case}: a failed restore stays unstartable"
+        );
+    }
 }

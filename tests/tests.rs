@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod migration;
 mod prefetch;
 mod restore;
+mod resume;
 mod status;
 mod verify;
 mod wale;

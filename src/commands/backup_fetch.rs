@@ -10,17 +10,19 @@ use clap::Args;
 use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::inspect::verify::backup_wal;
 use crate::layout::backup::{latest, read_backup};
 use crate::layout::plan::plan;
 use crate::pg::recovery::{restore_command, RecoveryMode};
-use crate::restore::fetch::{prepare_target, restore, Options};
+use crate::restore::fetch::{prepare_target, restore, Options, Start};
+use crate::restore::journal::identity_in;
 use crate::restore::tablespace::parse_mapping;
 
 /// Options of `backup-fetch`.
 #[derive(Debug, Args)]
 pub struct BackupFetch {
-    /// Directory to restore into (created if missing; must be empty unless --force).
+    /// Directory to restore into (created if missing; must be empty unless --force or --resume).
     pub dir: PathBuf,
     /// Backup name, or LATEST for the backup with the highest finish LSN.
     pub backup: String,
@@ -31,14 +33,22 @@ pub struct BackupFetch {
     #[arg(long)]
     pub recovery: bool,
     /// Delete what DIR holds before restoring into it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub force: bool,
+    /// Continue an interrupted restore of the same backup in DIR: partitions it finished
+    /// are checked, not fetched again (with LATEST: the backup DIR was being restored from).
+    #[arg(long)]
+    pub resume: bool,
     /// Connections receiving at once from S3, or partitions extracted at once from a directory [env: WALG_DOWNLOAD_CONCURRENCY; default: 10 from S3, the cores from a directory]
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Restore tablespace OID into PATH instead of its source location (repeatable).
     #[arg(long = "tablespace-map", value_name = "OID=PATH")]
     pub tablespace_map: Vec<String>,
+    /// Restore even if the archive lacks WAL the backup needs to become consistent
+    /// (checked before the download; without that WAL the restore can never be started).
+    #[arg(long)]
+    pub no_wal_check: bool,
     /// Skip the final filesystem sync (faster; the restore is not crash-safe until synced).
     #[arg(long)]
     pub no_sync: bool,
@@ -59,15 +69,32 @@ impl Run for BackupFetch {
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let started = Instant::now();
         let dir = absolute(&self.dir);
-        prepare_target(&dir, self.force)?;
+        let start = prepare_target(&dir, self.force, self.resume)?;
         let storage = ctx.storage()?;
         let parallelism = ctx.settings.restore_parallelism(self.concurrency, storage.is_remote());
-        let backup = if self.backup.eq_ignore_ascii_case("LATEST") {
-            latest(&storage, ctx.settings.listing_concurrency())?
-        } else {
-            read_backup(storage.as_ref(), &self.backup)?
+        let interrupted = match start {
+            Start::Resume => identity_in(&dir)?,
+            Start::Fresh => None,
+        };
+        let backup = match (&interrupted, self.backup.eq_ignore_ascii_case("LATEST")) {
+            (Some(id), true) => {
+                tracing::info!(backup = %id.backup, "LATEST with --resume: the backup this directory was being restored from");
+                read_backup(storage.as_ref(), &id.backup)?
+            }
+            (None, true) => latest(&storage, ctx.settings.listing_concurrency())?,
+            (_, false) => read_backup(storage.as_ref(), &self.backup)?,
         };
         tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
+        if self.no_wal_check {
+            tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
+        } else {
+            let wal = backup_wal(&storage, &backup, ctx.settings.listing_concurrency())?;
+            let line = wal.describe(&backup.name.name);
+            if !wal.missing.is_empty() {
+                return Err(Error::new(ErrorKind::Unrestorable, line));
+            }
+            crate::outln!("{line}");
+        }
         let plan = plan(storage.as_ref(), backup)?;
         let recovery = match self.mode() {
             Some(mode) => Some((mode, restore_command(&ctx.settings.storage()?.to_flags())?)),
@@ -80,9 +107,18 @@ impl Run for BackupFetch {
             recovery,
             sync: !self.no_sync,
         };
-        let summary = restore(&storage, &plan, &dir, &opts)?;
+        let summary = restore(&storage, &plan, &dir, &opts, start)?;
+        let resumed = match start {
+            Start::Resume => format!(
+                "; resumed: {} of {} partitions ({:.1} MiB compressed) were already restored and not fetched again",
+                summary.skipped,
+                summary.partitions,
+                summary.skipped_bytes as f64 / 1048576.0
+            ),
+            Start::Fresh => String::new(),
+        };
         crate::outln!(
-            "restored {} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions) in {:.1}s",
+            "restored {} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions{resumed}) in {:.1}s",
             plan.name(),
             dir.display(),
             summary.files,

@@ -164,18 +164,25 @@ fn required_start(opts: &Options, backups: &[Backup], spans: &[Span], inv: &Inve
     )
 }
 
+/// The segments a backup needs to become consistent: its timeline, and the first and
+/// last segment numbers (from its start to its finish).
+fn needed(b: &Backup, size: u64) -> (u32, u64, u64) {
+    let tli = b.name.start_segment.timeline;
+    let lo = b
+        .start()
+        .map(|l| l.0 / size)
+        .or_else(|| b.name.start_segment.number(size))
+        .unwrap_or(0);
+    let hi = b.finish().map(|l| l.0 / size).unwrap_or(lo);
+    (tli, lo, hi)
+}
+
 /// Whether each backup has every segment from its start to its finish.
 fn backup_reports(backups: &[Backup], inv: &Inventory, size: u64) -> Vec<BackupReport> {
     backups
         .iter()
         .map(|b| {
-            let tli = b.name.start_segment.timeline;
-            let lo = b
-                .start()
-                .map(|l| l.0 / size)
-                .or_else(|| b.name.start_segment.number(size))
-                .unwrap_or(0);
-            let hi = b.finish().map(|l| l.0 / size).unwrap_or(lo);
+            let (tli, lo, hi) = needed(b, size);
             let missing = missing_on(inv, tli, lo, hi, size);
             BackupReport {
                 name: b.name.name.clone(),
@@ -197,6 +204,70 @@ fn verdict(unrestorable: bool, missing: u64, stale: bool) -> (&'static str, u8) 
     } else {
         ("healthy", 0)
     }
+}
+
+/// What the archive holds of the WAL one backup needs: `backup-fetch`'s check before
+/// the first byte of a restore.
+#[derive(Debug)]
+pub struct BackupWal {
+    /// First and last segment the backup needs to become consistent.
+    pub needed: (String, String),
+    /// The ones missing.
+    pub missing: Vec<MissingRange>,
+    /// The last segment of the unbroken run that starts at the backup's finish, on its
+    /// timeline: how far replay can go without a gap on that timeline.
+    pub continues_to: Option<String>,
+    /// The newest timeline the archive holds WAL of.
+    pub newest_timeline: Option<u32>,
+}
+
+impl BackupWal {
+    /// One line for people.
+    pub fn describe(&self, backup: &str) -> String {
+        let (first, last) = &self.needed;
+        if self.missing.is_empty() {
+            let further = match (&self.continues_to, self.newest_timeline) {
+                (Some(to), Some(t)) => format!("; the archive continues without a gap to {to} (newest timeline {t})"),
+                _ => String::new(),
+            };
+            return format!("WAL check: {backup} needs {first} to {last}, all archived{further}");
+        }
+        let count: u64 = self.missing.iter().map(|m| m.count).sum();
+        let shown: Vec<String> = self
+            .missing
+            .iter()
+            .take(3)
+            .map(|m| {
+                if m.from == m.to {
+                    m.from.clone()
+                } else {
+                    format!("{} to {}", m.from, m.to)
+                }
+            })
+            .collect();
+        format!(
+            "WAL check: {backup} needs {first} to {last} to become consistent, and the archive lacks {count} of them ({}{}); a restore of it could never be started; pass --no-wal-check to restore it anyway",
+            shown.join(", "),
+            if self.missing.len() > 3 { ", ..." } else { "" }
+        )
+    }
+}
+
+/// Checks that the archive holds every segment from `backup`'s start to its finish, and
+/// how far it continues past it (one listing of `wal_005/`).
+pub fn backup_wal(storage: &Arc<dyn Storage>, backup: &Backup, concurrency: usize) -> Result<BackupWal> {
+    let (inv, size) = scan(storage.as_ref(), None, concurrency)?;
+    let (tli, lo, hi) = needed(backup, size);
+    let continues_to = inv.timelines.get(&tli).filter(|r| r.contains(hi)).map(|r| {
+        let end = r.gaps.iter().find(|(a, _)| *a > hi).map_or(r.last, |(a, _)| a - 1);
+        name(tli, end, size)
+    });
+    Ok(BackupWal {
+        needed: (name(tli, lo, size), name(tli, hi, size)),
+        missing: missing_on(&inv, tli, lo, hi, size),
+        continues_to,
+        newest_timeline: inv.latest_timeline(),
+    })
 }
 
 /// Builds the report (no output).

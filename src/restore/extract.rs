@@ -81,8 +81,10 @@ fn is_tablespace_link(parts: &[String]) -> bool {
 }
 
 impl Target {
-    /// Prepares `root` (mode 0700) and the tablespace links of the plan.
-    pub fn create(root: &Path, tablespaces: BTreeMap<String, PathBuf>) -> Result<Target> {
+    /// Prepares `root` (mode 0700) and the tablespace links of the plan. `resuming`: the
+    /// target holds an interrupted restore of the same backup, so tablespace locations
+    /// may hold files and their links may already be in place (pointing there).
+    pub fn create(root: &Path, tablespaces: BTreeMap<String, PathBuf>, resuming: bool) -> Result<Target> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -98,7 +100,24 @@ impl Target {
             let tblspc = root.join("pg_tblspc");
             target.ensure_dir(&tblspc)?;
             for (oid, loc) in &target.tablespaces {
-                if !fsutil::is_empty_dir(loc)? {
+                let link = tblspc.join(oid);
+                if resuming {
+                    match fs::read_link(&link) {
+                        Ok(to) if &to == loc => continue,
+                        Ok(to) => {
+                            return Err(Error::new(
+                                ErrorKind::Refused,
+                                format!(
+                                    "tablespace {oid}: the interrupted restore put it in {}, this one asks for {}; resume with the same --tablespace-map",
+                                    to.display(),
+                                    loc.display()
+                                ),
+                            ))
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if !resuming && !fsutil::is_empty_dir(loc)? {
                     return Err(Error::new(
                         ErrorKind::Refused,
                         format!(
@@ -112,7 +131,6 @@ impl Target {
                     .mode(0o700)
                     .create(loc)
                     .map_err(|e| Error::local_io(loc.display(), &e))?;
-                let link = tblspc.join(oid);
                 fsutil::symlink(loc, &link)?;
             }
         }
@@ -127,6 +145,39 @@ impl Target {
     /// Final tablespace locations.
     pub fn tablespaces(&self) -> &BTreeMap<String, PathBuf> {
         &self.tablespaces
+    }
+
+    /// Where the file a backup names `rel` (relative to the data directory) is restored:
+    /// `global/pg_control` at its staged place, everything else under the root
+    /// (tablespace files through their links).
+    pub fn path_of(&self, rel: &str) -> PathBuf {
+        if rel == "global/pg_control" {
+            self.root.join(STAGED_PG_CONTROL)
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    /// Syncs the filesystems of the data directory and its tablespaces (`syncfs`): what
+    /// was written so far is durable.
+    pub fn sync(&self) -> Result<()> {
+        fsutil::sync_filesystem(&self.root)?;
+        for loc in self.tablespaces.values() {
+            fsutil::sync_filesystem(loc)?;
+        }
+        Ok(())
+    }
+
+    /// Takes back a `pg_control` an interrupted restore had already put in place, so the
+    /// directory cannot be started while the restore resumes.
+    pub fn unstage_pg_control(&self) -> Result<()> {
+        let staged = self.root.join(STAGED_PG_CONTROL);
+        let installed = self.root.join("global/pg_control");
+        if !staged.exists() && installed.exists() {
+            fs::rename(&installed, &staged).map_err(|e| Error::local_io(installed.display(), &e))?;
+            fsutil::fsync_dir(&self.root.join("global"))?;
+        }
+        Ok(())
     }
 
     /// Where the components of a member land, following only tablespace links.
@@ -248,8 +299,15 @@ impl Target {
     }
 
     /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
-    /// the work early when another partition has failed.
-    pub fn extract<R: Read>(&self, reader: R, object: &str, cancel: &AtomicBool) -> Result<(Extracted, R)> {
+    /// the work early when another partition has failed; `written` hears of every file
+    /// written whole (its name relative to the data directory, and its size).
+    pub fn extract<R: Read>(
+        &self,
+        reader: R,
+        object: &str,
+        cancel: &AtomicBool,
+        written: &mut dyn FnMut(&str, u64) -> Result<()>,
+    ) -> Result<(Extracted, R)> {
         let mut archive = tar::Archive::new(reader);
         let mut stats = Extracted::default();
         let mut buf = vec![0u8; WRITE_BUFFER];
@@ -274,7 +332,9 @@ impl Target {
                     self.ensure_path(&base, &parts[skip..])?;
                 }
                 EntryType::Regular | EntryType::Continuous => {
-                    stats.bytes += self.write_member(&mut entry, &parts, object, &mut buf)?;
+                    let bytes = self.write_member(&mut entry, &parts, object, &mut buf)?;
+                    written(&shown, bytes)?;
+                    stats.bytes += bytes;
                     stats.files += 1;
                 }
                 EntryType::Symlink if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) => {
@@ -354,14 +414,14 @@ mod tests {
 
     fn run(data: Vec<u8>, target: &Target) -> Result<Extracted> {
         target
-            .extract(io::Cursor::new(data), "part_001.tar", &AtomicBool::new(false))
+            .extract(io::Cursor::new(data), "part_001.tar", &AtomicBool::new(false), &mut |_, _| Ok(()))
             .map(|(s, _)| s)
     }
 
     #[test]
     fn extracts_walg_and_walrus_names_and_stages_pg_control() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target::create(&dir.path().join("pg"), BTreeMap::new()).unwrap();
+        let t = Target::create(&dir.path().join("pg"), BTreeMap::new(), false).unwrap();
         let data = tar_with(|b| {
             file(b, "/base/1/1259", b"abc");
             file(b, "global/1262", b"de");
@@ -378,7 +438,7 @@ mod tests {
     #[test]
     fn refuses_dot_dot_and_foreign_symlinks() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target::create(&dir.path().join("pg"), BTreeMap::new()).unwrap();
+        let t = Target::create(&dir.path().join("pg"), BTreeMap::new(), false).unwrap();
         let err = run(tar_with(|b| file(b, "base/../../evil", b"x")), &t).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsafe);
         assert!(!dir.path().join("evil").exists());
@@ -392,7 +452,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         fs::create_dir(&outside).unwrap();
-        let t = Target::create(&dir.path().join("pg"), BTreeMap::new()).unwrap();
+        let t = Target::create(&dir.path().join("pg"), BTreeMap::new(), false).unwrap();
         std::os::unix::fs::symlink(&outside, dir.path().join("pg/base")).unwrap();
         let err = run(tar_with(|b| file(b, "base/1/x", b"x")), &t).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsafe);
@@ -408,7 +468,7 @@ mod tests {
         let loc = dir.path().join("tbs");
         let mut plan = BTreeMap::new();
         plan.insert("16385".to_string(), loc.clone());
-        let t = Target::create(&dir.path().join("pg"), plan).unwrap();
+        let t = Target::create(&dir.path().join("pg"), plan, false).unwrap();
         run(tar_with(|b| file(b, "/pg_tblspc/16385/PG_15_1/5/16390", b"rel")), &t).unwrap();
         assert_eq!(fs::read(loc.join("PG_15_1/5/16390")).unwrap(), b"rel");
         assert_eq!(fs::read_link(dir.path().join("pg/pg_tblspc/16385")).unwrap(), loc);
@@ -417,7 +477,7 @@ mod tests {
     #[test]
     fn truncated_tar_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target::create(&dir.path().join("pg"), BTreeMap::new()).unwrap();
+        let t = Target::create(&dir.path().join("pg"), BTreeMap::new(), false).unwrap();
         let mut data = tar_with(|b| file(b, "base/1/1", &[7u8; 5000]));
         data.truncate(2048);
         let err = run(data, &t).unwrap_err();

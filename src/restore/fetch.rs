@@ -2,17 +2,21 @@
 //! (`walfetch backup-fetch`).
 //!
 //! Order of work, chosen so that a failure at any point leaves the directory visibly
-//! unusable:
-//! 1. refuse a running server or a non-empty directory (unless forced);
-//! 2. create it with an `WALFETCH_RESTORE_INCOMPLETE` marker and the tablespace links;
+//! unusable, and resumable:
+//! 1. refuse a running server or a non-empty directory (unless forced, or resuming an
+//!    interrupted restore of the same backup);
+//! 2. create it with an `WALFETCH_RESTORE_INCOMPLETE` marker, the restore journal
+//!    ([`super::journal`]) and the tablespace links;
 //! 3. download, decompress and extract the data partitions and `pg_control.tar` in
-//!    parallel (from remote storage, in parts over many connections), largest first (`global/pg_control` is staged, not installed, whichever
-//!    tar holds it), then `backup_label.tar`;
+//!    parallel (from remote storage, in parts over many connections), in the plan's
+//!    order (`global/pg_control` is staged, not installed, whichever tar holds it), then
+//!    `backup_label.tar`; each partition, once its files are synced, is recorded in the
+//!    journal, and a resume skips what the journal vouches for;
 //! 4. check every file `files_metadata.json` lists ([`super::checks`]);
 //! 5. write the recovery configuration if asked, sync the filesystem once, install
-//!    `pg_control`, and remove the marker last.
+//!    `pg_control`, remove the journal, and remove the marker last.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -30,8 +34,9 @@ use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
 use crate::progress::{self, Reporter};
-use crate::restore::checks::{check_files_extracted, rewrite_tablespace_map};
+use crate::restore::checks::{check_backup_label, check_files_extracted, rewrite_tablespace_map};
 use crate::restore::extract::{Target, STAGED_PG_CONTROL};
+use crate::restore::journal::{self, Identity, Journal, Vouched};
 use crate::restore::tablespace;
 use crate::storage::download::{Download, Limits};
 use crate::storage::{ObjectMeta, ObjectReader, Storage};
@@ -60,17 +65,30 @@ pub struct Summary {
     pub decoded: u64,
     /// Compressed bytes read.
     pub read: u64,
-    /// Partitions restored.
+    /// Partitions in the backup.
     pub partitions: usize,
+    /// Partitions an interrupted restore had finished, not fetched again.
+    pub skipped: usize,
+    /// Their compressed bytes.
+    pub skipped_bytes: u64,
     /// One line per configuration file written.
     pub written: Vec<String>,
     /// Configuration files the backup lacks (WAL-E leaves them out).
     pub missing_config: Vec<&'static str>,
 }
 
-/// Refuses a directory a server runs in, or a non-empty one (unless `force`, which
-/// empties it).
-pub fn prepare_target(dir: &Path, force: bool) -> Result<()> {
+/// How a restore begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Into an empty directory.
+    Fresh,
+    /// Continuing an interrupted restore in the directory (`--resume`).
+    Resume,
+}
+
+/// Refuses a directory a server runs in, or a non-empty one, unless it holds an
+/// interrupted restore and `resume` is asked (continue it) or `force` (empty it).
+pub fn prepare_target(dir: &Path, force: bool, resume: bool) -> Result<Start> {
     if server_running(dir) {
         return Err(Error::new(
             ErrorKind::Refused,
@@ -78,68 +96,141 @@ pub fn prepare_target(dir: &Path, force: bool) -> Result<()> {
         ));
     }
     if fsutil::is_empty_dir(dir)? {
-        return Ok(());
+        return Ok(Start::Fresh);
     }
-    if !force {
-        let why = if dir.join(INCOMPLETE_MARKER).exists() {
-            "holds an interrupted restore"
-        } else {
-            "is not empty"
-        };
+    let interrupted = dir.join(INCOMPLETE_MARKER).exists();
+    if resume {
+        if interrupted {
+            return Ok(Start::Resume);
+        }
         return Err(Error::new(
             ErrorKind::Refused,
-            format!("{}: {why}; pass --force to delete its contents and restore into it", dir.display()),
+            format!(
+                "{}: holds no interrupted walfetch restore (no {INCOMPLETE_MARKER}), so there is nothing to resume; pass --force instead of --resume to delete its contents and restore into it",
+                dir.display()
+            ),
         ));
     }
+    if !force {
+        let why = match (interrupted, journal::identity_in(dir).ok().flatten()) {
+            (true, Some(id)) => format!(
+                "holds an interrupted restore of {}; pass --resume to continue it, or --force to delete its contents and start over",
+                id.backup
+            ),
+            (true, None) => {
+                "holds an interrupted restore; pass --resume to continue it, or --force to delete its contents and start over".to_string()
+            }
+            _ => "is not empty; pass --force to delete its contents and restore into it".to_string(),
+        };
+        return Err(Error::new(ErrorKind::Refused, format!("{}: {why}", dir.display())));
+    }
     tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
-    fsutil::clear_dir(dir)
+    fsutil::clear_dir(dir)?;
+    Ok(Start::Fresh)
+}
+
+/// The identity a journal records for `plan`'s backup.
+pub fn identity(plan: &RestorePlan) -> Identity {
+    Identity {
+        backup: plan.name().to_string(),
+        start_lsn: plan.backup.start().map(|l| l.to_string()),
+        finish_lsn: plan.backup.finish().map(|l| l.to_string()),
+    }
 }
 
 /// Restores the backup `plan` describes into `dir` (already prepared, see
-/// [`prepare_target`]).
-pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts: &Options) -> Result<Summary> {
+/// [`prepare_target`]), from the start or continuing an interrupted restore.
+pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
     let name = plan.name();
     let locations = tablespace::plan(plan.backup.sentinel.spec.as_ref(), &opts.tablespace_map)?;
-    let target = Target::create(dir, locations)?;
+    let resuming = start == Start::Resume;
     let marker = dir.join(INCOMPLETE_MARKER);
-    fs::write(
-        &marker,
-        format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"),
-    )
-    .map_err(|e| Error::local_io(marker.display(), &e))?;
+    if !resuming {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .map_err(|e| Error::local_io(dir.display(), &e))?;
+        fs::write(
+            &marker,
+            format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"),
+        )
+        .map_err(|e| Error::local_io(marker.display(), &e))?;
+        if opts.sync {
+            fsutil::fsync_dir(dir)?;
+        }
+    }
+    let target = Target::create(dir, locations, resuming)?;
+    let (journal, vouched) = if resuming {
+        target.unstage_pg_control()?;
+        let present = |rel: &str, size: u64| fs::metadata(target.path_of(rel)).is_ok_and(|m| m.len() == size);
+        Journal::resume(dir, &identity(plan), opts.sync, &present)?
+    } else {
+        (Journal::create(dir, &identity(plan), opts.sync)?, Vouched::default())
+    };
+    for (partition, why) in &vouched.distrusted {
+        tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
+    }
 
     let progress = Progress::default();
     let all_parts: Vec<&ObjectMeta> = plan.partitions.all().collect();
-    let total: u64 = all_parts.iter().map(|p| p.size).sum();
+    let skipped: Vec<&ObjectMeta> = all_parts.iter().copied().filter(|p| vouched.partitions.contains(&p.key)).collect();
+    let total: u64 = all_parts.iter().map(|p| p.size).sum::<u64>() - skipped.iter().map(|p| p.size).sum::<u64>();
+    if resuming {
+        tracing::info!(backup = %name, skipped = skipped.len(), partitions = all_parts.len(), "resuming: partitions the journal vouches for are not fetched again");
+    }
     let reporter = Reporter::start(
         &format!("restoring {name}"),
         Arc::clone(&progress.counters),
         total,
-        all_parts.len() as u64,
+        (all_parts.len() - skipped.len()) as u64,
     );
-    let metadata = extract_all(storage, plan, &target, opts, &progress)?;
+    let work = Work {
+        storage,
+        plan,
+        target: &target,
+        opts,
+        progress: &progress,
+        journal: &journal,
+        skip: &vouched.partitions,
+    };
+    let metadata = extract_all(&work)?;
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
     if let Some(expected) = plan.backup.sentinel.uncompressed_size {
-        if expected != decoded && plan.backup.name.wale_offset.is_none() {
+        if skipped.is_empty() && expected != decoded && plan.backup.name.wale_offset.is_none() {
             tracing::warn!(backup = %name, expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
         }
     }
+    check_backup_label(&target, &plan.backup)?;
     if let (Some(reader), Some(key)) = (metadata, &plan.files_metadata) {
         check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), &target)?;
     }
     if !opts.tablespace_map.is_empty() {
         rewrite_tablespace_map(&target)?;
     }
-    let (written, missing_config) = finish(dir, &target, &marker, opts)?;
+    let (written, missing_config) = finish(dir, &target, &marker, journal, opts)?;
     Ok(Summary {
         files: progress.files.load(Ordering::Relaxed),
         decoded,
         read: progress.counters.read.load(Ordering::Relaxed),
         partitions: all_parts.len(),
+        skipped: skipped.len(),
+        skipped_bytes: skipped.iter().map(|p| p.size).sum(),
         written,
         missing_config,
     })
+}
+
+/// What the partition workers share.
+struct Work<'a> {
+    storage: &'a Arc<dyn Storage>,
+    plan: &'a RestorePlan,
+    target: &'a Target,
+    opts: &'a Options,
+    progress: &'a Progress,
+    journal: &'a Journal,
+    /// Partitions an interrupted restore finished: not fetched again.
+    skip: &'a BTreeSet<String>,
 }
 
 /// Extracts every partition: the parallel set, then `backup_label.tar`. What is read only
@@ -147,27 +238,23 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
 /// at once, so those round trips overlap the restore instead of adding to its end: the
 /// answers wait in socket buffers (a connection dropped meanwhile resumes like any read).
 /// Returns the reader of files_metadata.json, when the plan checks it.
-fn extract_all(
-    storage: &Arc<dyn Storage>,
-    plan: &RestorePlan,
-    target: &Target,
-    opts: &Options,
-    progress: &Progress,
-) -> Result<Option<Result<ObjectReader>>> {
-    let parts = &plan.partitions;
-    let parallel: Vec<&ObjectMeta> = parts.parallel().collect();
+fn extract_all(work: &Work<'_>) -> Result<Option<Result<ObjectReader>>> {
+    let parts = &work.plan.partitions;
+    let storage = work.storage;
+    let parallel: Vec<&ObjectMeta> = parts.parallel().filter(|p| !work.skip.contains(&p.key)).collect();
+    let label = parts.backup_label.as_ref().filter(|l| !work.skip.contains(&l.key));
     let (restored, early) = std::thread::scope(|s| {
         let early = s.spawn(|| {
-            let label = parts.backup_label.as_ref().map(|l| storage.open(&l.key));
-            (label, plan.files_metadata.as_ref().map(|key| storage.open(key)))
+            let label = label.map(|l| storage.open(&l.key));
+            (label, work.plan.files_metadata.as_ref().map(|key| storage.open(key)))
         });
-        let restored = extract_parallel(storage, target, &parallel, opts, progress);
+        let restored = extract_parallel(work, &parallel);
         (restored, early.join())
     });
     restored?;
     let (label_reader, metadata_reader) = early.map_err(|_| Error::new(ErrorKind::LocalIo, "the early requests panicked"))?;
-    if let (Some(label), Some(reader)) = (&parts.backup_label, label_reader) {
-        extract_one(storage.as_ref(), target, label, reader?, &AtomicBool::new(false), progress)?;
+    if let (Some(label), Some(reader)) = (label, label_reader) {
+        extract_one(work, label, reader?, &AtomicBool::new(false))?;
     }
     Ok(metadata_reader)
 }
@@ -175,7 +262,7 @@ fn extract_all(
 /// Makes the restored directory startable: `pg_wal`, the recovery configuration (and a
 /// minimal configuration a WAL-E backup lacks), one sync, then pg_control installed and
 /// the marker removed. Returns what was written and which configuration files are missing.
-fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<(Vec<String>, Vec<&'static str>)> {
+fn finish(dir: &Path, target: &Target, marker: &Path, journal: Journal, opts: &Options) -> Result<(Vec<String>, Vec<&'static str>)> {
     let wal = wal_dir(dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -188,13 +275,15 @@ fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<
         written.extend(minimal_config::write_missing(dir, pg_major(dir)?, &dir.join(STAGED_PG_CONTROL))?);
     }
     if opts.sync {
-        fsutil::sync_filesystem(dir)?;
-        for loc in target.tablespaces().values() {
-            fsutil::sync_filesystem(loc)?;
-        }
+        target.sync()?;
     }
     target.install_pg_control()?;
     fsutil::fsync_dir(&dir.join("global"))?;
+    // The journal goes before the marker: a crash between the two leaves an interrupted
+    // restore with no journal, which a resume redoes whole, never a "complete" one
+    // with a stale journal in it.
+    journal.remove()?;
+    fsutil::fsync_dir(dir)?;
     fs::remove_file(marker).map_err(|e| Error::local_io(marker.display(), &e))?;
     fsutil::fsync_dir(dir)?;
     Ok((written, missing_config))
@@ -204,9 +293,10 @@ fn finish(dir: &Path, target: &Target, marker: &Path, opts: &Options) -> Result<
 /// while a [`Download`] fetches them (from remote storage: in parallel parts, ahead of
 /// the workers); the first failure cancels the others and is returned (the root cause,
 /// not a worker's "stopped because another failed").
-fn extract_parallel(storage: &Arc<dyn Storage>, target: &Target, parts: &[&ObjectMeta], opts: &Options, progress: &Progress) -> Result<()> {
+fn extract_parallel(work: &Work<'_>, parts: &[&ObjectMeta]) -> Result<()> {
+    let opts = work.opts;
     let limits = Limits::new(opts.parallelism.transfers, opts.part_size);
-    let download = Download::start(Arc::clone(storage), parts.iter().map(|p| (*p).clone()).collect(), limits);
+    let download = Download::start(Arc::clone(work.storage), parts.iter().map(|p| (*p).clone()).collect(), limits);
     let queue = Mutex::new((0..parts.len()).collect::<VecDeque<_>>());
     let cancel = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -219,9 +309,7 @@ fn extract_parallel(storage: &Arc<dyn Storage>, target: &Target, parts: &[&Objec
                 let Some(index) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                let restored = download
-                    .open(index)
-                    .and_then(|raw| extract_one(storage.as_ref(), target, parts[index], raw, &cancel, progress));
+                let restored = download.open(index).and_then(|raw| extract_one(work, parts[index], raw, &cancel));
                 if let Err(e) = restored {
                     let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                     // Keep the root cause, not a worker's "stopped because another failed".
@@ -240,16 +328,11 @@ fn extract_parallel(storage: &Arc<dyn Storage>, target: &Target, parts: &[&Objec
     }
 }
 
-/// Reads, decodes and extracts one partition on this thread.
-fn extract_one(
-    storage: &dyn Storage,
-    target: &Target,
-    part: &ObjectMeta,
-    raw: ObjectReader,
-    cancel: &AtomicBool,
-    progress: &Progress,
-) -> Result<()> {
-    let url = format!("{}/{}", storage.describe(), part.key);
+/// Reads, decodes and extracts one partition on this thread, then records it in the
+/// journal once what it wrote is durable.
+fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &AtomicBool) -> Result<()> {
+    let progress = work.progress;
+    let url = format!("{}/{}", work.storage.describe(), part.key);
     let started = Instant::now();
     let (_, codec) = Codec::split(&part.key);
     let counted = Counting {
@@ -263,8 +346,13 @@ fn extract_one(
         inner: codec.decoder(Box::new(counted), &url),
         total: 0,
     };
-    let (stats, mut decoded) = target.extract(decoded, &url, cancel)?;
+    let mut written = |rel: &str, size: u64| work.journal.file(&part.key, rel, size);
+    let (stats, mut decoded) = work.target.extract(decoded, &url, cancel, &mut written)?;
     drain_zeros(&mut decoded, &url)?;
+    if work.opts.sync {
+        work.target.sync()?;
+    }
+    work.journal.done(&part.key, stats.files, stats.bytes)?;
     progress.decoded.fetch_add(decoded.total, Ordering::Relaxed);
     progress.files.fetch_add(stats.files, Ordering::Relaxed);
     progress.counters.parts_done.fetch_add(1, Ordering::Relaxed);

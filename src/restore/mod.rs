@@ -5,4 +5,5 @@
 pub mod checks;
 pub mod extract;
 pub mod fetch;
+pub mod journal;
 pub mod tablespace;

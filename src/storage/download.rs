@@ -33,9 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{ObjectMeta, ObjectReader, RangeAnswer, Storage};
+use crate::constants::DOWNLOAD_MEMORY;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Bytes read from a part's body per call, between checks for a closed download.
+/// Bytes read from a part's body per call at most, between checks for a closed download.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// How a download shares the link and memory.
@@ -51,14 +52,18 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Limits for `transfers` connections and parts of `part_size`: as many parts held
-    /// again as are received, for requests sent ahead and parts waiting for their reader.
+    /// Limits for `transfers` connections and parts of `part_size`: parts held up to
+    /// [`DOWNLOAD_MEMORY`] bytes, and at least half as many again as are received, for
+    /// requests sent ahead (their round trips overlap the transfers) and parts waiting
+    /// for their reader.
     pub fn new(transfers: usize, part_size: u64) -> Limits {
         let transfers = transfers.max(1);
+        let part_size = part_size.max(1);
+        let budget = usize::try_from(DOWNLOAD_MEMORY / part_size).unwrap_or(usize::MAX);
         Limits {
             transfers,
-            part_size: part_size.max(1),
-            parts_held: transfers * 2,
+            part_size,
+            parts_held: budget.max(transfers + transfers.div_ceil(2)),
         }
     }
 }
@@ -337,41 +342,47 @@ impl Shared {
     fn receive(&self, mut reader: ObjectReader, job: &Job, url: &str) -> Result<Vec<u8>> {
         let want = (job.end - job.start) as usize;
         let mut buffer = self.lock().spare.pop().unwrap_or_default();
+        // Received straight into the part's buffer (no copy, no buffer per transfer),
+        // its memory touched only as the bytes arrive.
         buffer.clear();
-        buffer.reserve(want);
-        let mut chunk = vec![0u8; READ_CHUNK.min(want.max(1))];
-        loop {
+        buffer.reserve_exact(want);
+        while buffer.len() < want {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorKind::LocalIo, "download closed"));
             }
-            let n = match reader.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let chunk = (want - buffer.len()).min(READ_CHUNK) as u64;
+            match (&mut reader).take(chunk).read_to_end(&mut buffer) {
+                Ok(0) => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "{url}: bytes {}-{} ended after {} bytes; the object is shorter than listed (changed while being read?)",
+                            job.start,
+                            job.end,
+                            buffer.len()
+                        ),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{url}: {e}")))),
-            };
-            if n == 0 {
-                break;
             }
-            if buffer.len() + n > want {
-                return Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!("{url}: bytes {}-{} returned more than asked for", job.start, job.end),
-                ));
+        }
+        // Anything after the bytes asked for is an answer to another question.
+        let mut probe = [0u8; 1];
+        loop {
+            match reader.read(&mut probe) {
+                Ok(0) => return Ok(buffer),
+                Ok(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("{url}: bytes {}-{} returned more than asked for", job.start, job.end),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{url}: {e}")))),
             }
-            buffer.extend_from_slice(&chunk[..n]);
         }
-        if buffer.len() < want {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "{url}: bytes {}-{} ended after {} bytes; the object is shorter than listed (changed while being read?)",
-                    job.start,
-                    job.end,
-                    buffer.len()
-                ),
-            ));
-        }
-        Ok(buffer)
     }
 }
 
@@ -800,6 +811,16 @@ mod tests {
     }
 
     #[test]
+    fn limits_hold_the_memory_budget_and_more_parts_than_transfers() {
+        let l = Limits::new(10, 1 << 20);
+        assert_eq!((l.transfers, l.parts_held), (10, (DOWNLOAD_MEMORY >> 20) as usize));
+        assert!(l.parts_held as u64 * l.part_size <= DOWNLOAD_MEMORY);
+        // Parts too large for the budget: still half as many again as transfers.
+        assert_eq!(Limits::new(10, 64 << 20).parts_held, 15);
+        assert_eq!(Limits::new(0, 0).transfers, 1);
+    }
+
+    #[test]
     fn a_changed_object_or_a_short_part_is_an_error_never_a_splice() {
         let fake = Arc::new(Fake::with(&[("a", data(10_000, 1)), ("b", data(10_000, 2))]));
         fake.short.lock().unwrap().push(("a".into(), 4096));
@@ -816,7 +837,12 @@ mod tests {
         // The object is replaced between the first answer and a later part.
         let fake = Arc::new(Fake::with(&[("c", data(40_000, 3))]));
         let list = metas(&fake, &["c"]);
-        let download = Download::start(Arc::clone(&fake) as Arc<dyn Storage>, list, Limits::new(1, 4096));
+        let limits = Limits {
+            transfers: 1,
+            part_size: 4096,
+            parts_held: 2,
+        };
+        let download = Download::start(Arc::clone(&fake) as Arc<dyn Storage>, list, limits);
         let mut reader = download.open(0).unwrap();
         let mut first = vec![0u8; 4096];
         reader.read_exact(&mut first).unwrap();

@@ -2,13 +2,15 @@
 //! decorators layered on top, each in its own file.
 //!
 //! ```text
-//! ProvenAbsence<Retrying<S3Storage>>    (S3)
-//! ProvenAbsence<FsStorage>             (a directory)
+//! ProvenAbsence<[RateLimited<]Retrying<S3Storage>[>]>    (S3)
+//! ProvenAbsence<[RateLimited<]FsStorage[>]>             (a directory)
 //! ```
 //!
 //! - [`s3::S3Storage`], [`fs::FsStorage`]: one request per call, classified;
 //! - [`retry::Retrying`]: retries transient failures of each request (a body cut short
 //!   resumes inside the S3 reader, where its ETag is);
+//! - [`ratelimit::RateLimited`] (with `WALG_NETWORK_RATE_LIMIT`): every reader shares
+//!   one bandwidth limit;
 //! - [`absence::ProvenAbsence`]: an absence or an empty listing only from an archive
 //!   root that holds objects.
 //!
@@ -25,6 +27,7 @@ pub mod absence;
 pub mod download;
 pub mod fs;
 pub mod keyspace;
+pub mod ratelimit;
 pub mod retry;
 pub mod s3;
 
@@ -159,12 +162,21 @@ pub trait Storage: Send + Sync {
 
 /// Opens the backend the settings name, with its decorators (see the module doc).
 pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
+    let limit = settings.tuning.rate_limit;
     Ok(match &settings.location {
-        Location::File { root } => Arc::new(ProvenAbsence::new(fs::FsStorage::new(root.clone()))),
+        Location::File { root } => {
+            let fs = fs::FsStorage::new(root.clone());
+            match limit {
+                Some(rate) => Arc::new(ProvenAbsence::new(ratelimit::RateLimited::new(fs, rate))),
+                None => Arc::new(ProvenAbsence::new(fs)),
+            }
+        }
         Location::S3 { .. } => {
-            let s3 = s3::S3Storage::connect(settings)?;
-            let retrying = retry::Retrying::new(s3, settings.tuning.max_retries);
-            Arc::new(ProvenAbsence::new(retrying))
+            let s3 = retry::Retrying::new(s3::S3Storage::connect(settings)?, settings.tuning.max_retries);
+            match limit {
+                Some(rate) => Arc::new(ProvenAbsence::new(ratelimit::RateLimited::new(s3, rate))),
+                None => Arc::new(ProvenAbsence::new(s3)),
+            }
         }
     })
 }

@@ -42,6 +42,11 @@ impl Archive {
         give_to_postgres(&self.scratch.path().join("s3"));
     }
 
+    /// Deletes an object.
+    pub fn remove(&self, key: &str) {
+        fs::remove_file(self.root.join(key)).unwrap();
+    }
+
     /// A data directory with pg_wal and a pg_control carrying `sysid`.
     pub fn datadir(&self, sysid: u64, standby: bool) -> PathBuf {
         let dir = self.scratch.dir("pgdata");
@@ -101,7 +106,11 @@ pub fn tar_of(members: &[Member]) -> Vec<u8> {
 /// Name of the synthetic backup.
 pub const BACKUP: &str = "base_000000010000000000000002";
 
-/// A synthetic wal-g backup: data parts (lz4), pg_control.tar, files metadata, sentinel.
+/// The backup_label of [`synthetic_backup`]: its start and checkpoint agree with the sentinel.
+pub const SYNTHETIC_LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-25 09:45:04 UTC\nLABEL: synthetic\nSTART TIMELINE: 1\n";
+
+/// A synthetic wal-g backup: data parts (lz4), pg_control.tar, backup_label.tar, files
+/// metadata, sentinel, and the one (16 MiB) WAL segment it needs to become consistent.
 pub fn synthetic_backup(a: &Archive, parts: &[&[Member]], metadata: Option<&str>) {
     let dir = format!("basebackups_005/{BACKUP}");
     for (i, part) in parts.iter().enumerate() {
@@ -113,6 +122,14 @@ pub fn synthetic_backup(a: &Archive, parts: &[&[Member]], metadata: Option<&str>
     a.put(
         &format!("{dir}/tar_partitions/pg_control.tar.lz4"),
         &encode(Codec::Lz4, &tar_of(&[("/global/pg_control", &[1u8; 8192], None)])),
+    );
+    a.put(
+        "wal_005/000000010000000000000002.lz4",
+        &encode(Codec::Lz4, &super::fake_segment("000000010000000000000002", 16 << 20, 7)),
+    );
+    a.put(
+        &format!("{dir}/tar_partitions/backup_label.tar.lz4"),
+        &encode(Codec::Lz4, &tar_of(&[("backup_label", SYNTHETIC_LABEL.as_bytes(), None)])),
     );
     if let Some(m) = metadata {
         a.put(&format!("{dir}/files_metadata.json"), m.as_bytes());

@@ -566,6 +566,30 @@ pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) 
     cmd.output().unwrap()
 }
 
+/// Starts walfetch in the background (as postgres when root).
+pub fn spawn_walfetch(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Child {
+    let mut cmd = if is_root() {
+        Command::new("runuser")
+    } else {
+        Command::new(walfetch_bin())
+    };
+    if is_root() {
+        cmd.args(["-u", "postgres", "--"]).arg(walfetch_bin());
+    }
+    cmd.args(args).envs(env.iter().cloned()).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// SIGKILL to the walfetch process (runuser's child when root).
+pub fn kill9(child: &mut Child) {
+    let _ = Command::new("pkill").args(["-9", "-P", &child.id().to_string()]).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// stderr of an output, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -48,6 +48,8 @@ pub struct Rule {
 pub struct Seen {
     pub line: String,
     pub range: Option<String>,
+    /// Body bytes the proxy passed on to the client for this request (so far).
+    pub served: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -164,11 +166,13 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
     if reader.read_exact(&mut body).is_err() {
         return;
     }
+    let served = Arc::new(AtomicU64::new(0));
     let fault = {
         let mut st = state.lock().unwrap();
         st.seen.push(Seen {
             line: head[0].clone(),
             range: header(&head, "range").map(str::to_string),
+            served: Arc::clone(&served),
         });
         let range = header(&head, "range").unwrap_or("");
         let rule = st.rules.iter_mut().find(|r| {
@@ -259,6 +263,7 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
         if client.write_all(&buf[..n]).is_err() {
             return;
         }
+        served.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(Fault::Throttle(_, pause)) = &fault {
             thread::sleep(*pause);
         }

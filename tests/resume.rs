@@ -1,6 +1,7 @@
-//! A restore that is interrupted and resumed (`backup-fetch --resume`), and the proof a
-//! restore asks for before its first byte: from a real PostgreSQL's backup in the real S3
-//! server, through a proxy that slows the link and counts what it serves.
+//! Large restores: one interrupted and resumed (`backup-fetch --resume`), the proof a
+//! restore asks for before its first byte, and a bandwidth limit; from a real
+//! PostgreSQL's backup in the real S3 server, through a proxy that slows the link and
+//! counts what it serves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -405,4 +406,54 @@ fn a_backup_whose_wal_is_missing_is_refused_before_any_download() {
     let out = walfetch(&["backup-fetch", other.to_str().unwrap(), "LATEST", "--no-wal-check"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("--no-wal-check"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_rate_limit_holds_for_backup_fetch_and_wal_fetch_and_a_bad_one_is_refused() {
+    let a = Archive::new();
+    let bulk = noise(3 << 20, 5);
+    synthetic_backup(&a, &[&[("PG_VERSION", b"15\n", None), ("base/1/bulk", &bulk, None)]], None);
+    let seg_name = "000000010000000000000005";
+    let mut seg = fake_segment(seg_name, 1 << 20, 7);
+    seg[8192..].copy_from_slice(&noise((1 << 20) - 8192, 6));
+    a.put(&format!("wal_005/{seg_name}.lz4"), &encode(walfetch::codec::Codec::Lz4, &seg));
+    let s3 = S3Server::start(a.s3_data());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+
+    // Lower bounds, not speeds: at the limit, these bytes cannot arrive sooner (a quarter
+    // second of burst aside), however fast or slow the machine; without it they take a
+    // fraction of that here.
+    let mut limited = env.clone();
+    limited.push(("WALG_NETWORK_RATE_LIMIT".into(), "1000000".into()));
+    let target = a.scratch.path().join("restored");
+    let started = Instant::now();
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &limited);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2800),
+        "3 MiB at 1 MB/s in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::read(target.join("base/1/bulk")).unwrap(), bulk);
+
+    let dir = a.datadir(7, true);
+    let mut limited = env.clone();
+    limited.push(("WALG_NETWORK_RATE_LIMIT".into(), "250000".into()));
+    limited.push(("WALFETCH_PREFETCH".into(), "off".into()));
+    let started = Instant::now();
+    let out = walfetch_in(Some(&dir), &["wal-fetch", seg_name, "pg_wal/RECOVERYXLOG"], &limited);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        started.elapsed() >= Duration::from_millis(3500),
+        "1 MiB at 250 kB/s in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), seg);
+
+    let mut bad = env.clone();
+    bad.push(("WALG_NETWORK_RATE_LIMIT".into(), "10MB/s".into()));
+    let out = walfetch(&["backup-fetch", a.scratch.path().join("other").to_str().unwrap(), "LATEST"], &bad);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("WALG_NETWORK_RATE_LIMIT='10MB/s'"), "{}", stderr(&out));
 }

@@ -11,6 +11,7 @@ use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::inspect::backups::human_size;
 use crate::inspect::verify::backup_wal;
 use crate::layout::backup::{latest, read_backup};
 use crate::layout::plan::plan;
@@ -110,10 +111,10 @@ impl Run for BackupFetch {
         let summary = restore(&storage, &plan, &dir, &opts, start)?;
         let resumed = match start {
             Start::Resume => format!(
-                "; resumed: {} of {} partitions ({:.1} MiB compressed) were already restored and not fetched again",
+                "; resumed: {} of {} partitions ({} compressed) were already restored and not fetched again",
                 summary.skipped,
                 summary.partitions,
-                summary.skipped_bytes as f64 / 1048576.0
+                human_size(Some(summary.skipped_bytes))
             ),
             Start::Fresh => String::new(),
         };

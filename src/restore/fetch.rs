@@ -144,6 +144,10 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
     let name = plan.name();
     let locations = tablespace::plan(plan.backup.sentinel.spec.as_ref(), &opts.tablespace_map)?;
     let resuming = start == Start::Resume;
+    if resuming {
+        // Before anything in the target changes.
+        journal::check_identity(dir, &identity(plan))?;
+    }
     let marker = dir.join(INCOMPLETE_MARKER);
     if !resuming {
         fs::DirBuilder::new()

@@ -115,6 +115,29 @@ pub fn identity_in(dir: &Path) -> Result<Option<Identity>> {
     header(&first, &path)
 }
 
+/// Refuses to resume `identity` in `dir` when its journal records another restore.
+pub fn check_identity(dir: &Path, identity: &Identity) -> Result<()> {
+    match identity_in(dir)? {
+        Some(found) if &found != identity => Err(other_backup(dir, &found, identity)),
+        _ => Ok(()),
+    }
+}
+
+/// The error for a resume of `asked` in a target that holds an interrupted restore of `found`.
+fn other_backup(dir: &Path, found: &Identity, asked: &Identity) -> Error {
+    Error::new(
+        ErrorKind::Refused,
+        format!(
+            "{}: holds an interrupted restore of {}, not {}; resume that one (backup-fetch {} {} --resume) or pass --force to start over",
+            dir.display(),
+            found.backup,
+            asked.backup,
+            dir.display(),
+            found.backup
+        ),
+    )
+}
+
 /// Parses a header line (`None`: torn, so never written whole).
 fn header(line: &str, path: &Path) -> Result<Option<Identity>> {
     if !line.ends_with('\n') {
@@ -168,19 +191,7 @@ impl Journal {
         reader.read_line(&mut line).map_err(io)?;
         match header(&line, &path)? {
             None => return Ok((Journal::create(dir, identity, sync)?, Vouched::default())),
-            Some(found) if &found != identity => {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "{}: holds an interrupted restore of {}, not {}; resume that one (backup-fetch {} {} --resume) or pass --force to start over",
-                        dir.display(),
-                        found.backup,
-                        identity.backup,
-                        dir.display(),
-                        found.backup
-                    ),
-                ))
-            }
+            Some(found) if &found != identity => return Err(other_backup(dir, &found, identity)),
             Some(_) => {}
         }
         // Files that fail their check, by partition; partitions finished (with whether

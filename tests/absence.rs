@@ -405,15 +405,15 @@ fn a_fetcher_with_other_settings_is_replaced() {
         info["pid"].as_u64()
     };
     assert_eq!(code(&wal_fetch(&dir, 5, &env)), 0);
-    wait_for("the fetcher to start", 20, || {
+    wait_for("the fetcher to start", 60, || {
         pid().is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
     });
     let first = pid().unwrap();
     // The server restarted with other settings (here: a different read-ahead).
     env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "3".into()));
     assert_eq!(code(&wal_fetch(&dir, 6, &env)), 0);
-    wait_for("the old fetcher to go", 10, || !Path::new(&format!("/proc/{first}")).exists());
-    wait_for("a new fetcher", 20, || {
+    wait_for("the old fetcher to go", 60, || !Path::new(&format!("/proc/{first}")).exists());
+    wait_for("a new fetcher", 60, || {
         pid().is_some_and(|p| p != first && Path::new(&format!("/proc/{p}")).exists())
     });
 
@@ -423,7 +423,7 @@ fn a_fetcher_with_other_settings_is_replaced() {
     unsafe {
         libc::kill(second as libc::pid_t, libc::SIGTERM);
     }
-    wait_for("the on-demand fetcher to go", 10, || {
+    wait_for("the on-demand fetcher to go", 60, || {
         !Path::new(&format!("/proc/{second}")).exists()
     });
     let mut service_env = env.clone();
@@ -436,7 +436,7 @@ fn a_fetcher_with_other_settings_is_replaced() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the service fetcher", 20, || {
+    wait_for("the service fetcher", 60, || {
         pid().is_some_and(|p| p != second && Path::new(&format!("/proc/{p}")).exists())
     });
     let service_pid = pid().unwrap();

@@ -225,12 +225,17 @@ impl BackupWal {
     /// One line for people.
     pub fn describe(&self, backup: &str) -> String {
         let (first, last) = &self.needed;
+        let needs = if first == last {
+            first.clone()
+        } else {
+            format!("{first} to {last}")
+        };
         if self.missing.is_empty() {
             let further = match (&self.continues_to, self.newest_timeline) {
                 (Some(to), Some(t)) => format!("; the archive continues without a gap to {to} (newest timeline {t})"),
                 _ => String::new(),
             };
-            return format!("WAL check: {backup} needs {first} to {last}, all archived{further}");
+            return format!("WAL check: {backup} needs {needs}, all archived{further}");
         }
         let count: u64 = self.missing.iter().map(|m| m.count).sum();
         let shown: Vec<String> = self
@@ -246,7 +251,7 @@ impl BackupWal {
             })
             .collect();
         format!(
-            "WAL check: {backup} needs {first} to {last} to become consistent, and the archive lacks {count} of them ({}{}); a restore of it could never be started; pass --no-wal-check to restore it anyway",
+            "WAL check: {backup} needs {needs} to become consistent, and the archive lacks {count} of them ({}{}); a restore of it could never be started; pass --no-wal-check to restore it anyway",
             shown.join(", "),
             if self.missing.len() > 3 { ", ..." } else { "" }
         )

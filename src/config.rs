@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_TRANSFERS};
+use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::wal::name::valid_segment_size;
 
@@ -45,6 +46,8 @@ pub struct StorageSettings {
     pub path_style: bool,
     /// Retry and transfer limits.
     pub tuning: Tuning,
+    /// Keys for encrypted objects (`WALG_LIBSODIUM_KEY`, …).
+    pub keys: Keys,
 }
 
 /// Limits of storage requests, from the `WALFETCH_*` variables (tests set small values).
@@ -183,6 +186,7 @@ impl StorageSettings {
             region,
             path_style,
             tuning: Tuning::resolve(env)?,
+            keys: Keys::resolve(env)?,
         })
     }
 
@@ -676,6 +680,7 @@ mod tests {
             region: Some("us-east-1".into()),
             path_style: true,
             tuning: Tuning::default(),
+            keys: Default::default(),
         };
         assert_eq!(
             s.to_flags(),

@@ -1,6 +1,6 @@
 //! walfetch: restore a PostgreSQL standby from a wal-g / WAL-E archive and keep it fed.
 //!
-//! Data flows one way: [`storage`] → [`codec`] → [`layout`] → [`commands`] → the
+//! Data flows one way: [`storage`] → [`crypto`] → [`codec`] → [`layout`] → [`commands`] → the
 //! filesystem ([`restore`], [`fsutil`]). See `docs/DESIGN.md` for the decisions.
 
 pub mod cli;
@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod constants;
 pub mod context;
+pub mod crypto;
 pub mod error;
 pub mod fsutil;
 pub mod fuzzing;

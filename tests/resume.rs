@@ -309,7 +309,7 @@ fn a_resume_of_another_backup_or_without_an_interrupted_restore_is_refused() {
     fs::write(target.join(MARKER), "").unwrap();
     fs::write(
         target.join(JOURNAL),
-        format!("{{\"journal\":{{\"version\":1,\"backup\":\"{BACKUP}\",\"start_lsn\":\"0/2000028\",\"finish_lsn\":\"0/2000100\"}}}}\n"),
+        format!("{{\"journal\":{{\"version\":1,\"backup\":\"{BACKUP}\",\"start_lsn\":\"0/2000028\",\"finish_lsn\":\"0/2000100\",\"system_identifier\":7,\"finish_time\":\"2026-11-25T09:45:05Z\"}}}}\n"),
     )
     .unwrap();
     give_to_postgres(a.scratch.path());
@@ -341,6 +341,20 @@ fn a_resume_of_another_backup_or_without_an_interrupted_restore_is_refused() {
     let out = walfetch(&["backup-fetch", &t, "LATEST", "--resume"], &a.env());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("restored {BACKUP}")));
+
+    // An interrupted restore that does not say which backup it is (an older walfetch's
+    // marker, no journal) is never resumed: only --force starts over.
+    fs::write(target.join(MARKER), "walfetch is restoring something here\n").unwrap();
+    let out = walfetch(&["backup-fetch", &t, "LATEST", "--resume"], &a.env());
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not say which backup"), "{}", stderr(&out));
+    let out = walfetch(&["backup-fetch", &t, "LATEST", "--force"], &a.env());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // --force deletes only once the restore can go ahead: a mistyped name leaves the
+    // directory as it was.
+    let out = walfetch(&["backup-fetch", &t, "base_0000000100000000000000FF", "--force"], &a.env());
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(target.join("base/1/1").exists(), "nothing deleted before the restore could start");
 
     // --resume on a directory that holds no interrupted restore.
     let out = walfetch(&["backup-fetch", &t, "LATEST", "--resume"], &a.env());
@@ -396,6 +410,22 @@ fn a_backup_whose_wal_is_missing_is_refused_before_any_download() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("all archived; the archive continues without a gap to 000000010000000000000004"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A finish exactly on a segment boundary (after a WAL switch) needs nothing of the
+    // segment that starts there.
+    a.remove("wal_005/000000010000000000000003.lz4");
+    a.put(
+        &format!("basebackups_005/{BACKUP}_backup_stop_sentinel.json"),
+        br#"{"LSN":33554472,"FinishLSN":50331648,"PgVersion":150018,"SystemIdentifier":7,"Version":2,"FinishTime":"2026-11-25T09:45:05Z"}"#,
+    );
+    let boundary = a.scratch.path().join("boundary");
+    let out = walfetch(&["backup-fetch", boundary.to_str().unwrap(), "LATEST"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("needs 000000010000000000000002, all archived"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

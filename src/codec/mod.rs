@@ -24,6 +24,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+use crate::crypto::{Keys, Revealing};
 use crate::error::{Error, ErrorKind, Result};
 
 mod lz4_guard;
@@ -88,7 +89,14 @@ impl Codec {
         (name, Codec::None)
     }
 
-    /// Wraps `raw` in a streaming decoder. `object` names the source for error messages.
+    /// Wraps `raw`, an object as stored (perhaps encrypted, see [`crate::crypto`]), in a
+    /// streaming decoder: how every object is read. `object` names it in errors.
+    pub fn reader(self, raw: Box<dyn Read + Send>, object: &str, keys: &Keys) -> Decoded {
+        self.decoder(Box::new(Revealing::new(raw, self, keys, object)), object)
+    }
+
+    /// Wraps `raw` (plain, compressed data) in a streaming decoder. `object` names the
+    /// source for error messages.
     pub fn decoder(self, raw: Box<dyn Read + Send>, object: &str) -> Decoded {
         let tracker = ErrorSlot::default();
         let tracked = TrackErrors {

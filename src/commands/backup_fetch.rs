@@ -75,7 +75,7 @@ impl Run for BackupFetch {
         let parallelism = ctx.settings.restore_parallelism(self.concurrency, storage.is_remote());
         let interrupted = match start {
             Start::Resume => identity_in(&dir)?,
-            Start::Fresh => None,
+            Start::Fresh | Start::Replace => None,
         };
         let backup = match (&interrupted, self.backup.eq_ignore_ascii_case("LATEST")) {
             (Some(id), true) => {
@@ -116,7 +116,7 @@ impl Run for BackupFetch {
                 summary.partitions,
                 human_size(Some(summary.skipped_bytes))
             ),
-            Start::Fresh => String::new(),
+            Start::Fresh | Start::Replace => String::new(),
         };
         crate::outln!(
             "restored {} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions{resumed}) in {:.1}s",

@@ -173,7 +173,10 @@ fn needed(b: &Backup, size: u64) -> (u32, u64, u64) {
         .map(|l| l.0 / size)
         .or_else(|| b.name.start_segment.number(size))
         .unwrap_or(0);
-    let hi = b.finish().map(|l| l.0 / size).unwrap_or(lo);
+    // The WAL up to the finish LSN, exclusive: a finish exactly on a segment boundary
+    // (after a WAL switch) needs nothing of the segment that starts there, as PostgreSQL
+    // (XLByteToPrevSeg) does not.
+    let hi = b.finish().filter(|f| f.0 > 0).map(|f| ((f.0 - 1) / size).max(lo)).unwrap_or(lo);
     (tli, lo, hi)
 }
 

@@ -84,7 +84,7 @@ impl<'a> Histories<'a> {
                 let url = format!("{}/{key}", self.storage.describe());
                 let (_, codec) = crate::codec::Codec::split(key);
                 let mut text = String::new();
-                let mut decoded = codec.decoder(self.storage.open(key)?, &url);
+                let mut decoded = codec.reader(self.storage.open(key)?, &url, self.storage.keys());
                 std::io::Read::read_to_string(&mut decoded, &mut text).map_err(|e| decoded.classify(&e))?;
                 parse_history(&text, &url)?
             }

@@ -177,7 +177,7 @@ impl Inventory {
 fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
     let url = format!("{}/{key}", storage.describe());
     let (_, codec) = Codec::split(key);
-    let mut decoded = codec.decoder(storage.open(key)?, &url);
+    let mut decoded = codec.reader(storage.open(key)?, &url, storage.keys());
     let mut header = [0u8; 40];
     decoded.read_exact(&mut header).map_err(|e| decoded.classify(&e))?;
     crate::wal::segment::segment_size_in_header(&header).ok_or_else(|| {

@@ -23,6 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::codec::Codec;
 use crate::constants::COPY_BUFFER_SIZE;
+use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::files_metadata::{FileEntry, FilesMetadataDoc};
@@ -204,10 +205,10 @@ impl<R: Read> Read for Fixed<R> {
 type Written = (String, u64);
 
 /// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed bytes, files written).
-fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<Written>)> {
+fn build_tar(members: &[Member], codec: Codec, keys: &Keys, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<Written>)> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
     let sink = io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?);
-    let encoder = codec.encoder(sink)?;
+    let encoder = codec.encoder(Sealing::new(sink, keys).map_err(|e| Error::local_io("spool", &e))?)?;
     let mut builder = tar::Builder::new(CountingWriter { inner: encoder, count: 0 });
     let spool_err = |e: io::Error| Error::local_io("backup spool", &e);
     let mut names = Vec::new();
@@ -243,7 +244,7 @@ fn build_tar(members: &[Member], codec: Codec, extra: &[(&str, &[u8])]) -> Resul
     }
     let counting = builder.into_inner().map_err(spool_err)?;
     let tar_bytes = counting.count;
-    let mut sink = counting.inner.finish().map_err(spool_err)?;
+    let mut sink = counting.inner.finish().and_then(Sealing::finish).map_err(spool_err)?;
     sink.flush().map_err(spool_err)?;
     drop(sink);
     let compressed = spool.metadata().map_err(spool_err)?.len();
@@ -296,7 +297,7 @@ impl Uploaded {
         extra: &[(&str, &[u8])],
         codec: Codec,
     ) -> Result<()> {
-        let (spool, t, c, names) = build_tar(members, codec, extra)?;
+        let (spool, t, c, names) = build_tar(members, codec, storage.keys(), extra)?;
         storage.put(&format!("{prefix}{file}"), &spool)?;
         self.tar_bytes.fetch_add(t, Ordering::Relaxed);
         self.compressed.fetch_add(c, Ordering::Relaxed);

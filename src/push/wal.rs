@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::Codec;
 use crate::constants::COPY_BUFFER_SIZE;
+use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::layout::wal_key;
@@ -32,13 +33,11 @@ fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Resul
     }
 }
 
-/// Compresses `source` into an anonymous spool file.
-pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<File> {
+/// Compresses (and, with a key, encrypts) `source` into an anonymous spool file.
+pub fn spool_compressed(source: &mut File, codec: Codec, keys: &Keys, what: &str) -> Result<File> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
-    let mut encoder = codec.encoder(io::BufWriter::with_capacity(
-        COPY_BUFFER_SIZE,
-        fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?,
-    ))?;
+    let sink = io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?);
+    let mut encoder = codec.encoder(Sealing::new(sink, keys).map_err(|e| Error::local_io("spool", &e))?)?;
     let mut buf = vec![0u8; COPY_BUFFER_SIZE];
     loop {
         let n = match source.read(&mut buf) {
@@ -49,7 +48,8 @@ pub fn spool_compressed(source: &mut File, codec: Codec, what: &str) -> Result<F
         };
         encoder.write_all(&buf[..n]).map_err(|e| Error::local_io("spool", &e))?;
     }
-    let mut inner = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
+    let sealed = encoder.finish().map_err(|e| Error::local_io("spool", &e))?;
+    let mut inner = sealed.finish().map_err(|e| Error::local_io("spool", &e))?;
     inner.flush().map_err(|e| Error::local_io("spool", &e))?;
     Ok(spool)
 }
@@ -77,7 +77,7 @@ pub fn push(storage: &dyn Storage, path: &Path, codec: Codec) -> Result<Pushed> 
 
     if storage.stat(&key)?.is_some() {
         let local = digest(&mut source, &|e| Error::local_io(&shown, &e))?;
-        let mut existing = codec.decoder(storage.open(&key)?, &url);
+        let mut existing = codec.reader(storage.open(&key)?, &url, storage.keys());
         let remote = digest(&mut existing, &|e| existing_error(&url, e))?;
         if local == remote {
             return Ok(Pushed::AlreadyThere(url));
@@ -89,7 +89,7 @@ pub fn push(storage: &dyn Storage, path: &Path, codec: Codec) -> Result<Pushed> 
             ),
         ));
     }
-    let spool = spool_compressed(&mut source, codec, &shown)?;
+    let spool = spool_compressed(&mut source, codec, storage.keys(), &shown)?;
     storage.put(&key, &spool)?;
     Ok(Pushed::Stored(url))
 }

@@ -82,6 +82,9 @@ pub struct Summary {
 pub enum Start {
     /// Into an empty directory.
     Fresh,
+    /// Into a directory whose contents are deleted first (`--force`), once everything
+    /// that can refuse the restore has been checked.
+    Replace,
     /// Continuing an interrupted restore in the directory (`--resume`).
     Resume,
 }
@@ -124,17 +127,18 @@ pub fn prepare_target(dir: &Path, force: bool, resume: bool) -> Result<Start> {
         };
         return Err(Error::new(ErrorKind::Refused, format!("{}: {why}", dir.display())));
     }
-    tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
-    fsutil::clear_dir(dir)?;
-    Ok(Start::Fresh)
+    Ok(Start::Replace)
 }
 
 /// The identity a journal records for `plan`'s backup.
 pub fn identity(plan: &RestorePlan) -> Identity {
+    let sentinel = &plan.backup.sentinel;
     Identity {
         backup: plan.name().to_string(),
         start_lsn: plan.backup.start().map(|l| l.to_string()),
         finish_lsn: plan.backup.finish().map(|l| l.to_string()),
+        system_identifier: sentinel.system_identifier,
+        finish_time: sentinel.finish_time.clone(),
     }
 }
 
@@ -150,15 +154,15 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
     }
     let marker = dir.join(INCOMPLETE_MARKER);
     if !resuming {
+        if start == Start::Replace {
+            tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
+            fsutil::clear_dir(dir)?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .create(dir)
             .map_err(|e| Error::local_io(dir.display(), &e))?;
-        fs::write(
-            &marker,
-            format!("walfetch is restoring {name} here; this directory is unusable until this file is gone.\n"),
-        )
-        .map_err(|e| Error::local_io(marker.display(), &e))?;
+        fs::write(&marker, journal::marker_text(&identity(plan))?).map_err(|e| Error::local_io(marker.display(), &e))?;
         if opts.sync {
             fsutil::fsync_dir(dir)?;
         }
@@ -173,6 +177,7 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
     };
     for (partition, why) in &vouched.distrusted {
         tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
+        journal.redo(partition)?;
     }
 
     let progress = Progress::default();
@@ -347,7 +352,7 @@ fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &A
     // thread of its own per partition cost more (a copy of every decoded byte, a
     // wake-up per buffer) than it gained, whatever the source.
     let decoded = Decoded {
-        inner: codec.decoder(Box::new(counted), &url),
+        inner: codec.reader(Box::new(counted), &url, work.storage.keys()),
         total: 0,
     };
     let mut written = |rel: &str, size: u64| work.journal.file(&part.key, rel, size);

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::constants::RESTORE_JOURNAL;
+use crate::constants::{INCOMPLETE_MARKER, RESTORE_JOURNAL};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
@@ -43,6 +43,13 @@ pub struct Identity {
     pub start_lsn: Option<String>,
     /// The backup's finish LSN, as the sentinel gives it.
     pub finish_lsn: Option<String>,
+    /// The cluster's system identifier, as the sentinel gives it: two clusters' backups
+    /// can share a name and LSNs (fresh clusters start alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<u64>,
+    /// The backup's finish time, as the sentinel gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
 }
 
 /// One line of the journal.
@@ -65,6 +72,11 @@ enum Line {
         path: String,
         /// Bytes written.
         size: u64,
+    },
+    /// A partition is fetched again: earlier lines about it no longer count.
+    Redo {
+        /// Partition key.
+        partition: String,
     },
     /// A partition finished.
     Done {
@@ -99,11 +111,48 @@ pub struct Vouched {
     pub distrusted: Vec<(String, String)>,
 }
 
-/// The identity of the restore a target's journal records, if it has one with a
-/// readable header.
+/// The text of the marker an interrupted restore of `identity` leaves in the target:
+/// a sentence for people, then the identity (the journal's header line), so a target
+/// whose journal was never written or is already removed still says which backup it
+/// holds.
+pub fn marker_text(identity: &Identity) -> Result<String> {
+    Ok(format!(
+        "walfetch is restoring {} here; this directory is unusable until this file is gone.\n{}",
+        identity.backup,
+        header_line(identity)?
+    ))
+}
+
+fn header_line(identity: &Identity) -> Result<String> {
+    let mut text = serde_json::to_string(&Line::Journal {
+        version: VERSION,
+        identity: identity.clone(),
+    })
+    .map_err(|e| Error::new(ErrorKind::LocalIo, format!("journal header: {e}")))?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// The identity of the interrupted restore in `dir`: from its journal's header, else
+/// from its marker; `None` when neither says (a marker left by an older walfetch).
 pub fn identity_in(dir: &Path) -> Result<Option<Identity>> {
-    let path = dir.join(RESTORE_JOURNAL);
-    let file = match File::open(&path) {
+    if let Some(found) = header_in(&dir.join(RESTORE_JOURNAL))? {
+        return Ok(Some(found));
+    }
+    header_in_marker(&dir.join(INCOMPLETE_MARKER))
+}
+
+fn header_in_marker(path: &Path) -> Result<Option<Identity>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::local_io(path.display(), &e)),
+    };
+    Ok(text.lines().nth(1).and_then(|l| header(&format!("{l}\n"), path).ok().flatten()))
+}
+
+fn header_in(path: &Path) -> Result<Option<Identity>> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::local_io(path.display(), &e)),
@@ -112,14 +161,21 @@ pub fn identity_in(dir: &Path) -> Result<Option<Identity>> {
     BufReader::new(file)
         .read_line(&mut first)
         .map_err(|e| Error::local_io(path.display(), &e))?;
-    header(&first, &path)
+    header(&first, path)
 }
 
 /// Refuses to resume `identity` in `dir` when its journal records another restore.
 pub fn check_identity(dir: &Path, identity: &Identity) -> Result<()> {
     match identity_in(dir)? {
         Some(found) if &found != identity => Err(other_backup(dir, &found, identity)),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None => Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{}: holds an interrupted restore that does not say which backup it is (left by an older walfetch); pass --force to delete its contents and start over",
+                dir.display()
+            ),
+        )),
     }
 }
 
@@ -163,12 +219,7 @@ impl Journal {
     /// Starts the journal of a new restore into `dir` (replacing any other).
     pub fn create(dir: &Path, identity: &Identity, sync: bool) -> Result<Journal> {
         let path = dir.join(RESTORE_JOURNAL);
-        let mut text = serde_json::to_string(&Line::Journal {
-            version: VERSION,
-            identity: identity.clone(),
-        })
-        .map_err(|e| Error::new(ErrorKind::LocalIo, format!("journal header: {e}")))?;
-        text.push('\n');
+        let text = header_line(identity)?;
         fsutil::write_atomically(&path, |f| f.write_all(text.as_bytes()), true)?;
         Journal::append_to(path, sync)
     }
@@ -206,18 +257,26 @@ impl Journal {
             if n == 0 || !line.ends_with('\n') {
                 break;
             }
-            let parsed: Line = serde_json::from_str(&line).map_err(|e| {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "{}: line at byte {whole} is not a journal line ({e}); pass --force to start over",
-                        path.display()
-                    ),
-                )
-            })?;
+            // A line that does not parse (a power loss can leave zeroed blocks where
+            // unsynced lines were) ends what the journal vouches for: every `done`
+            // before it was synced after its data, and what follows is fetched again.
+            let parsed: Line = match serde_json::from_str(&line) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(journal = %path.display(), byte = whole, cause = %e, "the journal ends in a damaged line; what follows it is fetched again");
+                    break;
+                }
+            };
             whole += n as u64;
             match parsed {
+                Line::Redo { partition } => {
+                    done.remove(&partition);
+                    broken.remove(&partition);
+                }
                 Line::File { partition, path, size } => {
+                    if broken.contains_key(&partition) {
+                        continue;
+                    }
                     if !present(&path, size) {
                         broken.entry(partition).or_insert(format!("{path} is missing or not {size} bytes"));
                     }
@@ -297,6 +356,18 @@ impl Journal {
         )
     }
 
+    /// Records, synced, that `partition` (which an earlier run finished, but whose files
+    /// cannot be trusted) is fetched again: its earlier lines no longer count, so an
+    /// interruption of this fetch cannot leave them vouching for rewritten files.
+    pub fn redo(&self, partition: &str) -> Result<()> {
+        self.write(
+            &Line::Redo {
+                partition: partition.to_string(),
+            },
+            true,
+        )
+    }
+
     /// Records that `partition` is finished. The caller has synced the restored data
     /// first (unless the restore runs without syncs).
     pub fn done(&self, partition: &str, files: u64, bytes: u64) -> Result<()> {
@@ -334,6 +405,8 @@ mod tests {
             backup: name.into(),
             start_lsn: Some("0/2000028".into()),
             finish_lsn: Some("0/2000100".into()),
+            system_identifier: Some(7),
+            finish_time: None,
         }
     }
 
@@ -420,14 +493,33 @@ mod tests {
     }
 
     #[test]
-    fn garbage_in_the_journal_is_one_line_naming_it() {
+    fn a_damaged_line_ends_what_is_vouched_for_and_a_redo_cancels_a_done() {
         let dir = tempfile::tempdir().unwrap();
-        drop(Journal::create(dir.path(), &id("b"), true).unwrap());
+        let j = Journal::create(dir.path(), &id("b"), true).unwrap();
+        j.done("p1", 0, 0).unwrap();
+        j.done("p2", 0, 0).unwrap();
+        j.redo("p2").unwrap();
+        drop(j);
         let path = dir.path().join(RESTORE_JOURNAL);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"not json\n").unwrap();
-        let e = Journal::resume(dir.path(), &id("b"), true, &|_, _| true).err().unwrap();
-        assert_eq!(e.kind(), ErrorKind::Corrupt);
-        assert!(e.to_string().contains(RESTORE_JOURNAL) && e.to_string().contains("--force"), "{e}");
+        f.write_all(b"\0\0\0\0\n").unwrap();
+        f.write_all(b"{\"done\":{\"partition\":\"p3\",\"files\":0,\"bytes\":0,\"unsynced_boot\":null}}\n")
+            .unwrap();
+        drop(f);
+        let (j, v) = Journal::resume(dir.path(), &id("b"), true, &|_, _| true).unwrap();
+        assert_eq!(v.partitions.iter().collect::<Vec<_>>(), ["p1"], "p2 redone, p3 after the damage");
+        j.done("p4", 0, 0).unwrap();
+        drop(j);
+        let (_, v) = Journal::resume(dir.path(), &id("b"), true, &|_, _| true).unwrap();
+        assert_eq!(v.partitions.iter().collect::<Vec<_>>(), ["p1", "p4"]);
+    }
+
+    #[test]
+    fn the_marker_names_the_restore_when_the_journal_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(INCOMPLETE_MARKER), marker_text(&id("b")).unwrap()).unwrap();
+        assert_eq!(identity_in(dir.path()).unwrap(), Some(id("b")));
+        fs::write(dir.path().join(INCOMPLETE_MARKER), "walfetch is restoring something here\n").unwrap();
+        assert_eq!(identity_in(dir.path()).unwrap(), None);
     }
 }

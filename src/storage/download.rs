@@ -63,7 +63,9 @@ impl Limits {
         Limits {
             transfers,
             part_size,
-            parts_held: budget.max(transfers + transfers.div_ceil(2)),
+            // At most three times the connections: tiny parts would otherwise mean
+            // hundreds of requests (and threads) waiting at once.
+            parts_held: budget.min(transfers * 3).max(transfers + transfers.div_ceil(2)),
         }
     }
 }

@@ -13,18 +13,25 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Chunk, ObjectMeta, ObjectReader, Page, Storage};
+use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
 /// Archive storage in a local directory.
 pub struct FsStorage {
     root: PathBuf,
+    keys: Keys,
 }
 
 impl FsStorage {
     /// Storage rooted at `root` (which need not exist until something is written).
     pub fn new(root: PathBuf) -> Self {
-        FsStorage { root }
+        FsStorage::with_keys(root, Keys::default())
+    }
+
+    /// Storage rooted at `root` whose objects are read and written with `keys`.
+    pub fn with_keys(root: PathBuf, keys: Keys) -> Self {
+        FsStorage { root, keys }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -115,6 +122,10 @@ impl FsStorage {
 }
 
 impl Storage for FsStorage {
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }

@@ -48,7 +48,7 @@ pub fn download(storage: &dyn Storage, name: &str, tmp: &Path, expect: Expect) -
     let segment = WalFile::parse(name).and_then(|k| k.segment());
     let (key, codec, raw) = find(storage, name)?;
     let url = format!("{}/{key}", storage.describe());
-    let mut decoded = codec.decoder(raw, &url);
+    let mut decoded = codec.reader(raw, &url, storage.keys());
     let mut check = segment.map(|seg| SegmentCheck::new(&url, seg, expect.segment_size, expect.system_identifier));
     let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
     let mut out = OpenOptions::new()

@@ -260,7 +260,7 @@ fn newest_chain(storage: &dyn Storage, from: u32) -> Option<Vec<Span>> {
         let name = format!("{next:08X}.history");
         let Ok((key, codec, raw)) = find(storage, &name) else { break };
         let mut text = String::new();
-        if codec.decoder(raw, &key).read_to_string(&mut text).is_err() {
+        if codec.reader(raw, &key, storage.keys()).read_to_string(&mut text).is_err() {
             break;
         }
         match parse_history(&text, &key) {
@@ -717,6 +717,7 @@ mod tests {
             region: None,
             path_style: false,
             tuning: Default::default(),
+            keys: Default::default(),
         };
         let mut b = a.clone();
         b.region = Some("eu-west-1".into());

@@ -1,0 +1,386 @@
+//! Encrypted archives, object by object.
+//!
+//! wal-g encrypts WAL files, history files and backup partitions (never the JSON
+//! files), and nothing in an object's name or metadata says so; builds have shipped
+//! that silently wrote plaintext while users believed they encrypted, so one bucket can
+//! hold both. So every object is judged by its first bytes ([`Revealing`]):
+//! - with a key, an object whose first chunk authenticates under the key is encrypted,
+//!   and decrypted as it streams (a plaintext passes with probability 2^-128);
+//! - an object that starts as its codec's stream does (lz4, zstd and lzop have magic
+//!   numbers, wal-g's lzma its properties byte), or as another known format does (then
+//!   its decoder reports the mismatch as corrupt), is read as it is;
+//! - an OpenPGP message is reported as such (exit 3; inside `.lzo`, WAL-E's GPG, the
+//!   lzop reader says it);
+//! - anything else where the codec always starts with a magic number looks random, as
+//!   encrypted data does: with a key, "decryption failed: wrong key or damaged object"
+//!   (exit 7); without, the error names the setting to set (exit 3).
+//!
+//! Brotli streams and uncompressed objects have no magic: with a key they are
+//! decrypted when they authenticate and read as plaintext otherwise; without a key a
+//! damaged or encrypted one fails in its decoder.
+
+pub mod libsodium;
+
+use std::io::{self, Read, Write};
+
+use crate::codec::Codec;
+use crate::error::{Error, ErrorKind, Result};
+use libsodium::{Decrypting, Key};
+
+/// The keys an archive is read and written with (`WALG_LIBSODIUM_KEY`, …). Never printed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// libsodium secretstream key.
+    pub libsodium: Option<Key>,
+}
+
+/// No keys: plaintext archives.
+pub static NO_KEYS: Keys = Keys { libsodium: None };
+
+impl Keys {
+    /// The keys the settings give: `WALG_LIBSODIUM_KEY` (the value as is) or
+    /// `WALG_LIBSODIUM_KEY_PATH` (a file, whitespace around it trimmed), through
+    /// `WALG_LIBSODIUM_KEY_TRANSFORM`.
+    pub fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<Keys> {
+        let transform = env("WALG_LIBSODIUM_KEY_TRANSFORM").unwrap_or_default();
+        let libsodium = match (env("WALG_LIBSODIUM_KEY").filter(|k| !k.is_empty()), env("WALG_LIBSODIUM_KEY_PATH")) {
+            (Some(key), _) => Some(Key::from_setting(key.as_bytes(), &transform, "WALG_LIBSODIUM_KEY")?),
+            (None, Some(path)) if !path.trim().is_empty() => {
+                let text = std::fs::read(path.trim()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("WALG_LIBSODIUM_KEY_PATH={}: cannot read the key file: {e}", path.trim()),
+                    )
+                })?;
+                Some(Key::from_setting(text.trim_ascii(), &transform, "WALG_LIBSODIUM_KEY_PATH")?)
+            }
+            _ => None,
+        };
+        Ok(Keys { libsodium })
+    }
+
+    /// Whether any key is set (objects written are encrypted).
+    pub fn any(&self) -> bool {
+        self.libsodium.is_some()
+    }
+}
+
+/// Where an object being written goes: through the archive's encryption when a key is
+/// set (libsodium, as wal-g writes it), as it is otherwise. Call [`Sealing::finish`].
+pub enum Sealing<W: Write> {
+    /// No key: plaintext.
+    Plain(W),
+    /// libsodium secretstream.
+    Libsodium(libsodium::Encrypting<W>),
+}
+
+impl<W: Write> Sealing<W> {
+    /// Starts writing to `out` with `keys`.
+    pub fn new(out: W, keys: &Keys) -> io::Result<Sealing<W>> {
+        Ok(match &keys.libsodium {
+            Some(key) => Sealing::Libsodium(libsodium::Encrypting::new(out, key)?),
+            None => Sealing::Plain(out),
+        })
+    }
+
+    /// Ends the stream (the final chunk) and returns `out`.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Sealing::Plain(w) => Ok(w),
+            Sealing::Libsodium(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Sealing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealing::Plain(w) => w.write(buf),
+            Sealing::Libsodium(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sealing::Plain(w) => w.flush(),
+            Sealing::Libsodium(e) => e.flush(),
+        }
+    }
+}
+
+/// What the first bytes of an object are, for a reader of `codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Looks {
+    /// The codec's own stream.
+    Plain,
+    /// Another known format (another codec, a tar, WAL): not encrypted, just not what its
+    /// name says; its decoder reports it.
+    Other,
+    /// An OpenPGP message (a public- or symmetric-key encrypted session key first).
+    OpenPgp,
+    /// Nothing known, where the codec's streams always start with a magic number: data
+    /// that looks random, as encrypted data does.
+    Opaque,
+    /// The codec has no magic number to tell by (brotli, uncompressed, other lzma).
+    Unknown,
+}
+
+fn looks(codec: Codec, prefix: &[u8]) -> Looks {
+    let skippable = |p: &[u8]| p.len() >= 4 && p[0] & 0xF0 == 0x50 && p[1..4] == [0x2A, 0x4D, 0x18];
+    let lz4 = prefix.starts_with(&[0x04, 0x22, 0x4D, 0x18]) || skippable(prefix);
+    let zstd = prefix.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) || skippable(prefix);
+    let lzo = prefix.starts_with(&crate::codec::lzop::MAGIC);
+    let own = match codec {
+        Codec::Lz4 => lz4,
+        Codec::Zstd => zstd,
+        Codec::Lzo => lzo,
+        // wal-g, walrus and walfetch write lc=3 lp=0 pb=2; other properties are possible.
+        Codec::Lzma => prefix.first() == Some(&0x5D),
+        Codec::Brotli | Codec::None => false,
+    };
+    let other = lz4
+        || zstd
+        || lzo
+        || prefix.starts_with(&[0x1F, 0x8B])
+        || prefix.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
+        || prefix.get(257..262) == Some(b"ustar")
+        || prefix.get(1) == Some(&0xD1) && prefix.get(2..4) == Some(&[2, 0]);
+    if own {
+        Looks::Plain
+    } else if other {
+        Looks::Other
+    } else if openpgp(prefix) {
+        Looks::OpenPgp
+    } else if matches!(codec, Codec::Lz4 | Codec::Zstd | Codec::Lzo) {
+        Looks::Opaque
+    } else {
+        Looks::Unknown
+    }
+}
+
+/// Whether `p` starts with an OpenPGP encrypted session key packet (tag 1 or 3, old or
+/// new format) of version 3, 4, 5 or 6: how an encrypted OpenPGP message begins.
+fn openpgp(p: &[u8]) -> bool {
+    let Some(&first) = p.first() else { return false };
+    if first & 0x80 == 0 {
+        return false;
+    }
+    let (tag, body) = if first & 0x40 != 0 {
+        // New format: one length byte below 192, two from 192 to 223, five at 255.
+        let len_bytes = match p.get(1) {
+            Some(&l) if l < 192 => 1,
+            Some(&l) if l < 224 => 2,
+            Some(&255) => 5,
+            _ => return false,
+        };
+        (first & 0x3F, 2 + len_bytes - 1)
+    } else {
+        let len_bytes = [1, 2, 4, 0][(first & 0x03) as usize];
+        ((first >> 2) & 0x0F, 1 + len_bytes)
+    };
+    matches!(tag, 1 | 3) && matches!(p.get(body), Some(3..=6))
+}
+
+/// An object's bytes as its codec should read them: decrypted when it is encrypted
+/// (decided at the first read, see the module doc), as they are otherwise.
+pub struct Revealing {
+    state: State,
+}
+
+enum State {
+    Undecided {
+        raw: Box<dyn Read + Send>,
+        codec: Codec,
+        keys: Keys,
+        object: String,
+    },
+    Plain(io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>),
+    Encrypted(Box<Decrypting<Box<dyn Read + Send>>>),
+    Failed,
+}
+
+impl Revealing {
+    /// Wraps `raw`, the bytes of `object` stored with `codec`.
+    pub fn new(raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Revealing {
+        Revealing {
+            state: State::Undecided {
+                raw,
+                codec,
+                keys: keys.clone(),
+                object: object.to_string(),
+            },
+        }
+    }
+
+    fn decide(raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Result<State> {
+        let mut raw = raw;
+        let mut prefix = vec![0u8; libsodium::HEADER_BYTES + libsodium::SEALED];
+        let n = libsodium::read_full(&mut raw, &mut prefix)
+            .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{object}: {e}"))))?;
+        prefix.truncate(n);
+        if prefix.is_empty() {
+            // Nothing to judge: the codec's decoder says what an empty object is.
+            return Ok(State::Plain(io::Cursor::new(prefix).chain(raw)));
+        }
+        let looks = looks(codec, &prefix);
+        if let Some(key) = &keys.libsodium {
+            if let Some((state, first, finished)) = libsodium::open_first(&prefix, key) {
+                tracing::trace!(object, "encrypted (libsodium)");
+                let rest = io::Cursor::new(Vec::new()).chain(raw);
+                let boxed: Box<dyn Read + Send> = Box::new(rest);
+                return Ok(State::Encrypted(Box::new(Decrypting::resume(
+                    boxed, state, first, finished, object,
+                ))));
+            }
+            if looks == Looks::Opaque {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{object}: decryption failed: wrong key or damaged object (and it is not a plain {} stream either)",
+                        codec_name(codec)
+                    ),
+                ));
+            }
+        }
+        match looks {
+            // WAL-E's GPG inside .lzo: the lzop reader says what to do with it.
+            Looks::OpenPgp if codec != Codec::Lzo => Err(Error::new(
+                ErrorKind::Config,
+                format!("{object}: the object is OpenPGP-encrypted (wal-g's WALG_PGP_KEY or WAL-E's GPG), which walfetch cannot decrypt yet; decrypt the archive with gpg first"),
+            )),
+            Looks::Opaque => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{object}: not a {} stream: the object looks encrypted; set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (and WALG_LIBSODIUM_KEY_TRANSFORM) to the archive's libsodium key",
+                    codec_name(codec)
+                ),
+            )),
+            _ => Ok(State::Plain(io::Cursor::new(prefix).chain(raw))),
+        }
+    }
+}
+
+fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::None => "uncompressed",
+        c => c.extension(),
+    }
+}
+
+impl Read for Revealing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match &mut self.state {
+                State::Plain(r) => return r.read(buf),
+                State::Encrypted(r) => return r.read(buf),
+                State::Failed => return Err(io::Error::other("read after a failure")),
+                State::Undecided { .. } => {
+                    let State::Undecided { raw, codec, keys, object } = std::mem::replace(&mut self.state, State::Failed) else {
+                        unreachable!("matched above");
+                    };
+                    self.state = Revealing::decide(raw, codec, &keys, &object).map_err(Error::into_io)?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys {
+            libsodium: Some(Key::from_setting(b"an archive key of 32 bytes, yes", "none", "k").unwrap()),
+        }
+    }
+
+    fn reveal(data: Vec<u8>, codec: Codec, keys: &Keys) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Revealing::new(Box::new(io::Cursor::new(data)), codec, keys, "s3://b/wal_005/x")
+            .read_to_end(&mut out)
+            .map_err(|e| Error::from_io_ref(&e).unwrap())?;
+        Ok(out)
+    }
+
+    fn lz4(data: &[u8]) -> Vec<u8> {
+        let mut e = Codec::Lz4.encoder(Vec::new()).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn seal(data: &[u8], keys: &Keys) -> Vec<u8> {
+        let mut e = libsodium::Encrypting::new(Vec::new(), keys.libsodium.as_ref().unwrap()).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_mixed_archive_reads_both_kinds_with_the_key() {
+        let k = keys();
+        let plain = lz4(&vec![3u8; 100_000]);
+        assert_eq!(reveal(plain.clone(), Codec::Lz4, &k).unwrap(), plain);
+        assert_eq!(reveal(seal(&plain, &k), Codec::Lz4, &k).unwrap(), plain);
+        // Without a magic number to tell (brotli, none): encrypted when it authenticates.
+        let raw = b"no magic here".repeat(1000);
+        assert_eq!(reveal(seal(&raw, &k), Codec::None, &k).unwrap(), raw);
+        assert_eq!(reveal(raw.clone(), Codec::None, &k).unwrap(), raw);
+        assert_eq!(reveal(Vec::new(), Codec::Lz4, &k).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn encrypted_objects_without_the_right_key_say_so() {
+        let k = keys();
+        let sealed = seal(&lz4(b"data"), &k);
+        let e = reveal(sealed.clone(), Codec::Lz4, &NO_KEYS).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("looks encrypted; set WALG_LIBSODIUM_KEY"), "{e}");
+        let other = Keys {
+            libsodium: Some(Key::from_setting(b"some other key, 25+ bytes long", "none", "k").unwrap()),
+        };
+        let e = reveal(sealed, Codec::Lz4, &other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(
+            e.to_string()
+                .contains("s3://b/wal_005/x: decryption failed: wrong key or damaged object"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_formats_and_openpgp_are_told_apart_from_encrypted_data() {
+        let mut zstd = Codec::Zstd.encoder(Vec::new()).unwrap();
+        zstd.write_all(b"zstd data").unwrap();
+        let zstd = zstd.finish().unwrap();
+        // zstd under an .lz4 name: not encrypted, corrupt (its decoder says so).
+        for k in [&NO_KEYS, &keys()] {
+            assert_eq!(reveal(zstd.clone(), Codec::Lz4, k).unwrap(), zstd);
+        }
+        // An old-format PKESK packet (tag 1, two length bytes, version 3).
+        let mut pgp = vec![0x85, 0x01, 0x0C, 0x03];
+        pgp.extend(vec![7u8; 300]);
+        let e = reveal(pgp.clone(), Codec::Lz4, &NO_KEYS).unwrap_err();
+        assert!(e.to_string().contains("OpenPGP-encrypted"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Config);
+        // New format (0xC1), one length byte, version 3.
+        assert!(openpgp(&[0xC1, 0x5E, 0x03]));
+        assert!(!openpgp(&[0xC1, 0x5E, 0x09]) && !openpgp(&[0x04, 0x22]));
+        // Inside .lzo it passes to the lzop reader, which names WAL-E's GPG.
+        assert_eq!(reveal(pgp.clone(), Codec::Lzo, &NO_KEYS).unwrap(), pgp);
+    }
+
+    #[test]
+    fn keys_come_from_the_value_or_a_trimmed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "  an archive key of 32 bytes, yes\n").unwrap();
+        let p = path.display().to_string();
+        let from_file = Keys::resolve(&|n| (n == "WALG_LIBSODIUM_KEY_PATH").then(|| p.clone())).unwrap();
+        assert_eq!(from_file, keys());
+        let inline = Keys::resolve(&|n| (n == "WALG_LIBSODIUM_KEY").then(|| "an archive key of 32 bytes, yes".into())).unwrap();
+        assert_eq!(inline, keys());
+        assert!(!Keys::resolve(&|_| None).unwrap().any());
+        let missing = Keys::resolve(&|n| (n == "WALG_LIBSODIUM_KEY_PATH").then(|| "/nonexistent/key".into())).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::Config);
+    }
+}

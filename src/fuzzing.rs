@@ -95,3 +95,53 @@ pub fn configuration(data: &[u8]) {
         let _ = crate::config::parse_endpoint(line);
     }
 }
+
+/// libsodium decryption framing: any bytes revealed with a key (and without) end in data
+/// or an error; and any data sealed, then damaged at one place, never reads back as
+/// something else. The first byte picks the mode.
+pub fn decryption(data: &[u8]) {
+    use crate::crypto::libsodium::{Encrypting, Key};
+    use crate::crypto::{Keys, Revealing, NO_KEYS};
+    use std::io::Write;
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let key = Key::from_setting(b"the fuzzing key, 32 bytes long!!", "none", "fuzz").unwrap_or_else(|_| unreachable!("a valid key"));
+    let keys = Keys {
+        libsodium: Some(key.clone()),
+    };
+    let read_all = |bytes: Vec<u8>, keys: &Keys| -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut r = Revealing::new(Box::new(std::io::Cursor::new(bytes)), Codec::Lz4, keys, "fuzz");
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf)? {
+                0 => return Ok(out),
+                n if out.len() < 64 << 20 => out.extend_from_slice(&buf[..n]),
+                _ => return Ok(out),
+            }
+        }
+    };
+    if mode % 2 == 0 {
+        let _ = read_all(rest.to_vec(), &keys);
+        let _ = read_all(rest.to_vec(), &NO_KEYS);
+        return;
+    }
+    // Sealed data reads back exactly; one flipped bit anywhere is an error, never other data.
+    let mut sealed = match Encrypting::new(Vec::new(), &key)
+        .and_then(|mut e| e.write_all(rest).map(|_| e))
+        .and_then(|e| e.finish())
+    {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    match read_all(sealed.clone(), &keys) {
+        Ok(back) => assert!(back == rest, "sealed data read back differently"),
+        Err(e) => panic!("sealed data did not read back: {e}"),
+    }
+    let at = (usize::from(mode) * 131 + rest.len()) % sealed.len();
+    sealed[at] ^= 1 << (mode % 8);
+    if let Ok(back) = read_all(sealed, &keys) {
+        // A damaged header or first chunk makes the object "not encrypted": then it is
+        // read as it is, and is never the original data.
+        assert!(back != rest || rest.is_empty(), "damaged data read back as the original");
+    }
+}

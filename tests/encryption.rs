@@ -92,6 +92,15 @@ fn walrus_libsodium_archive_with_plaintext_wal_restores_and_replays() {
     let mut from_s3 = plain.clone();
     from_s3.extend(key_env.iter().cloned());
 
+    // check says what the archive's newest segment is (plaintext here).
+    let out = walfetch(&["check"], &from_s3);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is plaintext (a key is set"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // Without the key, and with another: the errors say what is wrong.
     let t = scratch.path().join("nokey");
     let out = walfetch(&["backup-fetch", t.to_str().unwrap(), "LATEST"], &plain);
@@ -150,6 +159,23 @@ fn walrus_restores_walfetchs_libsodium_archive() {
         wal_plain == 0 && parts_plain == 0 && parts_sealed > 0,
         "walfetch encrypts everything it writes"
     );
+    // check says whether the key opens the newest segment.
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = walfetch(&["check"], &keyed);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("is encrypted (libsodium) and the key opens it"),
+        "{}",
+        stdout(&out)
+    );
+    let out = walfetch(&["check"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).contains("looks encrypted and no key is set"), "{}", stdout(&out));
+    let mut wrong = env.clone();
+    wrong.push(("WALG_LIBSODIUM_KEY".into(), "this is not the archive's key, no".into()));
+    let out = walfetch(&["check"], &wrong);
+    assert_eq!(out.status.code(), Some(7), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the key set does not open it"), "{}", stdout(&out));
 
     let restored = scratch.path().join("standby");
     let out = as_postgres(walrus_bin())

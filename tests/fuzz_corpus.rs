@@ -11,13 +11,14 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn every_corpus_input_is_handled_without_panicking() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("names_and_history", walfetch::fuzzing::names_and_history),
         ("sentinel_json", walfetch::fuzzing::sentinel_json),
         ("containers", walfetch::fuzzing::containers),
         ("tar_paths", walfetch::fuzzing::tar_paths),
         ("wal_records", walfetch::fuzzing::wal_records),
         ("configuration", walfetch::fuzzing::configuration),
+        ("decryption", walfetch::fuzzing::decryption),
     ];
     let mut replayed = 0;
     for (name, run) in targets {

@@ -181,6 +181,43 @@ fn openpgp(p: &[u8]) -> bool {
     matches!(tag, 1 | 3) && matches!(p.get(body), Some(3..=6))
 }
 
+/// What the first bytes of an object say about its encryption (for `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Plain data (its codec's stream, or another known format).
+    Plain,
+    /// libsodium-encrypted, and the key opens it.
+    Opened,
+    /// Looks encrypted; the key set does not open it (`true`), or no key is set.
+    Sealed {
+        /// Whether a key is set.
+        key_set: bool,
+    },
+    /// An OpenPGP message.
+    OpenPgp,
+    /// The codec has no magic number, and no key opens it: cannot tell.
+    Unknown,
+}
+
+/// Reads the first bytes of `raw` (an object stored with `codec`) and says what they are.
+pub fn sample(mut raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Result<Found> {
+    let mut prefix = vec![0u8; libsodium::HEADER_BYTES + libsodium::SEALED];
+    let n = libsodium::read_full(&mut raw, &mut prefix)
+        .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{object}: {e}"))))?;
+    prefix.truncate(n);
+    if let Some(key) = &keys.libsodium {
+        if libsodium::open_first(&prefix, key).is_some() {
+            return Ok(Found::Opened);
+        }
+    }
+    Ok(match looks(codec, &prefix) {
+        Looks::Plain | Looks::Other => Found::Plain,
+        Looks::OpenPgp => Found::OpenPgp,
+        Looks::Opaque => Found::Sealed { key_set: keys.any() },
+        Looks::Unknown => Found::Unknown,
+    })
+}
+
 /// An object's bytes as its codec should read them: decrypted when it is encrypted
 /// (decided at the first read, see the module doc), as they are otherwise.
 pub struct Revealing {

@@ -5,10 +5,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::codec::Codec;
 use crate::config::StorageSettings;
+use crate::crypto::{self, Found};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BASEBACKUPS, SENTINEL_SUFFIX, WAL};
 use crate::storage::Storage;
+use crate::wal::name::WalFile;
 
 /// A hint for a failure, from its kind, its message and the settings in use.
 pub fn hint(err: &Error, settings: &StorageSettings) -> Option<String> {
@@ -57,13 +60,26 @@ pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: 
         say(&format!("ok    read {}", newest.key));
     }
     let mut wal_objects = 0usize;
+    let mut newest_segment = None;
     step(&format!("list {WAL}"), settings, say, || {
         storage.list(&format!("{WAL}0"), false, &mut |page| {
             wal_objects += page.len();
+            let name = |k: &str| Codec::split(k.strip_prefix(WAL).unwrap_or(k)).0.to_string();
+            if let Some(last) = page
+                .iter()
+                .rev()
+                .find(|o| matches!(WalFile::parse(&name(&o.key)), Some(WalFile::Segment(_))))
+            {
+                newest_segment = Some(last.key.clone());
+            }
             Ok(())
         })
     })?;
     say(&format!("ok    list {WAL}: {wal_objects} objects"));
+    if let Some(key) = &newest_segment {
+        let line = step("encryption", settings, say, || encryption(storage, key))?;
+        say(&format!("ok    encryption: {line}"));
+    }
     match step("load credentials", settings, say, || storage.credentials_expiry())? {
         None => say("ok    credentials: no expiry reported"),
         Some(at) => {
@@ -78,6 +94,32 @@ pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: 
     }
     say("verdict: OK");
     Ok(())
+}
+
+/// Samples `key` (its first chunk): the line to say when it can be read with the keys
+/// set, the error otherwise.
+fn encryption(storage: &dyn Storage, key: &str) -> Result<String> {
+    let url = format!("{}/{key}", storage.describe());
+    let keyed = storage.keys().any();
+    match crypto::sample(storage.open(key)?, Codec::split(key).1, storage.keys(), &url)? {
+        Found::Sealed { key_set: false } => Err(Error::new(
+            ErrorKind::Config,
+            format!("{url} looks encrypted and no key is set: set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (and WALG_LIBSODIUM_KEY_TRANSFORM)"),
+        )),
+        Found::Sealed { key_set: true } => Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{url} looks encrypted, and the key set does not open it (another key, or another transform?)"),
+        )),
+        Found::OpenPgp => Err(Error::new(
+            ErrorKind::Config,
+            format!("{url} is OpenPGP-encrypted, which walfetch cannot decrypt yet"),
+        )),
+        Found::Opened => Ok(format!("{key} is encrypted (libsodium) and the key opens it")),
+        _ if keyed => Ok(format!(
+            "{key} is plaintext (a key is set: encrypted objects are decrypted, plaintext ones read as they are)"
+        )),
+        _ => Ok(format!("{key} is plaintext")),
+    }
 }
 
 #[cfg(test)]

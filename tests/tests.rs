@@ -17,4 +17,5 @@ mod restore;
 mod resume;
 mod status;
 mod verify;
+mod versions;
 mod wale;

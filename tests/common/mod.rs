@@ -62,6 +62,21 @@ pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
     }
 }
 
+/// Directory of the server binaries of PostgreSQL `major`: Debian's, else the embedded
+/// build `scripts/install-deps --tests` puts in /opt/walfetch-pg/<major>.
+pub fn pg_bin_of(major: u32) -> PathBuf {
+    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    if debian.join("postgres").exists() {
+        return debian;
+    }
+    let embedded = PathBuf::from(format!("/opt/walfetch-pg/{major}/bin"));
+    assert!(
+        embedded.join("postgres").exists(),
+        "PostgreSQL {major} is not installed (scripts/install-deps --tests installs it)"
+    );
+    embedded
+}
+
 /// Directory of the PostgreSQL server binaries (the newest installed major).
 pub fn pg_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -250,6 +265,8 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub env: Vec<(String, String)>,
+    /// Directory of the server binaries this cluster runs with.
+    pub bin: PathBuf,
     log: PathBuf,
     running: bool,
 }
@@ -257,9 +274,14 @@ pub struct Cluster {
 impl Cluster {
     /// `initdb` a new cluster.
     pub fn init(scratch: &Scratch, name: &str, initdb_args: &[&str]) -> Cluster {
+        Cluster::init_with(scratch, name, pg_bin(), initdb_args)
+    }
+
+    /// `initdb` a new cluster with the server binaries in `bin`.
+    pub fn init_with(scratch: &Scratch, name: &str, bin: &Path, initdb_args: &[&str]) -> Cluster {
         let data = scratch.path().join(name);
         let socket_dir = scratch.dir(&format!("{name}-socket"));
-        let out = as_postgres(pg_bin().join("initdb"))
+        let out = as_postgres(bin.join("initdb"))
             .arg("-D")
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
@@ -268,6 +290,7 @@ impl Cluster {
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let mut c = Cluster::attach(scratch, name, data);
+        c.bin = bin.to_path_buf();
         c.socket_dir = socket_dir;
         c.configure(&[
             ("fsync", "off"),
@@ -306,7 +329,7 @@ impl Cluster {
 
     /// Whether the server in this data directory is running.
     pub fn is_running(&self) -> bool {
-        as_postgres(pg_bin().join("pg_ctl"))
+        as_postgres(self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
             .arg("status")
@@ -330,7 +353,7 @@ impl Cluster {
 
     /// What `pg_controldata` says of `label` (for example "Database cluster state:").
     pub fn control_field(&self, label: &str) -> String {
-        let out = as_postgres(pg_bin().join("pg_controldata"))
+        let out = as_postgres(self.bin.join("pg_controldata"))
             .arg(&self.data)
             .env("LC_ALL", "C")
             .output()
@@ -351,6 +374,7 @@ impl Cluster {
             socket_dir,
             port,
             env: Vec::new(),
+            bin: pg_bin().to_path_buf(),
             running: false,
         }
     }
@@ -375,7 +399,7 @@ impl Cluster {
             ("unix_socket_directories", &sock),
             ("listen_addresses", "127.0.0.1"),
         ]);
-        let out = as_postgres(pg_bin().join("pg_ctl"))
+        let out = as_postgres(self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
@@ -412,7 +436,7 @@ impl Cluster {
 
     pub fn stop(&mut self) {
         if self.running {
-            let _ = as_postgres(pg_bin().join("pg_ctl"))
+            let _ = as_postgres(self.bin.join("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "fast", "-w", "stop"])
@@ -520,7 +544,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.running {
-            let _ = as_postgres(pg_bin().join("pg_ctl"))
+            let _ = as_postgres(self.bin.join("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "-w", "stop"])

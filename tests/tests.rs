@@ -6,6 +6,7 @@ mod common;
 
 mod absence;
 mod cli;
+mod delta;
 mod encryption;
 mod failures;
 mod faults;

@@ -13,8 +13,8 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::backups::human_size;
 use crate::inspect::verify::backup_wal;
-use crate::layout::backup::{latest, read_backup};
-use crate::layout::plan::plan;
+use crate::layout::backup::{latest, list_backups, read_backup};
+use crate::layout::plan::plan_chain;
 use crate::pg::recovery::{restore_command, RecoveryMode};
 use crate::restore::fetch::{prepare_target, restore, Options, Start};
 use crate::restore::journal::identity_in;
@@ -96,7 +96,21 @@ impl Run for BackupFetch {
             }
             crate::outln!("{line}");
         }
-        let plan = plan(storage.as_ref(), backup)?;
+        let full_backups = || {
+            Ok(list_backups(&storage, ctx.settings.listing_concurrency())?
+                .into_iter()
+                .filter(|b| b.sentinel.delta_from.is_none())
+                .map(|b| b.name.name)
+                .collect())
+        };
+        let chain = plan_chain(storage.as_ref(), backup, &full_backups)?;
+        if chain.len() > 1 {
+            let names: Vec<&str> = chain.iter().map(|p| p.name()).collect();
+            crate::outln!("delta chain, applied in this order: {}", names.join(", "));
+        }
+        let Some(plan) = chain.last() else {
+            return Err(Error::new(ErrorKind::Config, "nothing to restore"));
+        };
         let recovery = match self.mode() {
             Some(mode) => Some((mode, restore_command(&ctx.settings.storage()?.to_flags())?)),
             None => None,
@@ -108,7 +122,7 @@ impl Run for BackupFetch {
             recovery,
             sync: !self.no_sync,
         };
-        let summary = restore(&storage, &plan, &dir, &opts, start)?;
+        let summary = restore(&storage, &chain, &dir, &opts, start)?;
         let resumed = match start {
             Start::Resume => format!(
                 "; resumed: {} of {} partitions ({} compressed) were already restored and not fetched again",

@@ -30,15 +30,17 @@ pub struct BackupName {
 }
 
 impl BackupName {
-    /// Parses `base_<24 hex>[_D_<24 hex>][_<8 digits>]`.
+    /// Parses `base_<24 hex>[_D_<24 hex>...][_<8 digits>]` (wal-g names a delta by its
+    /// parent's segment, walrus by its parent's whole name, so a delta of a delta has
+    /// two `_D_` parts there).
     pub fn parse(name: &str) -> Option<BackupName> {
         let rest = name.strip_prefix("base_")?;
         let start_segment = Segment::parse(rest.get(..24)?)?;
         let mut rest = &rest[24..];
         let mut delta_suffix = None;
-        if let Some(d) = rest.strip_prefix("_D_") {
+        while let Some(d) = rest.strip_prefix("_D_") {
             Segment::parse(d.get(..24)?)?;
-            delta_suffix = Some(d[..24].to_string());
+            delta_suffix.get_or_insert_with(|| d[..24].to_string());
             rest = &d[24..];
         }
         let mut wale_offset = None;

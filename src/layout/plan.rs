@@ -10,7 +10,7 @@
 
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::layout::backup::Backup;
+use crate::layout::backup::{read_backup, Backup};
 use crate::layout::files_metadata::{self, FilesMetadata};
 use crate::layout::{backup_file_key, partitions_prefix};
 use crate::storage::{ObjectMeta, Storage};
@@ -92,15 +92,59 @@ impl RestorePlan {
     }
 }
 
-/// Plans the restore of `backup`: lists its partitions while reading its
-/// `files_metadata.json` (one round trip for both), and fails before any download when
-/// the backup is a delta, has no partitions, or lacks a partition its metadata names.
+/// The longest delta chain followed (walrus's limit too): a loop in `DeltaFrom` names
+/// ends there.
+const MAX_CHAIN: usize = 64;
+
+/// Plans the restore of `backup` and, when it is a delta, of every backup below it:
+/// the layers, the full backup first and `backup` last. The chain is followed by each
+/// sentinel's `DeltaFrom` (wal-g and walrus name deltas differently); a missing parent
+/// fails before any download, naming it and the newest full backup there is instead.
+pub fn plan_chain(storage: &dyn Storage, backup: Backup, full_backups: &dyn Fn() -> Result<Vec<String>>) -> Result<Vec<RestorePlan>> {
+    let mut chain = vec![backup];
+    while let Some(parent) = chain.last().and_then(|b| b.sentinel.delta_from.clone()) {
+        let child = chain.last().map(|b| b.name.name.clone()).unwrap_or_default();
+        if chain.len() >= MAX_CHAIN || chain.iter().any(|b| b.name.name == parent) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{child}: the delta chain loops or is longer than {MAX_CHAIN} backups (DeltaFrom {parent})"),
+            ));
+        }
+        match read_backup(storage, &parent) {
+            Ok(b) => chain.push(b),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let instead = full_backups()?.into_iter().max().map_or_else(
+                    || "there is no full backup in the archive".to_string(),
+                    |f| format!("the newest full backup, {f}, can be restored instead"),
+                );
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{child} is a delta of {parent}, which is not in the archive: the chain is broken; {instead}"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    chain.reverse();
+    chain.into_iter().map(|b| plan(storage, b)).collect()
+}
+
+/// Plans the restore of one backup (one layer of a chain): lists its partitions while
+/// reading its `files_metadata.json` (one round trip for both), and fails before any
+/// download when it has no partitions, lacks a partition its metadata names, or is a
+/// delta in a form walfetch cannot apply.
 pub fn plan(storage: &dyn Storage, backup: Backup) -> Result<RestorePlan> {
     let name = backup.name.name.clone();
-    if backup.sentinel.delta_from.is_some() || backup.name.delta_suffix.is_some() {
+    if backup.sentinel.delta_from.is_none() && backup.name.delta_suffix.is_some() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{name} is named as a delta backup, but its sentinel names no parent (DeltaFrom); it cannot be restored"),
+        ));
+    }
+    if let Some(format) = backup.sentinel.increment_format.as_deref().filter(|f| *f != "wi1") {
         return Err(Error::new(
             ErrorKind::Config,
-            format!("{name} is a delta backup; walfetch restores full backups only: pick a full backup from backup-list"),
+            format!("{name} is a delta in the '{format}' increment format (PostgreSQL 17's own incremental files), which walfetch cannot apply yet; restore a full backup"),
         ));
     }
     let prefix = partitions_prefix(&name);

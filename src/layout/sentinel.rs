@@ -76,9 +76,22 @@ pub struct Sentinel {
     /// Tablespaces of the source (`Spec`, WAL-E: `spec`).
     #[serde(rename = "Spec", alias = "spec", default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<TablespaceSpec>,
-    /// Parent of a delta backup (`DeltaFrom`, older `IncrementFrom`).
+    /// Parent of a delta backup (`DeltaFrom`, older `IncrementFrom`): what a chain is
+    /// followed by (names differ between writers).
     #[serde(rename = "DeltaFrom", alias = "IncrementFrom", default, skip_serializing_if = "Option::is_none")]
     pub delta_from: Option<String>,
+    /// The full backup at the root of a delta's chain (`DeltaFullName`).
+    #[serde(
+        rename = "DeltaFullName",
+        alias = "IncrementFullName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delta_full_name: Option<String>,
+    /// The increment format of a delta (walrus: `native` for PostgreSQL 17's own
+    /// incremental files); absent: wal-g's `wi1`.
+    #[serde(rename = "IncrementFormat", default, skip_serializing_if = "Option::is_none")]
+    pub increment_format: Option<String>,
     /// wal-g's checkpoint number (always `null` in what walfetch writes).
     #[serde(rename = "ChkpNum", default)]
     pub chkp_num: Option<serde_json::Value>,

@@ -16,11 +16,12 @@ use crate::wal::name::Lsn;
 
 /// Checks every file `files_metadata.json` lists against the target: it must have
 /// been extracted, and where the entry records a size (walfetch's writer does), have
-/// exactly that many bytes.
-pub fn check_files_extracted(reader: ObjectReader, object: &str, target: &Target) -> Result<()> {
+/// exactly that many bytes. Files marked skipped are checked only in a chain restore
+/// (`skipped_too`: a delta's unchanged files come from the layers below it).
+pub fn check_files_extracted(reader: ObjectReader, object: &str, target: &Target, skipped_too: bool) -> Result<()> {
     let (mut missing, mut wrong_size) = (Examples::default(), Examples::default());
     files_metadata::read(reader, object, &mut |name, entry| {
-        if entry.is_skipped {
+        if entry.is_skipped && !skipped_too {
             return Ok(());
         }
         let parts = sanitize(name.as_bytes(), object)?;

@@ -35,6 +35,7 @@ use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode};
 use crate::progress::{self, Reporter};
 use crate::restore::checks::{check_backup_label, check_files_extracted, rewrite_tablespace_map};
+use crate::restore::delta::{self, Layer};
 use crate::restore::extract::{Target, STAGED_PG_CONTROL};
 use crate::restore::journal::{self, Identity, Journal, Vouched};
 use crate::restore::tablespace;
@@ -142,9 +143,14 @@ pub fn identity(plan: &RestorePlan) -> Identity {
     }
 }
 
-/// Restores the backup `plan` describes into `dir` (already prepared, see
-/// [`prepare_target`]), from the start or continuing an interrupted restore.
-pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+/// Restores the backup `chain` ends with (a full backup alone, or a delta after the
+/// backups below it, oldest first: see [`super::delta`]) into `dir` (already prepared,
+/// see [`prepare_target`]), from the start or continuing an interrupted restore.
+pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+    let Some(plan) = chain.last() else {
+        return Err(Error::new(ErrorKind::Config, "nothing to restore"));
+    };
+    let layers = delta::layers(storage.as_ref(), chain)?;
     let name = plan.name();
     let locations = tablespace::plan(plan.backup.sentinel.spec.as_ref(), &opts.tablespace_map)?;
     let resuming = start == Start::Resume;
@@ -175,13 +181,25 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
     } else {
         (Journal::create(dir, &identity(plan), opts.sync)?, Vouched::default())
     };
+    if chain.len() > 1 && !vouched.distrusted.is_empty() {
+        // Fetching an older layer's partition again would overwrite what newer layers
+        // applied on top of it.
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{}: files of the interrupted delta restore changed since ({}); pass --force to start over",
+                dir.display(),
+                vouched.distrusted[0].1
+            ),
+        ));
+    }
     for (partition, why) in &vouched.distrusted {
         tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
         journal.redo(partition)?;
     }
 
     let progress = Progress::default();
-    let all_parts: Vec<&ObjectMeta> = plan.partitions.all().collect();
+    let all_parts: Vec<&ObjectMeta> = chain.iter().zip(&layers).flat_map(|(p, l)| layer_partitions(p, l)).collect();
     let skipped: Vec<&ObjectMeta> = all_parts.iter().copied().filter(|p| vouched.partitions.contains(&p.key)).collect();
     let total: u64 = all_parts.iter().map(|p| p.size).sum::<u64>() - skipped.iter().map(|p| p.size).sum::<u64>();
     if resuming {
@@ -193,26 +211,34 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
         total,
         (all_parts.len() - skipped.len()) as u64,
     );
-    let work = Work {
-        storage,
-        plan,
-        target: &target,
-        opts,
-        progress: &progress,
-        journal: &journal,
-        skip: &vouched.partitions,
-    };
-    let metadata = extract_all(&work)?;
+    let mut metadata = None;
+    for (layer_plan, layer) in chain.iter().zip(&layers) {
+        if chain.len() > 1 {
+            tracing::info!(backup = %layer_plan.name(), "restoring a layer of the delta chain");
+        }
+        let work = Work {
+            storage,
+            plan: layer_plan,
+            layer,
+            target: &target,
+            opts,
+            progress: &progress,
+            journal: &journal,
+            skip: &vouched.partitions,
+        };
+        metadata = extract_all(&work)?;
+    }
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
     if let Some(expected) = plan.backup.sentinel.uncompressed_size {
-        if skipped.is_empty() && expected != decoded && plan.backup.name.wale_offset.is_none() {
+        if skipped.is_empty() && chain.len() == 1 && expected != decoded && plan.backup.name.wale_offset.is_none() {
             tracing::warn!(backup = %name, expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
         }
     }
     check_backup_label(&target, &plan.backup)?;
     if let (Some(reader), Some(key)) = (metadata, &plan.files_metadata) {
-        check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), &target)?;
+        // Files a delta marks skipped come from below it, and must be there too.
+        check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), &target, chain.len() > 1)?;
     }
     if !opts.tablespace_map.is_empty() {
         rewrite_tablespace_map(&target)?;
@@ -230,10 +256,24 @@ pub fn restore(storage: &Arc<dyn Storage>, plan: &RestorePlan, dir: &Path, opts:
     })
 }
 
+/// The partitions a layer restores: all of a full backup alone or of the newest layer;
+/// an older layer's without `pg_control.tar` and `backup_label.tar` (they come from the
+/// newest backup only).
+fn layer_partitions<'a>(plan: &'a RestorePlan, layer: &Layer) -> Vec<&'a ObjectMeta> {
+    let parts = &plan.partitions;
+    if layer.is_newest() {
+        return parts.all().collect();
+    }
+    parts.data.iter().collect()
+}
+
 /// What the partition workers share.
 struct Work<'a> {
     storage: &'a Arc<dyn Storage>,
+    /// The backup of the layer being restored.
     plan: &'a RestorePlan,
+    /// What the layer gives (everything, for a full backup alone).
+    layer: &'a Layer,
     target: &'a Target,
     opts: &'a Options,
     progress: &'a Progress,
@@ -250,12 +290,18 @@ struct Work<'a> {
 fn extract_all(work: &Work<'_>) -> Result<Option<Result<ObjectReader>>> {
     let parts = &work.plan.partitions;
     let storage = work.storage;
-    let parallel: Vec<&ObjectMeta> = parts.parallel().filter(|p| !work.skip.contains(&p.key)).collect();
-    let label = parts.backup_label.as_ref().filter(|l| !work.skip.contains(&l.key));
+    let newest = work.layer.is_newest();
+    let parallel: Vec<&ObjectMeta> = parts
+        .parallel()
+        .filter(|p| newest || Some(*p) != parts.pg_control.as_ref())
+        .filter(|p| !work.skip.contains(&p.key))
+        .collect();
+    let label = parts.backup_label.as_ref().filter(|l| newest && !work.skip.contains(&l.key));
     let (restored, early) = std::thread::scope(|s| {
         let early = s.spawn(|| {
             let label = label.map(|l| storage.open(&l.key));
-            (label, work.plan.files_metadata.as_ref().map(|key| storage.open(key)))
+            let metadata = work.plan.files_metadata.as_ref().filter(|_| newest);
+            (label, metadata.map(|key| storage.open(key)))
         });
         let restored = extract_parallel(work, &parallel);
         (restored, early.join())
@@ -356,7 +402,7 @@ fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &A
         total: 0,
     };
     let mut written = |rel: &str, size: u64| work.journal.file(&part.key, rel, size);
-    let (stats, mut decoded) = work.target.extract(decoded, &url, cancel, &mut written)?;
+    let (stats, mut decoded) = work.target.extract(decoded, &url, cancel, work.layer, &mut written)?;
     drain_zeros(&mut decoded, &url)?;
     if work.opts.sync {
         work.target.sync()?;

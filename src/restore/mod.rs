@@ -3,6 +3,7 @@
 //! ([`checks`]).
 
 pub mod checks;
+pub mod delta;
 pub mod extract;
 pub mod fetch;
 pub mod journal;

@@ -1,0 +1,121 @@
+//! Delta backups: walrus writes a full backup, a delta and a delta of that delta (the
+//! last renamed to wal-g's form, `base_<own>_D_<parent's segment>`); walfetch restores
+//! the newest (LATEST), the middle one and the full one by name, each as a standby that
+//! replays to the primary's state; a chain with a missing link is refused, naming the
+//! full backup that can be restored instead.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::*;
+
+const TABLES: &[(&str, &str)] = &[
+    ("pgbench_accounts", "aid"),
+    ("pgbench_history", "tid, bid, aid, delta, mtime"),
+    ("between", "g"),
+];
+
+/// Backup names in the archive, oldest first.
+fn backups(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root.join("basebackups_005"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix("_backup_stop_sentinel.json")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut deltas = env.clone();
+    deltas.push(("WALG_DELTA_MAX_STEPS".into(), "3".into()));
+
+    let mut primary = Cluster::archiving(&scratch, "primary", walrus_bin(), &env, &[]);
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    primary.sql("CREATE TABLE between (g int)");
+    primary.backup_push(walrus_bin(), &env);
+    primary.pgbench(&["-n", "-t", "300", "-c", "2"]);
+    primary.sql("INSERT INTO between SELECT generate_series(1, 20000)");
+    primary.backup_push(walrus_bin(), &deltas);
+    primary.pgbench(&["-n", "-t", "300", "-c", "2"]);
+    // Rows deleted and a table dropped between the deltas: the newest restore must not
+    // bring back what its backup no longer has.
+    primary.sql("DELETE FROM between WHERE g % 2 = 0");
+    primary.sql("CREATE TABLE dropped AS SELECT generate_series(1, 5000) g");
+    primary.sql("CHECKPOINT");
+    primary.backup_push(walrus_bin(), &deltas);
+    primary.sql("DROP TABLE dropped");
+    primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
+    primary.stop();
+
+    let root = s3data.join(BUCKET).join("pg");
+    let names = backups(&root);
+    assert_eq!(names.len(), 3, "a full backup and two deltas: {names:?}");
+    let (full, middle, newest) = (names[0].clone(), names[1].clone(), names[2].clone());
+    assert!(middle.contains("_D_") && newest.contains("_D_"), "{names:?}");
+    // walrus names a delta of a delta by its parent's whole name; wal-g by the parent's
+    // segment only. Give the newest wal-g's name: the chain is found by DeltaFrom.
+    let walg_name = format!("{}_D_{}", &newest[..29], &middle[5..29]);
+    let dir = root.join("basebackups_005");
+    fs::rename(dir.join(&newest), dir.join(&walg_name)).unwrap();
+    fs::rename(
+        dir.join(format!("{newest}_backup_stop_sentinel.json")),
+        dir.join(format!("{walg_name}_backup_stop_sentinel.json")),
+    )
+    .unwrap();
+    give_to_postgres(&s3data);
+
+    let out = walfetch(&["backup-list"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    for (case, name) in [("latest", "LATEST"), ("middle", middle.as_str()), ("full", full.as_str())] {
+        let restored = scratch.path().join(case);
+        let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), name, "--standby"], &env);
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match case {
+            "latest" => assert!(
+                stdout.contains(&format!("restored {walg_name}")) && stdout.contains("delta chain"),
+                "{stdout}"
+            ),
+            "middle" => assert!(
+                stdout.contains(&format!("delta chain, applied in this order: {full}, {middle}")),
+                "{stdout}"
+            ),
+            _ => assert!(!stdout.contains("delta chain"), "{stdout}"),
+        }
+        let mut standby = Cluster::attach(&scratch, case, restored);
+        standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+        standby.start();
+        standby.wait_replayed(&lsn);
+        let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+        assert_eq!(actual, expected, "{case}: the standby differs from the primary");
+        standby.stop();
+    }
+
+    // The middle link goes missing: the newest cannot be restored, and the error says
+    // which backup is missing and which full backup can be restored instead.
+    fs::remove_file(dir.join(format!("{middle}_backup_stop_sentinel.json"))).unwrap();
+    let out = walfetch(&["backup-fetch", scratch.path().join("broken").to_str().unwrap(), &walg_name], &env);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("is a delta of {middle}, which is not in the archive"))
+            && stderr(&out).contains(&format!("the newest full backup, {full}, can be restored instead")),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -81,6 +81,11 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
 
     let out = walfetch(&["backup-list"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| list.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(row(&full).contains(" full  -"), "{list}");
+    assert!(row(&middle).ends_with(&format!("delta {full}")), "{list}");
+    assert!(row(&walg_name).ends_with(&format!("delta {middle}")), "{list}");
 
     for (case, name) in [("latest", "LATEST"), ("middle", middle.as_str()), ("full", full.as_str())] {
         let restored = scratch.path().join(case);

@@ -19,13 +19,13 @@ pub fn render_table(rows: &[BackupSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}",
-        "name", "tli", "start_lsn", "finish_lsn", "finish_time", "pg", "size", "compressed"
+        "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}  {:<5} {}",
+        "name", "tli", "start_lsn", "finish_lsn", "finish_time", "pg", "size", "compressed", "kind", "parent"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}",
+            "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}  {:<5} {}",
             r.name,
             r.timeline,
             r.start_lsn.as_deref().unwrap_or("-"),
@@ -34,6 +34,8 @@ pub fn render_table(rows: &[BackupSummary]) -> String {
             r.pg_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             human_size(r.uncompressed_size),
             human_size(r.compressed_size),
+            if r.delta_from.is_some() { "delta" } else { "full" },
+            r.delta_from.as_deref().unwrap_or("-"),
         );
     }
     out

@@ -145,3 +145,28 @@ pub fn decryption(data: &[u8]) {
         assert!(back != rest || rest.is_empty(), "damaged data read back as the original");
     }
 }
+
+/// wi1 increments applied to a file: any bytes end in an applied increment or an error,
+/// never a panic, a huge allocation or a file past the format's bound.
+pub fn wi1(data: &[u8]) {
+    let Ok(dir) = std::env::temp_dir().canonicalize() else { return };
+    let path = dir.join(format!("walfetch-fuzz-wi1-{}", std::process::id()));
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let mut buf = vec![0u8; crate::restore::delta::PAGE as usize];
+    if let Ok(size) = crate::restore::delta::apply_wi1(&mut std::io::Cursor::new(data), &file, "fuzz", "fuzz", &mut buf) {
+        assert_eq!(
+            file.metadata().map(|m| m.len()).unwrap_or(size),
+            size,
+            "the file has the size the increment gives"
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}

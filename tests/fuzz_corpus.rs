@@ -11,7 +11,7 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn every_corpus_input_is_handled_without_panicking() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let targets: [Target; 7] = [
+    let targets: [Target; 8] = [
         ("names_and_history", walfetch::fuzzing::names_and_history),
         ("sentinel_json", walfetch::fuzzing::sentinel_json),
         ("containers", walfetch::fuzzing::containers),
@@ -19,6 +19,7 @@ fn every_corpus_input_is_handled_without_panicking() {
         ("wal_records", walfetch::fuzzing::wal_records),
         ("configuration", walfetch::fuzzing::configuration),
         ("decryption", walfetch::fuzzing::decryption),
+        ("wi1", walfetch::fuzzing::wi1),
     ];
     let mut replayed = 0;
     for (name, run) in targets {

@@ -19,8 +19,8 @@ pub fn render_table(rows: &[BackupSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}  {:<5} {}",
-        "name", "tli", "start_lsn", "finish_lsn", "finish_time", "pg", "size", "compressed", "kind", "parent"
+        "{:<32} {:>3} {:<14} {:<14} {:<28} {:>7} {:>11} {:>11}  {:<5} parent",
+        "name", "tli", "start_lsn", "finish_lsn", "finish_time", "pg", "size", "compressed", "kind"
     );
     for r in rows {
         let _ = writeln!(

@@ -141,6 +141,73 @@ pub fn layers(storage: &dyn Storage, plans: &[RestorePlan]) -> Result<Vec<Layer>
     Ok(layers)
 }
 
+/// Bytes of a page in a `wi1` increment (PostgreSQL's default block size).
+pub const PAGE: u64 = 8192;
+
+/// The largest file an increment may describe: far beyond a relation segment (1 GiB by
+/// default), and small enough that a damaged header cannot make a huge sparse file or a
+/// block list that does not fit in memory.
+const MAX_INCREMENTED_FILE: u64 = 64 << 30;
+
+/// Applies a `wi1` increment read from `from` to `file`: magic `wi1\x55`, the file's size
+/// (u64), the number of pages (u32), their block numbers (u32 each), then the 8 KiB
+/// pages, all little-endian. The file is set to its size, then each page written in
+/// place; nothing may follow the last page. `what` names the increment in errors,
+/// `path` the file. `buf` is at least a page. Returns the file's size.
+pub fn apply_wi1(from: &mut impl std::io::Read, file: &std::fs::File, what: &str, path: &str, buf: &mut [u8]) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let bad = |why: String| Error::new(ErrorKind::Corrupt, format!("{what}: {why}"));
+    let mut read_exact = |into: &mut [u8], part: &str| {
+        from.read_exact(into).map_err(|e| match Error::from_io_ref(&e) {
+            Some(inner) => inner,
+            None => bad(format!("cut short in its {part} ({e})")),
+        })
+    };
+    let mut header = [0u8; 16];
+    read_exact(&mut header, "header")?;
+    if &header[..4] != b"wi1\x55" {
+        return Err(bad(format!("not a wi1 increment (starts with {:02x?})", &header[..4])));
+    }
+    let size = u64::from_le_bytes([
+        header[4], header[5], header[6], header[7], header[8], header[9], header[10], header[11],
+    ]);
+    let count = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+    if size > MAX_INCREMENTED_FILE {
+        return Err(bad(format!("a file of {size} bytes, more than any relation segment")));
+    }
+    if count > size.div_ceil(PAGE) {
+        return Err(bad(format!("{count} pages for a file of {size} bytes")));
+    }
+    let mut blocks = Vec::new();
+    for _ in 0..count {
+        let mut b = [0u8; 4];
+        read_exact(&mut b, "block list")?;
+        let block = u64::from(u32::from_le_bytes(b));
+        if (block + 1) * PAGE > size {
+            return Err(bad(format!("block {block} lies beyond the file's {size} bytes")));
+        }
+        blocks.push(block as u32);
+    }
+    let io = |e: std::io::Error| Error::local_io(path, &e);
+    file.set_len(size).map_err(io)?;
+    let page = buf
+        .get_mut(..PAGE as usize)
+        .ok_or_else(|| bad("buffer smaller than a page".to_string()))?;
+    for block in blocks {
+        read_exact(page, "pages")?;
+        file.write_all_at(page, u64::from(block) * PAGE).map_err(io)?;
+    }
+    let mut more = [0u8; 1];
+    loop {
+        match from.read(&mut more) {
+            Ok(0) => return Ok(size),
+            Ok(_) => return Err(bad("data after its last page".to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_io_ref(&e).unwrap_or_else(|| bad(e.to_string()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +251,49 @@ mod tests {
         assert_eq!(parent.action("backup_label"), Action::Skip);
         assert_eq!(Layer::whole().action("anything"), Action::Whole);
         assert_eq!(normal("/base/1/2"), "base/1/2");
+    }
+
+    fn wi1(size: u64, pages: &[(u32, u8)]) -> Vec<u8> {
+        let mut out = b"wi1\x55".to_vec();
+        out.extend(size.to_le_bytes());
+        out.extend((pages.len() as u32).to_le_bytes());
+        for (b, _) in pages {
+            out.extend(b.to_le_bytes());
+        }
+        for (_, fill) in pages {
+            out.extend(vec![*fill; PAGE as usize]);
+        }
+        out
+    }
+
+    #[test]
+    fn increments_set_the_size_and_write_their_pages_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("16384");
+        std::fs::write(&path, vec![1u8; 4 * PAGE as usize]).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut buf = vec![0u8; PAGE as usize];
+        let data = wi1(3 * PAGE, &[(2, 9), (0, 7)]);
+        let size = apply_wi1(&mut std::io::Cursor::new(data), &file, "inc", "f", &mut buf).unwrap();
+        assert_eq!(size, 3 * PAGE);
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 3 * PAGE as usize, "shrunk to the size");
+        assert!(got[..8192].iter().all(|b| *b == 7) && got[8192..16384].iter().all(|b| *b == 1) && got[16384..].iter().all(|b| *b == 9));
+
+        for (bad, says) in [
+            (b"wi2\x55aaaaaaaaaaaa".to_vec(), "not a wi1 increment"),
+            (wi1(PAGE, &[(1, 0)]), "beyond the file"),
+            (wi1(PAGE, &[(0, 0), (0, 0)]), "2 pages for a file"),
+            ([wi1(PAGE, &[(0, 0)]), vec![0]].concat(), "data after its last page"),
+            (wi1(2 * PAGE, &[(0, 1)])[..100].to_vec(), "cut short"),
+            (
+                [b"wi1\x55".to_vec(), u64::MAX.to_le_bytes().to_vec(), vec![0xff; 4]].concat(),
+                "more than any relation segment",
+            ),
+        ] {
+            let e = apply_wi1(&mut std::io::Cursor::new(bad), &file, "inc of x", "f", &mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupt);
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 }

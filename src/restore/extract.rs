@@ -25,7 +25,7 @@ use tar::EntryType;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
-use crate::restore::delta::{Action, Layer};
+use crate::restore::delta::{apply_wi1, Action, Layer};
 
 /// Where a staged `pg_control` waits until the restore is complete.
 pub const STAGED_PG_CONTROL: &str = "global/pg_control.walfetch-staged";
@@ -271,63 +271,23 @@ impl Target {
     }
 
     /// Applies a `wi1` increment member (a delta backup's changed pages) to the file a
-    /// lower layer of the chain restored: magic `wi1\x55`, the file's size (u64), the
-    /// number of pages (u32), their block numbers (u32 each), then the 8 KiB pages, all
-    /// little-endian. The file is set to its size, then each page written in place;
-    /// anything malformed is an error naming the member. Returns the file's size.
+    /// lower layer of the chain restored ([`super::delta::apply_wi1`]); returns the
+    /// file's size.
     fn apply_increment<R: Read>(&self, entry: &mut tar::Entry<'_, R>, parts: &[String], object: &str, buf: &mut [u8]) -> Result<u64> {
-        use std::os::unix::fs::FileExt;
-        const PAGE: u64 = 8192;
         let path = self.member_path(parts, object)?;
-        let shown = parts.join("/");
-        let bad = |why: String| Error::new(ErrorKind::Corrupt, format!("{object}: increment of {shown}: {why}"));
-        let read_exact = |entry: &mut tar::Entry<'_, R>, into: &mut [u8], what: &str| {
-            entry.read_exact(into).map_err(|e| match Error::from_io_ref(&e) {
-                Some(inner) => inner,
-                None => bad(format!("cut short in its {what} ({e})")),
-            })
-        };
-        let mut header = [0u8; 16];
-        read_exact(entry, &mut header, "header")?;
-        if &header[..4] != b"wi1\x55" {
-            return Err(bad(format!("not a wi1 increment (starts with {:02x?})", &header[..4])));
-        }
-        let size = u64::from_le_bytes(header[4..12].try_into().unwrap_or_default());
-        let count = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default()) as u64;
-        if count > size.div_ceil(PAGE) {
-            return Err(bad(format!("{count} pages for a file of {size} bytes")));
-        }
-        let mut blocks = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let mut b = [0u8; 4];
-            read_exact(entry, &mut b, "block list")?;
-            let block = u64::from(u32::from_le_bytes(b));
-            if (block + 1) * PAGE > size {
-                return Err(bad(format!("block {block} lies beyond the file's {size} bytes")));
-            }
-            blocks.push(block);
-        }
+        let what = format!("{object}: increment of {}", parts.join("/"));
         let file = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => bad("no earlier backup of the chain restored the file it changes".to_string()),
+                io::ErrorKind::NotFound => Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{what}: no earlier backup of the chain restored the file it changes"),
+                ),
                 _ => Error::local_io(path.display(), &e),
             })?;
-        file.set_len(size).map_err(|e| Error::local_io(path.display(), &e))?;
-        let page = &mut buf[..PAGE as usize];
-        for block in blocks {
-            read_exact(entry, page, "pages")?;
-            file.write_all_at(page, block * PAGE)
-                .map_err(|e| Error::local_io(path.display(), &e))?;
-        }
-        let mut more = [0u8; 1];
-        match entry.read(&mut more) {
-            Ok(0) => Ok(size),
-            Ok(_) => Err(bad("data after its last page".to_string())),
-            Err(e) => Err(tar_error(object, e)),
-        }
+        apply_wi1(entry, &file, &what, &path.display().to_string(), buf)
     }
 
     /// Writes a file member where it belongs (`global/pg_control` staged), never through

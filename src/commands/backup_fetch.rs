@@ -11,13 +11,10 @@ use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use crate::inspect::backups::human_size;
-use crate::inspect::verify::backup_wal;
-use crate::layout::backup::{latest, list_backups, read_backup};
-use crate::layout::plan::plan_chain;
 use crate::pg::recovery::{restore_command, RecoveryMode};
 use crate::restore::fetch::{prepare_target, restore, Options, Start};
 use crate::restore::journal::identity_in;
+use crate::restore::select::{select, Request};
 use crate::restore::tablespace::parse_mapping;
 
 /// Options of `backup-fetch`.
@@ -73,41 +70,16 @@ impl Run for BackupFetch {
         let start = prepare_target(&dir, self.force, self.resume)?;
         let storage = ctx.storage()?;
         let parallelism = ctx.settings.restore_parallelism(self.concurrency, storage.is_remote());
-        let interrupted = match start {
-            Start::Resume => identity_in(&dir)?,
-            Start::Fresh | Start::Replace => None,
+        let request = Request {
+            backup: self.backup.clone(),
+            interrupted: match start {
+                Start::Resume => identity_in(&dir)?,
+                Start::Fresh | Start::Replace => None,
+            },
+            wal_check: !self.no_wal_check,
+            concurrency: ctx.settings.listing_concurrency(),
         };
-        let backup = match (&interrupted, self.backup.eq_ignore_ascii_case("LATEST")) {
-            (Some(id), true) => {
-                tracing::info!(backup = %id.backup, "LATEST with --resume: the backup this directory was being restored from");
-                read_backup(storage.as_ref(), &id.backup)?
-            }
-            (None, true) => latest(&storage, ctx.settings.listing_concurrency())?,
-            (_, false) => read_backup(storage.as_ref(), &self.backup)?,
-        };
-        tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
-        if self.no_wal_check {
-            tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
-        } else {
-            let wal = backup_wal(&storage, &backup, ctx.settings.listing_concurrency())?;
-            let line = wal.describe(&backup.name.name);
-            if !wal.missing.is_empty() {
-                return Err(Error::new(ErrorKind::Unrestorable, line));
-            }
-            crate::outln!("{line}");
-        }
-        let full_backups = || {
-            Ok(list_backups(&storage, ctx.settings.listing_concurrency())?
-                .into_iter()
-                .filter(|b| b.sentinel.delta_from.is_none())
-                .map(|b| b.name.name)
-                .collect())
-        };
-        let chain = plan_chain(storage.as_ref(), backup, &full_backups)?;
-        if chain.len() > 1 {
-            let names: Vec<&str> = chain.iter().map(|p| p.name()).collect();
-            crate::outln!("delta chain, applied in this order: {}", names.join(", "));
-        }
+        let chain = select(&storage, &request, &mut |line| crate::outln!("{line}"))?;
         let Some(plan) = chain.last() else {
             return Err(Error::new(ErrorKind::Config, "nothing to restore"));
         };
@@ -123,25 +95,7 @@ impl Run for BackupFetch {
             sync: !self.no_sync,
         };
         let summary = restore(&storage, &chain, &dir, &opts, start)?;
-        let resumed = match start {
-            Start::Resume => format!(
-                "; resumed: {} of {} partitions ({} compressed) were already restored and not fetched again",
-                summary.skipped,
-                summary.partitions,
-                human_size(Some(summary.skipped_bytes))
-            ),
-            Start::Fresh | Start::Replace => String::new(),
-        };
-        crate::outln!(
-            "restored {} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions{resumed}) in {:.1}s",
-            plan.name(),
-            dir.display(),
-            summary.files,
-            summary.decoded as f64 / 1048576.0,
-            summary.read as f64 / 1048576.0,
-            summary.partitions,
-            started.elapsed().as_secs_f64()
-        );
+        crate::outln!("{}", summary.line(plan.name(), &dir, start == Start::Resume, started.elapsed()));
         for line in &summary.written {
             crate::outln!("wrote {line}");
         }

@@ -29,6 +29,7 @@ use crate::config::Parallelism;
 use crate::constants::INCOMPLETE_MARKER;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
+use crate::inspect::backups::human_size;
 use crate::layout::plan::RestorePlan;
 use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
@@ -88,6 +89,31 @@ pub enum Start {
     Replace,
     /// Continuing an interrupted restore in the directory (`--resume`).
     Resume,
+}
+
+impl Summary {
+    /// The line that says what the restore of `name` into `dir` did.
+    pub fn line(&self, name: &str, dir: &Path, resumed: bool, took: std::time::Duration) -> String {
+        let resumed = if resumed {
+            format!(
+                "; resumed: {} of {} partitions ({} compressed) were already restored and not fetched again",
+                self.skipped,
+                self.partitions,
+                human_size(Some(self.skipped_bytes))
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "restored {name} into {} ({} files, {:.1} MiB from {:.1} MiB compressed, {} partitions{resumed}) in {:.1}s",
+            dir.display(),
+            self.files,
+            self.decoded as f64 / 1048576.0,
+            self.read as f64 / 1048576.0,
+            self.partitions,
+            took.as_secs_f64()
+        )
+    }
 }
 
 /// Refuses a directory a server runs in, or a non-empty one, unless it holds an

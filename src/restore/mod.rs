@@ -7,4 +7,5 @@ pub mod delta;
 pub mod extract;
 pub mod fetch;
 pub mod journal;
+pub mod select;
 pub mod tablespace;

@@ -1,0 +1,70 @@
+//! Which backup a restore takes, and what must be true of it before the first byte: the
+//! backup named (LATEST: the newest, or with `--resume` the one the directory was being
+//! restored from), the WAL it needs to become consistent in the archive, and, for a
+//! delta, every backup of its chain.
+
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::inspect::verify::backup_wal;
+use crate::layout::backup::{latest, list_backups, read_backup, Backup};
+use crate::layout::plan::{plan_chain, RestorePlan};
+use crate::restore::journal::Identity;
+use crate::storage::Storage;
+
+/// What a restore asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// A backup name, or `LATEST`.
+    pub backup: String,
+    /// The restore the target holds, when resuming.
+    pub interrupted: Option<Identity>,
+    /// Check the backup's WAL before downloading (off: `--no-wal-check`).
+    pub wal_check: bool,
+    /// Requests in flight when listing.
+    pub concurrency: usize,
+}
+
+/// The chain to restore (a full backup alone, or a delta after the backups below it,
+/// oldest first), each fact established said in one line through `say`.
+pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Vec<RestorePlan>> {
+    let backup = pick(storage, req)?;
+    tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
+    if req.wal_check {
+        let wal = backup_wal(storage, &backup, req.concurrency)?;
+        let line = wal.describe(&backup.name.name);
+        if !wal.missing.is_empty() {
+            return Err(Error::new(ErrorKind::Unrestorable, line));
+        }
+        say(&line);
+    } else {
+        tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
+    }
+    let full_backups = || {
+        Ok(list_backups(storage, req.concurrency)?
+            .into_iter()
+            .filter(|b| b.sentinel.delta_from.is_none())
+            .map(|b| b.name.name)
+            .collect())
+    };
+    let chain = plan_chain(storage.as_ref(), backup, &full_backups)?;
+    if chain.len() > 1 {
+        let names: Vec<&str> = chain.iter().map(|p| p.name()).collect();
+        say(&format!("delta chain, applied in this order: {}", names.join(", ")));
+    }
+    Ok(chain)
+}
+
+/// The backup the request names.
+fn pick(storage: &Arc<dyn Storage>, req: &Request) -> Result<Backup> {
+    if !req.backup.eq_ignore_ascii_case("LATEST") {
+        return read_backup(storage.as_ref(), &req.backup);
+    }
+    match &req.interrupted {
+        Some(id) => {
+            tracing::info!(backup = %id.backup, "LATEST with --resume: the backup this directory was being restored from");
+            read_backup(storage.as_ref(), &id.backup)
+        }
+        None => latest(storage, req.concurrency),
+    }
+}

@@ -120,6 +120,7 @@ fn walrus_libsodium_archive_with_plaintext_wal_restores_and_replays() {
         let restored = scratch.path().join(name);
         let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], env);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("the restore_command carries no key"));
         let mut standby = Cluster::attach(&scratch, name, restored);
         // The key reaches restore_command through the server's environment.
         standby.env = env

@@ -82,9 +82,16 @@ impl Source {
         }
     }
 
-    /// Slows every partition's download to 16 KiB per `pause` per connection.
-    fn slow(&self, pause: Duration) {
+    /// Slows every partition's download to 16 KiB per `pause` per connection, and the
+    /// first data partition to 16 KiB per 300 ms: parts of all partitions download at
+    /// once and would end together, and an interruption must find one unfinished.
+    /// Returns that partition.
+    fn slow(&self, pause: Duration) -> String {
+        let laggard = self.partitions.keys().find(|k| k.starts_with("part_")).cloned().unwrap_or_default();
+        self.proxy
+            .inject(&laggard, Fault::Throttle(16 * 1024, Duration::from_millis(300)), 100_000);
         self.proxy.inject("tar_partitions", Fault::Throttle(16 * 1024, pause), 100_000);
+        laggard
     }
 
     fn fetch(&self, target: &Path, extra: &[&str]) -> std::process::Output {
@@ -143,49 +150,14 @@ fn finished(target: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every file under `dir`, relative path → contents (symlinks as their target).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let meta = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
-            if meta.is_dir() {
-                out.insert(rel, b"<dir>".to_vec());
-                stack.push(p);
-            } else if meta.file_type().is_symlink() {
-                out.insert(rel, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes());
-            } else {
-                out.insert(rel, fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-/// Asserts two restored directories are byte-identical.
-fn assert_same_tree(resumed: &Path, whole: &Path) {
-    let (a, b) = (tree(resumed), tree(whole));
-    let names = |t: &BTreeMap<PathBuf, Vec<u8>>| t.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        names(&a),
-        names(&b),
-        "the resumed restore has other files than an uninterrupted one"
-    );
-    for (path, data) in &a {
-        assert!(data == &b[path], "{} differs from an uninterrupted restore", path.display());
-    }
-}
-
 #[test]
 fn a_restore_killed_halfway_resumes_with_only_the_rest_and_the_standby_replays() {
     let src = Source::new();
     let target = src.scratch.path().join("standby");
     let half = src.partitions.len() / 2;
-    src.slow(Duration::from_millis(10));
-    src.interrupt(&target, &[], |t| finished(t).len() >= half);
+    let laggard = src.slow(Duration::from_millis(10));
+    src.interrupt(&target, &[], |t| finished(t).len() >= half.min(src.partitions.len() - 2));
+    assert!(!finished(&target).contains(&laggard));
     let vouched = finished(&target);
 
     // Without --resume, the way forward is named.
@@ -236,17 +208,16 @@ fn interrupted_twice_once_with_pg_control_staged_the_restore_is_byte_identical()
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let target = src.scratch.path().join("resumed");
-    src.slow(Duration::from_millis(50));
+    let laggard = src.slow(Duration::from_millis(50));
     src.interrupt(&target, &[], |t| finished(t).len() >= 2);
-    let first = finished(&target).len();
-    // The second interruption comes during the resume, with pg_control staged and the
-    // resume itself part way.
-    let data: Vec<&String> = src.partitions.keys().filter(|k| k.starts_with("part_")).collect();
+    // The second interruption comes during the resume, with pg_control staged and a
+    // partition still on its way (a moment after the resume started: it has its
+    // connections open and parts under way).
+    let resumed_at = Instant::now();
     src.interrupt(&target, &["--resume"], |t| {
-        let done = finished(t);
-        t.join(STAGED).exists() && done.len() > first && data.iter().any(|k| !done.contains(*k))
+        t.join(STAGED).exists() && !finished(t).contains(&laggard) && resumed_at.elapsed() > Duration::from_millis(800)
     });
-    assert!(target.join(STAGED).exists());
+    assert!(target.join(STAGED).exists() && !finished(&target).contains(&laggard));
     src.proxy.clear();
     let out = src.fetch(&target, &["--resume"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

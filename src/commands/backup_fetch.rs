@@ -99,6 +99,11 @@ impl Run for BackupFetch {
         for line in &summary.written {
             crate::outln!("wrote {line}");
         }
+        if storage.keys().any() && self.mode().is_some() {
+            crate::outln!(
+                "note: the restore_command carries no key: give the server the archive's key in its environment (WALG_LIBSODIUM_KEY_PATH, and WALG_LIBSODIUM_KEY_TRANSFORM), as it has the credentials"
+            );
+        }
         if !summary.missing_config.is_empty() && self.mode().is_none() {
             crate::outln!(
                 "note: the backup has no {} (WAL-E leaves them out); add your own, or re-run with --standby / --recovery for a minimal working set",

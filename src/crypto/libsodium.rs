@@ -68,7 +68,7 @@ impl Key {
                 let clean: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
                 base64::engine::general_purpose::STANDARD
                     .decode(&clean)
-                    .map_err(|e| bad(format!("not base64 ({e})")))?
+                    .map_err(|_| bad("not base64".to_string()))?
             }
             "hex" => {
                 let clean: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();

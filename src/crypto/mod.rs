@@ -141,7 +141,7 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
     let other = lz4
         || zstd
         || lzo
-        || prefix.starts_with(&[0x1F, 0x8B])
+        || prefix.starts_with(&[0x1F, 0x8B, 0x08])
         || prefix.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
         || prefix.get(257..262) == Some(b"ustar")
         || prefix.get(1) == Some(&0xD1) && prefix.get(2..4) == Some(&[2, 0]);

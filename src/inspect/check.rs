@@ -115,6 +115,10 @@ fn encryption(storage: &dyn Storage, key: &str) -> Result<String> {
             format!("{url} is OpenPGP-encrypted, which walfetch cannot decrypt yet"),
         )),
         Found::Opened => Ok(format!("{key} is encrypted (libsodium) and the key opens it")),
+        Found::Unknown => Ok(format!(
+            "{key}: cannot tell whether it is encrypted (its compression has no signature){}",
+            if keyed { ", and the key does not open it" } else { "" }
+        )),
         _ if keyed => Ok(format!(
             "{key} is plaintext (a key is set: encrypted objects are decrypted, plaintext ones read as they are)"
         )),

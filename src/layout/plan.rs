@@ -111,7 +111,27 @@ pub fn plan_chain(storage: &dyn Storage, backup: Backup, full_backups: &dyn Fn()
             ));
         }
         match read_backup(storage, &parent) {
-            Ok(b) => chain.push(b),
+            Ok(b) => {
+                let child = chain.last().map(|c| (c.sentinel.system_identifier, c.start()));
+                if let Some((sysid, start)) = child {
+                    let other_cluster = matches!((sysid, b.sentinel.system_identifier), (Some(a), Some(p)) if a != p);
+                    let not_older = matches!((start, b.start()), (Some(c), Some(p)) if p >= c);
+                    if other_cluster || not_older {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!(
+                                "{parent}, named as the parent of a delta, is {}: the name was reused; this delta cannot be restored",
+                                if other_cluster {
+                                    "another cluster's backup"
+                                } else {
+                                    "not older than its delta"
+                                }
+                            ),
+                        ));
+                    }
+                }
+                chain.push(b);
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let instead = full_backups()?.into_iter().max().map_or_else(
                     || "there is no full backup in the archive".to_string(),

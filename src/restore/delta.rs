@@ -82,9 +82,10 @@ impl Layer {
     }
 }
 
-/// A file name as the metadata or a tar member gives it, relative to the data directory.
-fn normal(name: &str) -> &str {
-    name.trim_start_matches('/')
+/// A file name as the metadata gives it, spelled as a tar member's name is after
+/// sanitising (`/base/1/2`, `./base/1/2`, `base//1/2` are all `base/1/2`).
+fn normal(name: &str) -> String {
+    name.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
 }
 
 /// The layers of the chain `plans` (oldest first): reads each backup's
@@ -108,7 +109,7 @@ pub fn layers(storage: &dyn Storage, plans: &[RestorePlan]) -> Result<Vec<Layer>
         let mut map = HashMap::new();
         files_metadata::read(storage.open(key)?, &object, &mut |name, entry| {
             map.insert(
-                normal(name).to_string(),
+                normal(name),
                 Flags {
                     incremented: entry.is_incremented,
                     skipped: entry.is_skipped,
@@ -251,6 +252,7 @@ mod tests {
         assert_eq!(parent.action("backup_label"), Action::Skip);
         assert_eq!(Layer::whole().action("anything"), Action::Whole);
         assert_eq!(normal("/base/1/2"), "base/1/2");
+        assert_eq!(normal("./base//1/./2"), "base/1/2");
     }
 
     fn wi1(size: u64, pages: &[(u32, u8)]) -> Vec<u8> {

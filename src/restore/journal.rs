@@ -250,6 +250,7 @@ impl Journal {
         let boot = boot_id();
         let mut broken: BTreeMap<String, String> = BTreeMap::new();
         let mut done: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut owner: std::collections::HashMap<String, (String, u64)> = std::collections::HashMap::new();
         let mut whole = line.len() as u64;
         loop {
             line.clear();
@@ -274,12 +275,9 @@ impl Journal {
                     broken.remove(&partition);
                 }
                 Line::File { partition, path, size } => {
-                    if broken.contains_key(&partition) {
-                        continue;
-                    }
-                    if !present(&path, size) {
-                        broken.entry(partition).or_insert(format!("{path} is missing or not {size} bytes"));
-                    }
+                    // The last partition to write a path owns it (a delta's increment
+                    // changes the size a lower layer wrote).
+                    owner.insert(path, (partition, size));
                 }
                 Line::Done {
                     partition, unsynced_boot, ..
@@ -296,6 +294,11 @@ impl Journal {
                         format!("{}: a second header at byte {whole}; pass --force to start over", path.display()),
                     ))
                 }
+            }
+        }
+        for (path, (partition, size)) in owner {
+            if !broken.contains_key(&partition) && !present(&path, size) {
+                broken.insert(partition, format!("{path} is missing or not {size} bytes"));
             }
         }
         let mut vouched = Vouched::default();
@@ -430,6 +433,20 @@ mod tests {
         drop(j);
         let (_, v) = Journal::resume(dir.path(), &id("b"), true, &|_, _| true).unwrap();
         assert_eq!(v.partitions.len(), 3);
+    }
+
+    #[test]
+    fn a_file_a_later_partition_rewrote_is_checked_at_its_last_size() {
+        // A delta's increment changes the size a lower layer's partition wrote.
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), &id("b"), true).unwrap();
+        j.file("full/p1", "base/1/1", 8192).unwrap();
+        j.done("full/p1", 1, 8192).unwrap();
+        j.file("delta/p1", "base/1/1", 16384).unwrap();
+        j.done("delta/p1", 1, 16384).unwrap();
+        drop(j);
+        let (_, v) = Journal::resume(dir.path(), &id("b"), true, &|_, size| size == 16384).unwrap();
+        assert_eq!(v.partitions.len(), 2, "{:?}", v.distrusted);
     }
 
     #[test]

@@ -614,6 +614,42 @@ pub fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Every file under `dir`, relative path → contents (symlinks as their target).
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_path_buf();
+            if meta.is_dir() {
+                out.insert(rel, b"<dir>".to_vec());
+                stack.push(p);
+            } else if meta.file_type().is_symlink() {
+                out.insert(rel, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes());
+            } else {
+                out.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two restored directories are byte-identical.
+pub fn assert_same_tree(resumed: &Path, whole: &Path) {
+    let (a, b) = (tree(resumed), tree(whole));
+    let names = |t: &std::collections::BTreeMap<PathBuf, Vec<u8>>| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&a),
+        names(&b),
+        "the resumed restore has other files than an uninterrupted one"
+    );
+    for (path, data) in &a {
+        assert!(data == &b[path], "{} differs from an uninterrupted restore", path.display());
+    }
+}
+
 /// stderr of an output, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

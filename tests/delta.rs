@@ -5,8 +5,10 @@
 //! full backup that can be restored instead.
 
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 
+use crate::common::archive::encode;
 use crate::common::proxy::{Fault, FaultProxy};
 use crate::common::*;
 
@@ -154,6 +156,46 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
         assert_eq!(actual, expected, "{case}: the standby differs from the primary");
         standby.stop();
     }
+
+    // An increment missing from the newest delta's partitions (its metadata still marks
+    // the file incremented): the older layer's pages would stay; the restore fails.
+    let parts_dir = dir.join(&walg_name).join("tar_partitions");
+    let (victim, original, without) = fs::read_dir(&parts_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part_"))
+        .find_map(|p| {
+            let original = fs::read(&p).unwrap();
+            let mut plain = Vec::new();
+            walfetch::codec::Codec::Lz4
+                .decoder(Box::new(std::io::Cursor::new(original.clone())), "t")
+                .read_to_end(&mut plain)
+                .unwrap();
+            let mut archive = tar::Archive::new(std::io::Cursor::new(plain));
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut dropped = false;
+            for entry in archive.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                if !dropped && data.starts_with(b"wi1\x55") {
+                    dropped = true;
+                    continue;
+                }
+                let mut header = entry.header().clone();
+                builder.append_data(&mut header, entry.path().unwrap(), &data[..]).unwrap();
+            }
+            dropped.then(|| (p, original, encode(walfetch::codec::Codec::Lz4, &builder.into_inner().unwrap())))
+        })
+        .expect("the newest delta holds an increment");
+    fs::write(&victim, without).unwrap();
+    let out = walfetch(
+        &["backup-fetch", scratch.path().join("missing-increment").to_str().unwrap(), "LATEST"],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the delta backup is incomplete"), "{}", stderr(&out));
+    fs::write(&victim, original).unwrap();
 
     // The middle link goes missing: the newest cannot be restored, and the error says
     // which backup is missing and which full backup can be restored instead.

@@ -65,6 +65,15 @@ impl Layer {
         self.newest
     }
 
+    /// Increments this layer must apply: the files it marks `IsIncremented` that are
+    /// wanted from it.
+    pub fn increments_expected(&self) -> u64 {
+        self.flags
+            .iter()
+            .filter(|(name, f)| f.incremented && self.needed.as_ref().is_none_or(|n| n.contains(*name)))
+            .count() as u64
+    }
+
     /// What to do with the member `name` (relative to the data directory).
     pub fn action(&self, name: &str) -> Action {
         if !self.newest && NEWEST_ONLY.contains(&name) {

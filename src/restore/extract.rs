@@ -44,6 +44,8 @@ pub struct Extracted {
     pub files: u64,
     /// Bytes of file contents written.
     pub bytes: u64,
+    /// Of the files, increments applied (delta backups).
+    pub increments: u64,
 }
 
 /// A data directory being restored.
@@ -364,7 +366,10 @@ impl Target {
                     let bytes = match layer.action(&shown) {
                         Action::Skip => continue,
                         Action::Whole => self.write_member(&mut entry, &parts, object, &mut buf)?,
-                        Action::Increment => self.apply_increment(&mut entry, &parts, object, &mut buf)?,
+                        Action::Increment => {
+                            stats.increments += 1;
+                            self.apply_increment(&mut entry, &parts, object, &mut buf)?
+                        }
                     };
                     written(&shown, bytes)?;
                     stats.bytes += bytes;

@@ -252,7 +252,15 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
             journal: &journal,
             skip: &vouched.partitions,
         };
+        progress.increments.store(0, Ordering::Relaxed);
         metadata = extract_all(&work)?;
+        check_increments(
+            layer_plan,
+            layer,
+            &layer_partitions(layer_plan, layer),
+            &vouched.partitions,
+            &progress,
+        )?;
     }
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
@@ -280,6 +288,33 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         written,
         missing_config,
     })
+}
+
+/// Fails when a layer of a delta chain applied fewer increments than its
+/// `files_metadata.json` marks (a changed file's increment missing from its partitions
+/// would leave the older layer's pages in place, and metadata without sizes cannot tell).
+/// Not checked when a resume skipped some of the layer's partitions.
+fn check_increments(
+    plan: &RestorePlan,
+    layer: &Layer,
+    parts: &[&ObjectMeta],
+    skipped: &BTreeSet<String>,
+    progress: &Progress,
+) -> Result<()> {
+    if parts.iter().any(|p| skipped.contains(&p.key)) {
+        return Ok(());
+    }
+    let (expected, applied) = (layer.increments_expected(), progress.increments.load(Ordering::Relaxed));
+    if applied < expected {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: files_metadata.json marks {expected} files incremented, but its partitions hold {applied} increments; the delta backup is incomplete",
+                plan.name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The partitions a layer restores: all of a full backup alone or of the newest layer;
@@ -436,6 +471,7 @@ fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &A
     work.journal.done(&part.key, stats.files, stats.bytes)?;
     progress.decoded.fetch_add(decoded.total, Ordering::Relaxed);
     progress.files.fetch_add(stats.files, Ordering::Relaxed);
+    progress.increments.fetch_add(stats.increments, Ordering::Relaxed);
     progress.counters.parts_done.fetch_add(1, Ordering::Relaxed);
     tracing::info!(object = %url, files = stats.files, bytes = stats.bytes, secs = format!("{:.2}", started.elapsed().as_secs_f64()), "partition restored");
     Ok(())
@@ -475,6 +511,8 @@ struct Progress {
     counters: Arc<progress::Counters>,
     decoded: AtomicU64,
     files: AtomicU64,
+    /// Increments applied by the layer being restored.
+    increments: AtomicU64,
 }
 
 /// Reads to the end of a partition's decoded stream: only zeros may follow the tar's end

@@ -47,6 +47,8 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
     let mut primary = Cluster::archiving(&scratch, "primary", walrus_bin(), &env, &[]);
     primary.pgbench(&["-i", "-s", "1", "-q"]);
     primary.sql("CREATE TABLE between (g int)");
+    primary.sql("CREATE DATABASE gone");
+    let gone = primary.sql("SELECT oid FROM pg_database WHERE datname = 'gone'");
     primary.backup_push(walrus_bin(), &env);
     primary.pgbench(&["-n", "-t", "300", "-c", "2"]);
     primary.sql("INSERT INTO between SELECT generate_series(1, 20000)");
@@ -55,6 +57,7 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
     // Rows deleted and a table dropped between the deltas: the newest restore must not
     // bring back what its backup no longer has.
     primary.sql("DELETE FROM between WHERE g % 2 = 0");
+    primary.sql("DROP DATABASE gone");
     primary.sql("CREATE TABLE dropped AS SELECT generate_series(1, 5000) g");
     primary.sql("CHECKPOINT");
     primary.backup_push(walrus_bin(), &deltas);
@@ -131,6 +134,10 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
     let out = walfetch(&["backup-fetch", resumed.to_str().unwrap(), "LATEST", "--resume"], &slowed);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_same_tree(&resumed, &whole);
+    assert!(
+        !whole.join("base").join(&gone).exists(),
+        "a database dropped before the newest delta is not brought back from an older layer"
+    );
 
     for (case, name) in [("latest", "LATEST"), ("middle", middle.as_str()), ("full", full.as_str())] {
         let restored = scratch.path().join(case);

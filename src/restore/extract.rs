@@ -359,6 +359,12 @@ impl Target {
                     if parts.is_empty() || is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) {
                         continue;
                     }
+                    // An older layer of a delta chain makes no directories of its own: those
+                    // still there are in the newest backup, and the files wanted from this
+                    // layer make their parents; a dropped database's stays out.
+                    if !layer.is_newest() {
+                        continue;
+                    }
                     let (base, skip) = self.destination(&parts);
                     self.ensure_path(&base, &parts[skip..])?;
                 }
@@ -378,6 +384,8 @@ impl Target {
                 EntryType::Symlink if is_tablespace_link(&parts) && self.tablespaces.contains_key(&parts[1]) => {
                     // Already created from the backup's tablespace spec (and relocation).
                 }
+                // An older layer's link of a tablespace dropped since: not restored.
+                EntryType::Symlink if is_tablespace_link(&parts) && !layer.is_newest() => {}
                 EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
                 other => {
                     let link = entry

@@ -138,6 +138,9 @@ pub fn layers(storage: &dyn Storage, plans: &[RestorePlan]) -> Result<Vec<Layer>
             .filter(|(name, f)| (f.skipped || f.incremented) && needed.as_ref().is_none_or(|n| n.contains(*name)))
             .map(|(name, _)| name.clone())
             .collect();
+        // Only the incremented names matter from here on (memory: files x layers otherwise).
+        let mut own = own;
+        own.retain(|_, f| f.incremented);
         layers.push(Layer {
             needed: needed.take(),
             flags: own,

@@ -18,6 +18,7 @@
 //! A file that starts with an OpenPGP packet instead of the magic is WAL-E's GPG
 //! encryption, reported as such.
 
+use crate::fsutil::read_up_to;
 use std::io::{self, Read};
 
 /// The lzop file signature.
@@ -273,20 +274,6 @@ impl<R: Read> LzopReader<R> {
         self.pos = 0;
         Ok(true)
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns the count.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl<R: Read> Read for LzopReader<R> {

@@ -23,6 +23,7 @@ use dryoc::constants::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::read_up_to;
 
 /// Plaintext bytes per sealed chunk (wal-g's).
 pub const CHUNK: usize = 8192;
@@ -148,7 +149,7 @@ impl<R: Read> Decrypting<R> {
 
     /// Reads the next sealed chunk into `plain`.
     fn next_chunk(&mut self) -> io::Result<()> {
-        let n = read_full(&mut self.inner, &mut self.sealed)?;
+        let n = read_up_to(&mut self.inner, &mut self.sealed)?;
         if n == 0 {
             return Err(self.corrupt("the object ends without its final chunk (cut short?)"));
         }
@@ -175,7 +176,7 @@ impl<R: Read> Read for Decrypting<R> {
         while self.pos == self.plain.len() {
             if self.finished {
                 let mut probe = [0u8; 1];
-                return match read_full(&mut self.inner, &mut probe)? {
+                return match read_up_to(&mut self.inner, &mut probe)? {
                     0 => Ok(0),
                     _ => Err(self.corrupt("data after the final chunk")),
                 };
@@ -187,20 +188,6 @@ impl<R: Read> Read for Decrypting<R> {
         self.pos += n;
         Ok(n)
     }
-}
-
-/// Reads until `buf` is full or the end; returns the bytes read.
-pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// Seals what is written to it into `out` as a secretstream; [`Encrypting::finish`]

@@ -202,7 +202,7 @@ pub enum Found {
 /// Reads the first bytes of `raw` (an object stored with `codec`) and says what they are.
 pub fn sample(mut raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Result<Found> {
     let mut prefix = vec![0u8; libsodium::HEADER_BYTES + libsodium::SEALED];
-    let n = libsodium::read_full(&mut raw, &mut prefix)
+    let n = crate::fsutil::read_up_to(&mut raw, &mut prefix)
         .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{object}: {e}"))))?;
     prefix.truncate(n);
     if let Some(key) = &keys.libsodium {
@@ -252,7 +252,7 @@ impl Revealing {
     fn decide(raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Result<State> {
         let mut raw = raw;
         let mut prefix = vec![0u8; libsodium::HEADER_BYTES + libsodium::SEALED];
-        let n = libsodium::read_full(&mut raw, &mut prefix)
+        let n = crate::fsutil::read_up_to(&mut raw, &mut prefix)
             .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Unreachable, format!("{object}: {e}"))))?;
         prefix.truncate(n);
         if prefix.is_empty() {

@@ -99,12 +99,7 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
     let out = walfetch(&["backup-fetch", whole.to_str().unwrap(), "LATEST"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let proxy = FaultProxy::start(s3.port);
-    let mut slowed = env.clone();
-    for (k, v) in slowed.iter_mut() {
-        if k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT" {
-            *v = proxy.endpoint();
-        }
-    }
+    let slowed = via(&env, &proxy.endpoint());
     // The newest layer's first partition lags, so the interruption finds the chain part way.
     proxy.inject(
         &format!("{walg_name}/tar_partitions/part_001"),

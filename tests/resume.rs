@@ -66,11 +66,7 @@ impl Source {
         assert!(partitions.len() >= 6, "the backup should come in many partitions: {partitions:?}");
 
         let proxy = FaultProxy::start(s3.port);
-        for (k, v) in env.iter_mut() {
-            if k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT" {
-                *v = proxy.endpoint();
-            }
-        }
+        let env = via(&env, &proxy.endpoint());
         Source {
             scratch,
             _s3: s3,
@@ -339,12 +335,7 @@ fn a_backup_whose_wal_is_missing_is_refused_before_any_download() {
     synthetic_backup(&a, &[&[("PG_VERSION", b"15\n", None)]], None);
     let s3 = S3Server::start(a.s3_data());
     let proxy = FaultProxy::start(s3.port);
-    let mut env = s3.env();
-    for (k, v) in env.iter_mut() {
-        if k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT" {
-            *v = proxy.endpoint();
-        }
-    }
+    let mut env = via(&s3.env(), &proxy.endpoint());
     env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
     // Other WAL is there (the archive goes on), the backup's own segment is not.
     a.put(
@@ -354,6 +345,33 @@ fn a_backup_whose_wal_is_missing_is_refused_before_any_download() {
     a.remove("wal_005/000000010000000000000002.lz4");
     let target = a.scratch.path().join("restored");
     let t = target.display().to_string();
+    // The listing of wal_005/ answered by something that is not S3 (a portal's HTML page,
+    // a proxy's bare 404): never "the WAL is missing" (14) nor a restore, but an error
+    // naming the listing (a bare 404: storage, 5), and the target untouched.
+    for (case, fault) in [
+        (
+            "HTML 200",
+            Fault::Answer(200, Some("text/html"), "<html><body>Welcome</body></html>"),
+        ),
+        ("bare 404", Fault::Answer(404, None, "")),
+    ] {
+        proxy.inject("pg%2Fwal_005", fault, 1000);
+        let mut once = env.clone();
+        once.push(("WALFETCH_MAX_RETRIES".into(), "1".into()));
+        let out = walfetch(&["backup-fetch", &t, BACKUP], &once);
+        let code = out.status.code().unwrap_or(0);
+        assert!(![0, 14].contains(&code), "{case}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("listing s3://archive/pg/wal_005/"),
+            "{case}: {}",
+            stderr(&out)
+        );
+        if case == "bare 404" {
+            assert_eq!(code, 5, "{case}: {}", stderr(&out));
+        }
+        assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none());
+        proxy.clear();
+    }
     let out = walfetch(&["backup-fetch", &t, "LATEST"], &env);
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     let err = stderr(&out);

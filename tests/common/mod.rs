@@ -650,6 +650,16 @@ pub fn assert_same_tree(resumed: &Path, whole: &Path) {
     }
 }
 
+/// `env` with its S3 endpoint settings pointing at `endpoint` (a proxy in front of the server).
+pub fn via(env: &[(String, String)], endpoint: &str) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| match k.as_str() {
+            "AWS_ENDPOINT_URL" | "AWS_ENDPOINT" => (k.clone(), endpoint.to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
 /// stderr of an output, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -107,6 +107,7 @@ pub fn decryption(data: &[u8]) {
     let key = Key::from_setting(b"the fuzzing key, 32 bytes long!!", "none", "fuzz").unwrap_or_else(|_| unreachable!("a valid key"));
     let keys = Keys {
         libsodium: Some(key.clone()),
+        openpgp: None,
     };
     let read_all = |bytes: Vec<u8>, keys: &Keys| -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();

@@ -13,6 +13,7 @@ mod faults;
 mod fixtures;
 mod fuzz_corpus;
 mod migration;
+mod openpgp;
 mod prefetch;
 mod restore;
 mod resume;

@@ -15,8 +15,8 @@
 //!
 //! All integers are big-endian. Every checksum the flags announce is verified; a
 //! mismatch, a truncated block or a malformed LZO1X block is an error, never output.
-//! A file that starts with an OpenPGP packet instead of the magic is WAL-E's GPG
-//! encryption, reported as such.
+//! (WAL-E's GPG encryption is undone before this reader: see `crate::crypto`; a file
+//! that still starts like an OpenPGP packet is reported as such.)
 
 use crate::fsutil::read_up_to;
 use std::io::{self, Read};
@@ -137,7 +137,7 @@ impl<R: Read> LzopReader<R> {
         if magic[..n] != MAGIC[..n.min(9)] || n < 9 {
             if looks_like_openpgp(&magic[..n]) {
                 return Err(invalid(
-                    "GPG-encrypted (WAL-E WALE_GPG_KEY_ID); walfetch does not decrypt: fetch the object and run `gpg -d` on it, then `lzop -d`",
+                    "not an lzop file: it starts like an OpenPGP packet (encrypted twice, or in a form walfetch does not recognise as encrypted)",
                 ));
             }
             return Err(invalid("not an lzop file (bad magic)"));
@@ -414,9 +414,9 @@ mod tests {
     #[test]
     fn recognises_gpg() {
         let err = decode(&[0x85, 0x01, 0x0C, 0x03, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
-        assert!(err.to_string().contains("GPG-encrypted"), "{err}");
+        assert!(err.to_string().contains("starts like an OpenPGP packet"), "{err}");
         let err = decode(&[0xC1, 0x01, 0x0C, 0x03, 0, 0, 0, 0, 0, 0, 0]).unwrap_err();
-        assert!(err.to_string().contains("GPG-encrypted"), "{err}");
+        assert!(err.to_string().contains("starts like an OpenPGP packet"), "{err}");
         assert!(decode(b"plain text, not lzop").unwrap_err().to_string().contains("bad magic"));
     }
 }

@@ -24,7 +24,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use crate::crypto::{Keys, Revealing};
+use crate::crypto::{Integrity, Keys, Revealing};
 use crate::error::{Error, ErrorKind, Result};
 
 mod lz4_guard;
@@ -92,7 +92,12 @@ impl Codec {
     /// Wraps `raw`, an object as stored (perhaps encrypted, see [`crate::crypto`]), in a
     /// streaming decoder: how every object is read. `object` names it in errors.
     pub fn reader(self, raw: Box<dyn Read + Send>, object: &str, keys: &Keys) -> Decoded {
-        self.decoder(Box::new(Revealing::new(raw, self, keys, object)), object)
+        let revealing = Revealing::new(raw, self, keys, object);
+        let integrity = revealing.integrity();
+        Decoded {
+            integrity: Some(integrity),
+            ..self.decoder(Box::new(revealing), object)
+        }
     }
 
     /// Wraps `raw` (plain, compressed data) in a streaming decoder. `object` names the
@@ -125,6 +130,7 @@ impl Codec {
             slot: tracker,
             object: object.to_string(),
             codec: self,
+            integrity: None,
         }
     }
 
@@ -223,6 +229,8 @@ pub struct Decoded {
     slot: ErrorSlot,
     object: String,
     codec: Codec,
+    /// For an encrypted object: whether its ciphertext was intact.
+    integrity: Option<Integrity>,
 }
 
 impl Decoded {
@@ -233,6 +241,10 @@ impl Decoded {
         }
         if let Some(inner) = Error::from_io_ref(err) {
             return inner;
+        }
+        // Garbage from a damaged OpenPGP ciphertext: its integrity check says so.
+        if let Some(damaged) = self.integrity.as_ref().and_then(Integrity::check) {
+            return damaged;
         }
         let what = match self.codec {
             Codec::None => "reading".to_string(),

@@ -101,7 +101,8 @@ impl Run for BackupFetch {
         }
         if storage.keys().any() && self.mode().is_some() {
             crate::outln!(
-                "note: the restore_command carries no key: give the server the archive's key in its environment (WALG_LIBSODIUM_KEY_PATH, and WALG_LIBSODIUM_KEY_TRANSFORM), as it has the credentials"
+                "note: the restore_command carries no key: give the server the archive's key in its environment ({}), as it has the credentials",
+                storage.keys().reader_settings()
             );
         }
         if !summary.missing_config.is_empty() && self.mode().is_none() {

@@ -20,22 +20,31 @@
 //! damaged or encrypted one fails in its decoder.
 
 pub mod libsodium;
+pub mod openpgp;
 
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use crate::codec::Codec;
 use crate::error::{Error, ErrorKind, Result};
 use libsodium::{Decrypting, Key};
+use openpgp::Pgp;
 
-/// The keys an archive is read and written with (`WALG_LIBSODIUM_KEY`, …). Never printed.
+/// The keys an archive is read and written with (`WALG_LIBSODIUM_KEY`, `WALG_PGP_KEY`,
+/// …). Never printed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     /// libsodium secretstream key.
     pub libsodium: Option<Key>,
+    /// OpenPGP key (wal-g's PGP mode, WAL-E's GPG).
+    pub openpgp: Option<Pgp>,
 }
 
 /// No keys: plaintext archives.
-pub static NO_KEYS: Keys = Keys { libsodium: None };
+pub static NO_KEYS: Keys = Keys {
+    libsodium: None,
+    openpgp: None,
+};
 
 impl Keys {
     /// The keys the settings give: `WALG_LIBSODIUM_KEY` (the value as is) or
@@ -56,38 +65,84 @@ impl Keys {
             }
             _ => None,
         };
-        Ok(Keys { libsodium })
+        Ok(Keys {
+            libsodium,
+            openpgp: Pgp::resolve(env)?,
+        })
     }
 
     /// Whether any key is set (objects written are encrypted).
     pub fn any(&self) -> bool {
-        self.libsodium.is_some()
+        self.libsodium.is_some() || self.openpgp.is_some()
+    }
+
+    /// The settings a reader of this archive needs in its environment (for notes).
+    pub fn reader_settings(&self) -> String {
+        let mut names = Vec::new();
+        if self.libsodium.is_some() {
+            names.push("WALG_LIBSODIUM_KEY_PATH (and WALG_LIBSODIUM_KEY_TRANSFORM)");
+        }
+        match &self.openpgp {
+            Some(Pgp::Key(_)) => names.push("WALG_PGP_KEY_PATH (and WALG_PGP_KEY_PASSPHRASE)"),
+            Some(Pgp::KeyRing { .. }) => names.push("WALE_GPG_KEY_ID and GNUPGHOME"),
+            None => {}
+        }
+        names.join(", ")
     }
 }
 
 /// Where an object being written goes: through the archive's encryption when a key is
-/// set (libsodium, as wal-g writes it), as it is otherwise. Call [`Sealing::finish`].
+/// set (OpenPGP before libsodium, as wal-g chooses), as it is otherwise. Call
+/// [`Sealing::finish`].
 pub enum Sealing<W: Write> {
     /// No key: plaintext.
     Plain(W),
     /// libsodium secretstream.
     Libsodium(libsodium::Encrypting<W>),
+    /// OpenPGP: the data is spooled to an anonymous file, then encrypted from it into
+    /// `out` at [`Sealing::finish`] (the OpenPGP writer pulls from a reader).
+    OpenPgp {
+        /// The plaintext so far.
+        spool: io::BufWriter<std::fs::File>,
+        /// Where the message goes.
+        out: W,
+        /// The key.
+        pgp: Pgp,
+    },
 }
 
 impl<W: Write> Sealing<W> {
     /// Starts writing to `out` with `keys`.
     pub fn new(out: W, keys: &Keys) -> io::Result<Sealing<W>> {
-        Ok(match &keys.libsodium {
-            Some(key) => Sealing::Libsodium(libsodium::Encrypting::new(out, key)?),
-            None => Sealing::Plain(out),
+        Ok(match (&keys.openpgp, &keys.libsodium) {
+            (Some(pgp), _) => Sealing::OpenPgp {
+                spool: io::BufWriter::with_capacity(
+                    crate::constants::COPY_BUFFER_SIZE,
+                    crate::fsutil::anonymous_file(&std::env::temp_dir()).map_err(Error::into_io)?,
+                ),
+                out,
+                pgp: pgp.clone(),
+            },
+            (None, Some(key)) => Sealing::Libsodium(libsodium::Encrypting::new(out, key)?),
+            (None, None) => Sealing::Plain(out),
         })
     }
 
-    /// Ends the stream (the final chunk) and returns `out`.
+    /// Ends the stream (the final chunk, or the whole OpenPGP message) and returns `out`.
     pub fn finish(self) -> io::Result<W> {
         match self {
             Sealing::Plain(w) => Ok(w),
             Sealing::Libsodium(e) => e.finish(),
+            Sealing::OpenPgp { spool, mut out, pgp } => {
+                use std::io::Seek;
+                let mut plain = spool.into_inner().map_err(|e| e.into_error())?;
+                plain.seek(io::SeekFrom::Start(0))?;
+                pgp.seal(
+                    &mut io::BufReader::with_capacity(crate::constants::COPY_BUFFER_SIZE, plain),
+                    &mut out,
+                )?;
+                Ok(out)
+            }
         }
     }
 }
@@ -97,6 +152,7 @@ impl<W: Write> Write for Sealing<W> {
         match self {
             Sealing::Plain(w) => w.write(buf),
             Sealing::Libsodium(e) => e.write(buf),
+            Sealing::OpenPgp { spool, .. } => spool.write(buf),
         }
     }
 
@@ -104,6 +160,7 @@ impl<W: Write> Write for Sealing<W> {
         match self {
             Sealing::Plain(w) => w.flush(),
             Sealing::Libsodium(e) => e.flush(),
+            Sealing::OpenPgp { spool, .. } => spool.flush(),
         }
     }
 }
@@ -159,7 +216,9 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
 }
 
 /// Whether `p` starts with an OpenPGP encrypted session key packet (tag 1 or 3, old or
-/// new format) of version 3, 4, 5 or 6: how an encrypted OpenPGP message begins.
+/// new format) whose first fields are plausible: how an encrypted OpenPGP message
+/// begins. (A libsodium header is random; the fields checked make a chance match about
+/// one in 10^5.)
 fn openpgp(p: &[u8]) -> bool {
     let Some(&first) = p.first() else { return false };
     if first & 0x80 == 0 {
@@ -178,23 +237,34 @@ fn openpgp(p: &[u8]) -> bool {
         let len_bytes = [1, 2, 4, 0][(first & 0x03) as usize];
         ((first >> 2) & 0x0F, 1 + len_bytes)
     };
-    matches!(tag, 1 | 3) && matches!(p.get(body), Some(3..=6))
+    match (tag, p.get(body)) {
+        // PKESK v3: the recipient's key id (8 bytes), then its public-key algorithm
+        // (RSA, Elgamal, ECDH, X25519, X448).
+        (1, Some(3)) => matches!(p.get(body + 9), Some(1 | 2 | 16 | 18 | 20 | 25 | 26)),
+        // SKESK v4: a symmetric algorithm, then an S2K type.
+        (3, Some(4)) => matches!(p.get(body + 1), Some(1..=13)) && matches!(p.get(body + 2), Some(0 | 1 | 3 | 4 | 101)),
+        (1, Some(6)) | (3, Some(5 | 6)) => true,
+        _ => false,
+    }
 }
 
 /// What the first bytes of an object say about its encryption (for `check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// Plain data (its codec's stream, or another known format).
     Plain,
-    /// libsodium-encrypted, and the key opens it.
-    Opened,
-    /// Looks encrypted; the key set does not open it (`true`), or no key is set.
+    /// Encrypted (this way: "libsodium", "OpenPGP"), and the key opens it.
+    Opened(&'static str),
+    /// Looks encrypted (not OpenPGP); the libsodium key set does not open it (`true`),
+    /// or none is set.
     Sealed {
-        /// Whether a key is set.
+        /// Whether a libsodium key is set.
         key_set: bool,
     },
-    /// An OpenPGP message.
+    /// An OpenPGP message, and no OpenPGP key is set.
     OpenPgp,
+    /// An OpenPGP message the OpenPGP key set does not open: why.
+    OpenPgpRefused(String),
     /// The codec has no magic number, and no key opens it: cannot tell.
     Unknown,
 }
@@ -207,13 +277,30 @@ pub fn sample(mut raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: 
     prefix.truncate(n);
     if let Some(key) = &keys.libsodium {
         if libsodium::open_first(&prefix, key).is_some() {
-            return Ok(Found::Opened);
+            return Ok(Found::Opened("libsodium"));
         }
     }
     Ok(match looks(codec, &prefix) {
         Looks::Plain | Looks::Other => Found::Plain,
-        Looks::OpenPgp => Found::OpenPgp,
-        Looks::Opaque => Found::Sealed { key_set: keys.any() },
+        Looks::OpenPgp => match &keys.openpgp {
+            None => Found::OpenPgp,
+            Some(pgp) => {
+                // Opening needs the session key and the first plaintext bytes.
+                let whole: Box<dyn Read + Send> = Box::new(io::Cursor::new(prefix).chain(raw));
+                let mut first = [0u8; 1];
+                match pgp.open(whole, object).and_then(|mut r| {
+                    r.read(&mut first)
+                        .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, e.to_string())))
+                }) {
+                    Ok(_) => Found::Opened("OpenPGP"),
+                    Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Config) => Found::OpenPgpRefused(e.message().to_string()),
+                    Err(e) => return Err(e),
+                }
+            }
+        },
+        Looks::Opaque => Found::Sealed {
+            key_set: keys.libsodium.is_some(),
+        },
         Looks::Unknown => Found::Unknown,
     })
 }
@@ -222,6 +309,50 @@ pub fn sample(mut raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: 
 /// (decided at the first read, see the module doc), as they are otherwise.
 pub struct Revealing {
     state: State,
+    integrity: Integrity,
+}
+
+/// A decrypted OpenPGP stream, shared with the [`Integrity`] that may drain it.
+type Shared = Arc<Mutex<Box<dyn Read + Send>>>;
+
+/// Whether an OpenPGP object's ciphertext was intact, asked when its decoder fails.
+///
+/// SEIPD v1 is read as it streams and its integrity check (the MDC) comes at the end,
+/// so a damaged ciphertext shows first as garbage to the decompressor. When the decoder
+/// fails, [`Integrity::check`] reads the rest of the message: if the MDC fails, or
+/// the object's bytes do, that is the error to report (a damaged object, "decryption
+/// failed", or the network), not the decompressor's.
+#[derive(Clone, Default)]
+pub struct Integrity(Arc<Mutex<IntegrityState>>);
+
+#[derive(Default)]
+struct IntegrityState {
+    stream: Option<Shared>,
+    verdict: Option<Option<Error>>,
+}
+
+impl Integrity {
+    /// The error the rest of the encrypted stream gives, if the object was OpenPGP
+    /// (`None`: intact, or not OpenPGP).
+    pub fn check(&self) -> Option<Error> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(verdict) = &state.verdict {
+            return verdict.clone();
+        }
+        let stream = state.stream.clone()?;
+        let mut reader = stream.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = vec![0u8; 64 * 1024];
+        let verdict = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, e.to_string()))),
+            }
+        };
+        state.verdict = Some(verdict.clone());
+        verdict
+    }
 }
 
 enum State {
@@ -233,6 +364,7 @@ enum State {
     },
     Plain(io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>),
     Encrypted(Box<Decrypting<Box<dyn Read + Send>>>),
+    OpenPgp(Shared),
     Failed,
 }
 
@@ -246,7 +378,13 @@ impl Revealing {
                 keys: keys.clone(),
                 object: object.to_string(),
             },
+            integrity: Integrity::default(),
         }
+    }
+
+    /// What tells, when the decoder fails, whether an OpenPGP ciphertext was damaged.
+    pub fn integrity(&self) -> Integrity {
+        self.integrity.clone()
     }
 
     fn decide(raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: &str) -> Result<State> {
@@ -280,11 +418,17 @@ impl Revealing {
             }
         }
         match looks {
-            // WAL-E's GPG inside .lzo: the lzop reader says what to do with it.
-            Looks::OpenPgp if codec != Codec::Lzo => Err(Error::new(
-                ErrorKind::Config,
-                format!("{object}: the object is OpenPGP-encrypted (wal-g's WALG_PGP_KEY or WAL-E's GPG), which walfetch cannot decrypt yet; decrypt the archive with gpg first"),
-            )),
+            Looks::OpenPgp => match &keys.openpgp {
+                Some(pgp) => {
+                    tracing::trace!(object, "encrypted (OpenPGP)");
+                    let whole: Box<dyn Read + Send> = Box::new(io::Cursor::new(prefix).chain(raw));
+                    Ok(State::OpenPgp(Arc::new(Mutex::new(pgp.open(whole, object)?))))
+                }
+                None => Err(Error::new(
+                    ErrorKind::Config,
+                    format!("{object}: the object is OpenPGP-encrypted; set WALG_PGP_KEY_PATH (or WALG_PGP_KEY) to the secret key, with WALG_PGP_KEY_PASSPHRASE if it has one, or WALE_GPG_KEY_ID to use gpg and its key ring (GNUPGHOME)"),
+                )),
+            },
             Looks::Opaque => Err(Error::new(
                 ErrorKind::Config,
                 format!(
@@ -310,12 +454,16 @@ impl Read for Revealing {
             match &mut self.state {
                 State::Plain(r) => return r.read(buf),
                 State::Encrypted(r) => return r.read(buf),
+                State::OpenPgp(r) => return r.lock().unwrap_or_else(|p| p.into_inner()).read(buf),
                 State::Failed => return Err(io::Error::other("read after a failure")),
                 State::Undecided { .. } => {
                     let State::Undecided { raw, codec, keys, object } = std::mem::replace(&mut self.state, State::Failed) else {
                         unreachable!("matched above");
                     };
                     self.state = Revealing::decide(raw, codec, &keys, &object).map_err(Error::into_io)?;
+                    if let State::OpenPgp(stream) = &self.state {
+                        self.integrity.0.lock().unwrap_or_else(|p| p.into_inner()).stream = Some(stream.clone());
+                    }
                 }
             }
         }
@@ -329,6 +477,7 @@ mod tests {
     fn keys() -> Keys {
         Keys {
             libsodium: Some(Key::from_setting(b"an archive key of 32 bytes, yes", "none", "k").unwrap()),
+            openpgp: None,
         }
     }
 
@@ -374,6 +523,7 @@ mod tests {
         assert!(e.to_string().contains("looks encrypted; set WALG_LIBSODIUM_KEY"), "{e}");
         let other = Keys {
             libsodium: Some(Key::from_setting(b"some other key, 25+ bytes long", "none", "k").unwrap()),
+            openpgp: None,
         };
         let e = reveal(sealed, Codec::Lz4, &other).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
@@ -393,17 +543,22 @@ mod tests {
         for k in [&NO_KEYS, &keys()] {
             assert_eq!(reveal(zstd.clone(), Codec::Lz4, k).unwrap(), zstd);
         }
-        // An old-format PKESK packet (tag 1, two length bytes, version 3).
-        let mut pgp = vec![0x85, 0x01, 0x0C, 0x03];
+        // An old-format PKESK packet (tag 1, two length bytes, version 3, a key id,
+        // RSA), as gpg writes.
+        let mut pgp = vec![0x85, 0x01, 0x0C, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 0x01];
         pgp.extend(vec![7u8; 300]);
-        let e = reveal(pgp.clone(), Codec::Lz4, &NO_KEYS).unwrap_err();
-        assert!(e.to_string().contains("OpenPGP-encrypted"), "{e}");
-        assert_eq!(e.kind(), ErrorKind::Config);
-        // New format (0xC1), one length byte, version 3.
-        assert!(openpgp(&[0xC1, 0x5E, 0x03]));
-        assert!(!openpgp(&[0xC1, 0x5E, 0x09]) && !openpgp(&[0x04, 0x22]));
-        // Inside .lzo it passes to the lzop reader, which names WAL-E's GPG.
-        assert_eq!(reveal(pgp.clone(), Codec::Lzo, &NO_KEYS).unwrap(), pgp);
+        for codec in [Codec::Lz4, Codec::Lzo, Codec::None] {
+            let e = reveal(pgp.clone(), codec, &NO_KEYS).unwrap_err();
+            assert!(e.to_string().contains("OpenPGP-encrypted; set WALG_PGP_KEY_PATH"), "{e}");
+            assert_eq!(e.kind(), ErrorKind::Config);
+        }
+        // New format (0xC1), one length byte, version 3, X25519; an SKESK v4 (AES-256,
+        // iterated S2K).
+        assert!(openpgp(&[0xC1, 0x5E, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 25]));
+        assert!(openpgp(&[0xC3, 0x0D, 0x04, 9, 3]));
+        // Random-looking bytes that only start like a packet are not taken for one.
+        assert!(!openpgp(&[0xC1, 0x5E, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 99]));
+        assert!(!openpgp(&[0xC1, 0x5E, 0x09]) && !openpgp(&[0x04, 0x22]) && !openpgp(&[0xC3, 0x0D, 0x04, 9, 77]));
     }
 
     #[test]

@@ -104,17 +104,21 @@ fn encryption(storage: &dyn Storage, key: &str) -> Result<String> {
     match crypto::sample(storage.open(key)?, Codec::split(key).1, storage.keys(), &url)? {
         Found::Sealed { key_set: false } => Err(Error::new(
             ErrorKind::Config,
-            format!("{url} looks encrypted and no key is set: set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (and WALG_LIBSODIUM_KEY_TRANSFORM)"),
+            format!(
+                "{url} looks encrypted and no {}key is set: set WALG_LIBSODIUM_KEY or WALG_LIBSODIUM_KEY_PATH (and WALG_LIBSODIUM_KEY_TRANSFORM)",
+                if keyed { "libsodium " } else { "" }
+            ),
         )),
         Found::Sealed { key_set: true } => Err(Error::new(
             ErrorKind::Corrupt,
-            format!("{url} looks encrypted, and the key set does not open it (another key, or another transform?)"),
+            format!("{url} looks encrypted, and the libsodium key set does not open it (another key, or another transform?)"),
         )),
         Found::OpenPgp => Err(Error::new(
             ErrorKind::Config,
-            format!("{url} is OpenPGP-encrypted, which walfetch cannot decrypt yet"),
+            format!("{url} is OpenPGP-encrypted and no OpenPGP key is set: set WALG_PGP_KEY_PATH (or WALG_PGP_KEY, with WALG_PGP_KEY_PASSPHRASE), or WALE_GPG_KEY_ID to use gpg's key ring"),
         )),
-        Found::Opened => Ok(format!("{key} is encrypted (libsodium) and the key opens it")),
+        Found::OpenPgpRefused(why) => Err(Error::new(ErrorKind::Corrupt, format!("the OpenPGP key set does not open it: {why}"))),
+        Found::Opened(how) => Ok(format!("{key} is encrypted ({how}) and the key opens it")),
         Found::Unknown => Ok(format!(
             "{key}: cannot tell whether it is encrypted (its compression has no signature){}",
             if keyed { ", and the key does not open it" } else { "" }

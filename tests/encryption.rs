@@ -176,7 +176,7 @@ fn walrus_restores_walfetchs_libsodium_archive() {
     wrong.push(("WALG_LIBSODIUM_KEY".into(), "this is not the archive's key, no".into()));
     let out = walfetch(&["check"], &wrong);
     assert_eq!(out.status.code(), Some(7), "{}", stdout(&out));
-    assert!(stdout(&out).contains("the key set does not open it"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the libsodium key set does not open it"), "{}", stdout(&out));
 
     let restored = scratch.path().join("standby");
     let out = as_postgres(walrus_bin())

@@ -211,3 +211,130 @@ fn a_walrus_delta_chain_restores_at_every_level_and_replays() {
         stderr(&out)
     );
 }
+
+/// Reads `name`'s files_metadata.json from a directory archive.
+fn files_metadata(root: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(root.join("basebackups_005").join(name).join("files_metadata.json")).unwrap()).unwrap()
+}
+
+fn sentinel(root: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(root.join("basebackups_005").join(format!("{name}_backup_stop_sentinel.json"))).unwrap()).unwrap()
+}
+
+/// Files of a backup flagged `flag` (`IsIncremented`, `IsSkipped`).
+fn flagged(meta: &serde_json::Value, flag: &str) -> usize {
+    meta["Files"].as_object().unwrap().values().filter(|f| f[flag] == true).count()
+}
+
+#[test]
+fn walfetch_writes_delta_chains_that_walrus_and_walfetch_restore() {
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut deltas = env.clone();
+    deltas.push(("WALG_DELTA_MAX_STEPS".into(), "2".into()));
+
+    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &env, &[]);
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
+    primary.sql("CREATE TABLE between (g int)");
+    primary.sql("CREATE TABLE untouched AS SELECT g FROM generate_series(1, 50000) g");
+    primary.sql("CHECKPOINT");
+    primary.backup_push(walfetch_bin(), &deltas);
+    primary.pgbench(&["-n", "-t", "300", "-c", "2"]);
+    primary.sql("INSERT INTO between SELECT generate_series(1, 20000)");
+    primary.backup_push(walfetch_bin(), &deltas);
+    primary.pgbench(&["-n", "-t", "300", "-c", "2"]);
+    primary.sql("DELETE FROM between WHERE g % 2 = 0");
+    primary.sql("CREATE TABLE created_late AS SELECT g FROM generate_series(1, 3000) g");
+    primary.backup_push(walfetch_bin(), &deltas);
+    primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let mut tables = TABLES.to_vec();
+    tables.extend([("untouched", "g"), ("created_late", "g")]);
+    let expected: Vec<String> = tables.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
+
+    // Full, a delta of it, a delta of that: named and described as wal-g does.
+    let root = s3data.join(BUCKET).join("pg");
+    let names = backups(&root);
+    assert_eq!(names.len(), 3, "{names:?}");
+    let (full, middle, newest) = (&names[0], &names[1], &names[2]);
+    let seg = |n: &str| n["base_".len().."base_".len() + 24].to_string();
+    assert_eq!(*middle, format!("base_{}_D_{}", seg(middle), seg(full)));
+    assert_eq!(*newest, format!("base_{}_D_{}", seg(newest), seg(middle)));
+    let s = sentinel(&root, newest);
+    assert_eq!(s["DeltaFrom"], middle.as_str());
+    assert_eq!(s["DeltaFullName"], full.as_str());
+    assert_eq!(s["DeltaCount"], 2);
+    assert_eq!(s["DeltaFromLSN"], sentinel(&root, middle)["LSN"]);
+    assert!(sentinel(&root, full).get("DeltaFrom").is_none());
+    let meta = files_metadata(&root, newest);
+    assert!(flagged(&meta, "IsIncremented") > 0, "the delta has increments");
+    assert!(flagged(&meta, "IsSkipped") > 0, "the delta skips unchanged relation files");
+    let size = |n: &str| sentinel(&root, n)["CompressedSize"].as_u64().unwrap();
+    assert!(size(newest) < size(full), "a delta is smaller than the full backup");
+
+    // A fourth backup would make three deltas, more than WALG_DELTA_MAX_STEPS=2: full.
+    primary.backup_push(walfetch_bin(), &deltas);
+    let after = backups(&root);
+    let fourth = after.iter().find(|n| !names.contains(n)).unwrap();
+    assert!(!fourth.contains("_D_"), "{fourth}");
+    assert!(sentinel(&root, fourth).get("DeltaFrom").is_none());
+    primary.stop();
+    // Restore the three-backup chain: drop the fourth full backup from the archive.
+    fs::remove_dir_all(root.join("basebackups_005").join(fourth)).unwrap();
+    fs::remove_file(root.join("basebackups_005").join(format!("{fourth}_backup_stop_sentinel.json"))).unwrap();
+
+    // walrus restores walfetch's delta chain.
+    let restored = scratch.path().join("walrus-standby");
+    let out = as_postgres(walrus_bin())
+        .arg("backup-fetch")
+        .arg(&restored)
+        .arg("LATEST")
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "walrus backup-fetch: {}", stderr(&out));
+    fs::write(restored.join("standby.signal"), "").unwrap();
+    let settings: String = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WALG_"))
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    let conf = format!(
+        "archive_mode = 'off'\nrestore_command = 'env {settings}{} wal-fetch %f %p'\n",
+        walrus_bin().display()
+    );
+    let auto = restored.join("postgresql.auto.conf");
+    fs::write(&auto, fs::read_to_string(&auto).unwrap_or_default() + &conf).unwrap();
+    give_to_postgres(&restored);
+    let mut standby = Cluster::attach(&scratch, "walrus-standby", restored);
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby.start();
+    standby.wait_replayed(&lsn);
+    let actual: Vec<String> = tables.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+    assert_eq!(
+        actual, expected,
+        "walrus's restore of walfetch's delta chain differs from the primary"
+    );
+    standby.stop();
+
+    // And walfetch restores it (LATEST and the middle delta by name).
+    for (label, name) in [("latest", "LATEST"), ("middle", middle.as_str())] {
+        let restored = scratch.path().join(format!("walfetch-{label}"));
+        let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), name, "--standby"], &env);
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", stderr(&out));
+        let mut standby = Cluster::attach(&scratch, &format!("walfetch-{label}"), restored);
+        standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+        standby.start();
+        standby.wait_replayed(&lsn);
+        let actual: Vec<String> = tables.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+        assert_eq!(
+            actual, expected,
+            "{label}: walfetch's restore of its own delta chain differs from the primary"
+        );
+        standby.stop();
+    }
+}

@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::pg::db::Db;
 use crate::push::backup::{push, Options};
+use crate::push::delta::{self, DeltaSettings};
 
 /// Options of `backup-push`.
 #[derive(Debug, Args)]
@@ -33,6 +34,15 @@ pub struct BackupPush {
     /// Mark the backup permanent (kept by retention).
     #[arg(long)]
     pub permanent: bool,
+    /// Deltas allowed between two full backups; 0 takes full backups only.
+    #[arg(long, env = "WALG_DELTA_MAX_STEPS", default_value_t = 0)]
+    pub delta_max_steps: u64,
+    /// What a delta is taken against: LATEST or LATEST_FULL.
+    #[arg(long, env = "WALG_DELTA_ORIGIN", default_value = "LATEST")]
+    pub delta_origin: String,
+    /// Take a full backup whatever WALG_DELTA_MAX_STEPS says.
+    #[arg(long)]
+    pub full: bool,
 }
 
 impl Run for BackupPush {
@@ -47,10 +57,16 @@ impl Run for BackupPush {
         };
         let storage = ctx.storage()?;
         let db = Db::connect(&ctx.settings.libpq)?;
-        let pushed = push(storage.as_ref(), &absolute(&self.pgdata), &db, &opts)?;
+        let deltas = DeltaSettings {
+            max_steps: if self.full { 0 } else { self.delta_max_steps },
+            origin: self.delta_origin.parse()?,
+        };
+        let base = delta::choose(&storage, &deltas, db.system_identifier()?, i64::from(db.version), opts.concurrency)?;
+        let pushed = push(storage.as_ref(), &absolute(&self.pgdata), &db, &opts, base)?;
         crate::outln!(
-            "backed up {} ({} partitions, {:.1} MiB as {:.1} MiB {}) in {:.1}s",
+            "backed up {}{} ({} partitions, {:.1} MiB as {:.1} MiB {}) in {:.1}s",
             pushed.name,
+            pushed.delta_from.map(|b| format!(" (a delta of {b})")).unwrap_or_default(),
             pushed.partitions,
             pushed.uncompressed as f64 / 1048576.0,
             pushed.compressed as f64 / 1048576.0,

@@ -54,6 +54,12 @@ pub struct FilesMetadata {
     pub tar_sets: Vec<String>,
 }
 
+/// A file name as the metadata gives it, spelled as a tar member's name is after
+/// sanitising (`/base/1/2`, `./base/1/2`, `base//1/2` are all `base/1/2`).
+pub fn normal_name(name: &str) -> String {
+    name.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+}
+
 type FileCallback<'a> = dyn FnMut(&str, &FileEntry) -> Result<()> + 'a;
 
 /// Streams `files_metadata.json`, calling `each` for every file entry.

@@ -88,6 +88,31 @@ pub struct Sentinel {
         skip_serializing_if = "Option::is_none"
     )]
     pub delta_full_name: Option<String>,
+    /// A delta's parent's start LSN: pages at or past it were taken (wal-g:
+    /// `DeltaFromLSN`).
+    #[serde(
+        rename = "DeltaFromLSN",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delta_from_lsn: Option<u64>,
+    /// The same LSN as walrus names it (`DeltaLSN`); walfetch writes both.
+    #[serde(
+        rename = "DeltaLSN",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delta_lsn: Option<u64>,
+    /// Deltas between this backup and its full backup, itself included (`DeltaCount`).
+    #[serde(
+        rename = "DeltaCount",
+        default,
+        deserialize_with = "lenient_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delta_count: Option<u64>,
     /// The increment format of a delta (walrus: `native` for PostgreSQL 17's own
     /// incremental files); absent: wal-g's `wi1`.
     #[serde(rename = "IncrementFormat", default, skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,7 @@ use crate::layout::files_metadata::{FileEntry, FilesMetadataDoc};
 use crate::layout::sentinel::{BackupMetadata, Sentinel, TablespaceSpec};
 use crate::layout::{backup_file_key, partitions_prefix, sentinel_key};
 use crate::pg::db::Db;
+use crate::push::delta::{self, Base, Plan};
 use crate::storage::Storage;
 
 /// wal-g's date format string, recorded in the sentinel and metadata.
@@ -201,11 +202,37 @@ impl<R: Read> Read for Fixed<R> {
     }
 }
 
-/// A file written into a partition: its member name and size.
-type Written = (String, u64);
+/// A file a partition accounts for.
+#[derive(Debug, Clone)]
+struct Written {
+    /// Its member name.
+    name: String,
+    /// Its size on disk.
+    size: u64,
+    /// Its modification time (recorded for the next delta's comparison).
+    mtime: SystemTime,
+    /// Whole, as a `wi1` increment, or not in the tar at all (unchanged since the base).
+    how: Stored,
+}
 
-/// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed bytes, files written).
-fn build_tar(members: &[Member], codec: Codec, keys: &Keys, extra: &[(&str, &[u8])]) -> Result<(File, u64, u64, Vec<Written>)> {
+/// How a file is in a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Whole,
+    Increment,
+    Skipped,
+}
+
+/// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed
+/// bytes, files accounted for). With a `delta` base, relation files go in as increments
+/// or not at all (see [`crate::push::delta`]).
+fn build_tar(
+    members: &[Member],
+    codec: Codec,
+    keys: &Keys,
+    extra: &[(&str, &[u8])],
+    delta: Option<&Base>,
+) -> Result<(File, u64, u64, Vec<Written>)> {
     let spool = fsutil::anonymous_file(&std::env::temp_dir())?;
     let sink = io::BufWriter::with_capacity(COPY_BUFFER_SIZE, fsutil::reread(&spool).map_err(|e| Error::local_io("spool", &e))?);
     let encoder = codec.encoder(Sealing::new(sink, keys).map_err(|e| Error::local_io("spool", &e))?)?;
@@ -222,17 +249,46 @@ fn build_tar(members: &[Member], codec: Codec, keys: &Keys, extra: &[(&str, &[u8
             builder.append_data(&mut header, &m.name, io::empty()).map_err(spool_err)?;
             continue;
         }
+        let plan = match delta {
+            None => Plan::Whole,
+            Some(base) => match base.plan(&m.name, &m.path, m.size, m.mtime) {
+                Ok(Some(plan)) => plan,
+                Ok(None) => continue, // dropped during the backup
+                Err(e) => return Err(Error::local_io(m.path.display(), &e)),
+            },
+        };
+        let written = |how| Written {
+            name: m.name.clone(),
+            size: m.size,
+            mtime: m.mtime,
+            how,
+        };
+        if plan == Plan::Skipped {
+            names.push(written(Stored::Skipped));
+            continue;
+        }
         let file = match File::open(&m.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // dropped during the backup
             Err(e) => return Err(Error::local_io(m.path.display(), &e)),
         };
         header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(m.size);
-        builder
-            .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
-            .map_err(spool_err)?;
-        names.push((m.name.clone(), m.size));
+        match plan {
+            Plan::Increment { size, blocks } => {
+                header.set_size(delta::increment_len(&blocks));
+                builder
+                    .append_data(&mut header, &m.name, delta::Increment::new(file, size, blocks))
+                    .map_err(spool_err)?;
+                names.push(written(Stored::Increment));
+            }
+            _ => {
+                header.set_size(m.size);
+                builder
+                    .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
+                    .map_err(spool_err)?;
+                names.push(written(Stored::Whole));
+            }
+        }
     }
     for (name, data) in extra {
         let mut header = tar::Header::new_gnu();
@@ -240,7 +296,12 @@ fn build_tar(members: &[Member], codec: Codec, keys: &Keys, extra: &[(&str, &[u8
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(data.len() as u64);
         builder.append_data(&mut header, name, *data).map_err(spool_err)?;
-        names.push((name.to_string(), data.len() as u64));
+        names.push(Written {
+            name: name.to_string(),
+            size: data.len() as u64,
+            mtime: SystemTime::now(),
+            how: Stored::Whole,
+        });
     }
     let counting = builder.into_inner().map_err(spool_err)?;
     let tar_bytes = counting.count;
@@ -275,30 +336,28 @@ pub struct Pushed {
     pub uncompressed: u64,
     /// Bytes uploaded.
     pub compressed: u64,
+    /// The base, when the backup is a delta.
+    pub delta_from: Option<String>,
 }
 
-/// The partitions uploaded so far: their sizes, and the files in each.
-#[derive(Default)]
-struct Uploaded {
+/// Where a backup's partitions go, and those uploaded so far: their sizes, and the
+/// files in each.
+struct Uploaded<'a> {
+    storage: &'a dyn Storage,
+    /// The partitions' prefix.
+    prefix: String,
+    codec: Codec,
     tar_bytes: AtomicU64,
     compressed: AtomicU64,
     sets: Mutex<BTreeMap<String, Vec<Written>>>,
 }
 
-impl Uploaded {
-    /// Tars and compresses `members` and `extra` files into partition `file` under
-    /// `prefix`, uploads it, and records it.
-    fn upload(
-        &self,
-        storage: &dyn Storage,
-        prefix: &str,
-        file: String,
-        members: &[Member],
-        extra: &[(&str, &[u8])],
-        codec: Codec,
-    ) -> Result<()> {
-        let (spool, t, c, names) = build_tar(members, codec, storage.keys(), extra)?;
-        storage.put(&format!("{prefix}{file}"), &spool)?;
+impl Uploaded<'_> {
+    /// Tars and compresses `members` and `extra` files (against the `delta` base, if
+    /// any) into partition `file`, uploads it, and records it.
+    fn upload(&self, file: String, members: &[Member], extra: &[(&str, &[u8])], delta: Option<&Base>) -> Result<()> {
+        let (spool, t, c, names) = build_tar(members, self.codec, self.storage.keys(), extra, delta)?;
+        self.storage.put(&format!("{}{file}", self.prefix), &spool)?;
         self.tar_bytes.fetch_add(t, Ordering::Relaxed);
         self.compressed.fetch_add(c, Ordering::Relaxed);
         tracing::info!(object = %file, tar_bytes = t, compressed = c, "partition uploaded");
@@ -307,13 +366,26 @@ impl Uploaded {
     }
 }
 
-/// Takes a base backup of the cluster in `pgdata` (served by `db`) into `storage`.
-pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options) -> Result<Pushed> {
+/// Takes a base backup of the cluster in `pgdata` (served by `db`) into `storage`: a
+/// delta against `base` when one is given and the cluster is still on its timeline
+/// ([`delta::choose`]), a full backup otherwise.
+pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options, base: Option<Base>) -> Result<Pushed> {
     let start_time = SystemTime::now();
     let sysid = db.system_identifier()?;
     let (start_lsn, segment) = db.start_backup(&format!("walfetch {}", rfc3339(start_time)))?;
-    // wal-g names a backup after pg_walfile_name_offset(start LSN).
-    let backup = format!("base_{segment}");
+    let base = base.filter(|b| {
+        let same = crate::wal::name::Segment::parse(&segment).is_some_and(|s| s.timeline == b.segment.timeline);
+        if !same {
+            tracing::info!(base = %b.name, "the cluster has changed timeline since the delta base: taking a full backup");
+        }
+        same
+    });
+    // wal-g names a backup after pg_walfile_name_offset(start LSN), a delta with its
+    // base's segment after `_D_`.
+    let backup = match &base {
+        Some(b) => b.delta_name(&segment),
+        None => format!("base_{segment}"),
+    };
     tracing::info!(backup = %backup, start_lsn = %start_lsn, "backup started");
 
     let mut members = Vec::new();
@@ -321,9 +393,15 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options) -> Re
     walk(pgdata, "", true, &mut members, &mut tablespaces)?;
     let data_size: u64 = members.iter().map(|m| m.size).sum();
     let parts = partition(members, opts.tar_size_threshold.max(1));
-    let prefix = partitions_prefix(&backup);
-    let uploaded = Uploaded::default();
-    upload_parts(storage, &prefix, &parts, opts, &uploaded)?;
+    let uploaded = Uploaded {
+        storage,
+        prefix: partitions_prefix(&backup),
+        codec: opts.codec,
+        tar_bytes: AtomicU64::new(0),
+        compressed: AtomicU64::new(0),
+        sets: Mutex::new(BTreeMap::new()),
+    };
+    upload_parts(&parts, opts, &uploaded, base.as_ref())?;
 
     let control = pgdata.join("global/pg_control");
     let control = Member {
@@ -336,20 +414,13 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options) -> Re
         mode: 0o600,
         mtime: SystemTime::now(),
     };
-    uploaded.upload(
-        storage,
-        &prefix,
-        opts.codec.file_name("pg_control.tar"),
-        &[control],
-        &[],
-        opts.codec,
-    )?;
+    uploaded.upload(opts.codec.file_name("pg_control.tar"), &[control], &[], None)?;
     let stop = db.stop_backup()?;
     let mut extra: Vec<(&str, &[u8])> = vec![("backup_label", stop.label.as_bytes())];
     if let Some(map) = &stop.tablespace_map {
         extra.push(("tablespace_map", map.as_bytes()));
     }
-    uploaded.upload(storage, &prefix, opts.codec.file_name("backup_label.tar"), &[], &extra, opts.codec)?;
+    uploaded.upload(opts.codec.file_name("backup_label.tar"), &[], &extra, None)?;
 
     let mut sentinel = Sentinel {
         lsn: Some(start_lsn.0),
@@ -366,6 +437,11 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options) -> Re
         data_dir: Some(pgdata.display().to_string()),
         is_permanent: Some(opts.permanent),
         version: Some(2),
+        delta_from: base.as_ref().map(|b| b.name.clone()),
+        delta_full_name: base.as_ref().map(|b| b.full_name.clone()),
+        delta_from_lsn: base.as_ref().map(|b| b.from_lsn),
+        delta_lsn: base.as_ref().map(|b| b.from_lsn),
+        delta_count: base.as_ref().map(|b| b.count),
         ..Default::default()
     };
     if !tablespaces.is_empty() {
@@ -384,12 +460,13 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options) -> Re
         partitions: sets.len(),
         uncompressed: sentinel.uncompressed_size.unwrap_or(0),
         compressed: sentinel.compressed_size.unwrap_or(0),
+        delta_from: sentinel.delta_from.clone(),
     })
 }
 
 /// Uploads the data partitions, `opts.concurrency` at a time; the first failure stops
 /// the others and is returned.
-fn upload_parts(storage: &dyn Storage, prefix: &str, parts: &[Vec<Member>], opts: &Options, uploaded: &Uploaded) -> Result<()> {
+fn upload_parts(parts: &[Vec<Member>], opts: &Options, uploaded: &Uploaded<'_>, delta: Option<&Base>) -> Result<()> {
     let queue = Mutex::new(parts.iter().enumerate().map(|(i, p)| (i + 1, p)).collect::<VecDeque<_>>());
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -401,7 +478,7 @@ fn upload_parts(storage: &dyn Storage, prefix: &str, parts: &[Vec<Member>], opts
                         return;
                     };
                     let file = opts.codec.file_name(&format!("part_{n:03}.tar"));
-                    if let Err(e) = uploaded.upload(storage, prefix, file, members, &[], opts.codec) {
+                    if let Err(e) = uploaded.upload(file, members, &[], delta) {
                         first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -418,21 +495,20 @@ fn upload_parts(storage: &dyn Storage, prefix: &str, parts: &[Vec<Member>], opts
 /// Uploads `files_metadata.json`, `metadata.json` and, last, the sentinel that marks
 /// the backup complete.
 fn describe(storage: &dyn Storage, backup: &str, sentinel: &Sentinel, sets: &BTreeMap<String, Vec<Written>>) -> Result<()> {
-    let mtime = sentinel.start_time.clone();
     let mut files = FilesMetadataDoc::default();
     for (set, written) in sets {
-        for (name, size) in written {
+        for w in written {
             let entry = FileEntry {
-                mtime: mtime.clone(),
+                is_incremented: w.how == Stored::Increment,
+                is_skipped: w.how == Stored::Skipped,
+                mtime: Some(rfc3339(w.mtime)),
                 updates_count: Some(0),
-                size: Some(*size),
-                ..Default::default()
+                size: Some(w.size),
             };
-            files.files.insert(name.clone(), entry);
+            files.files.insert(w.name.clone(), entry);
         }
-        files
-            .tar_file_sets
-            .insert(set.clone(), written.iter().map(|(name, _)| name.clone()).collect());
+        let in_tar = written.iter().filter(|w| w.how != Stored::Skipped);
+        files.tar_file_sets.insert(set.clone(), in_tar.map(|w| w.name.clone()).collect());
     }
     upload_json(storage, &backup_file_key(backup, "files_metadata.json"), &files)?;
     let metadata = BackupMetadata {

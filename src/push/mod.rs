@@ -2,4 +2,5 @@
 //! backups of a running cluster (`backup-push`).
 
 pub mod backup;
+pub mod delta;
 pub mod wal;

@@ -91,11 +91,7 @@ impl Layer {
     }
 }
 
-/// A file name as the metadata gives it, spelled as a tar member's name is after
-/// sanitising (`/base/1/2`, `./base/1/2`, `base//1/2` are all `base/1/2`).
-fn normal(name: &str) -> String {
-    name.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
-}
+use files_metadata::normal_name as normal;
 
 /// The layers of the chain `plans` (oldest first): reads each backup's
 /// `files_metadata.json`, which every delta and the full backup below one must have.

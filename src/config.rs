@@ -397,6 +397,12 @@ pub fn parse_size(text: &str) -> Result<u64> {
     })
 }
 
+/// The credentials margin of `status` and `wal-verify`: the flag (or
+/// `WALFETCH_CREDENTIALS_MARGIN`), else one hour.
+pub fn credentials_margin(flag: Option<&str>) -> Result<Duration> {
+    flag.map_or(Ok(crate::inspect::credentials::DEFAULT_MARGIN), parse_age)
+}
+
 /// Parses an age: `90s`, `15m`, `2h`, `1d` or plain seconds.
 pub fn parse_age(text: &str) -> Result<Duration> {
     let t = text.trim();

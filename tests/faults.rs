@@ -242,7 +242,13 @@ fn kill_9_in_the_middle_of_backup_fetch_then_rerun() {
     );
     let target = f.archive.scratch.path().join("restored");
     let mut child = spawn_walfetch(None, &["backup-fetch", target.to_str().unwrap(), "LATEST"], &f.env());
-    thread::sleep(Duration::from_millis(1500));
+    // Killed once it is writing (the throttled partitions keep it there for seconds),
+    // however slowly it started on a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !target.join("WALFETCH_RESTORE_INCOMPLETE").exists() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
     kill9(&mut child);
     assert!(
         target.join("WALFETCH_RESTORE_INCOMPLETE").exists(),

@@ -50,6 +50,9 @@ pub struct BackupFetch {
     /// Skip the final filesystem sync (faster; the restore is not crash-safe until synced).
     #[arg(long)]
     pub no_sync: bool,
+    /// The bin directory of the PostgreSQL that will run the restore [default: postgres on PATH]; a backup of another major is refused before any download
+    #[arg(long, env = "WALFETCH_PG_BIN", value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
 }
 
 impl BackupFetch {
@@ -78,6 +81,7 @@ impl Run for BackupFetch {
             },
             wal_check: !self.no_wal_check,
             concurrency: ctx.settings.listing_concurrency(),
+            server: crate::pg::server::find(self.pg_bin.as_deref())?,
         };
         let chain = select(&storage, &request, &mut |line| crate::outln!("{line}"))?;
         let Some(plan) = chain.last() else {

@@ -3,7 +3,7 @@
 //!
 //! Exit codes (distinct, most severe first): 5/6/3 storage unreadable (as every
 //! command), 14 a backup is unrestorable, 12 required segments are missing, 13 the
-//! archive is stale, 0 healthy.
+//! archive is stale, 19 the credentials in use expire within the margin, 0 healthy.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Run;
-use crate::config::{parse_age, parse_size};
+use crate::config::{credentials_margin, parse_age, parse_size};
 use crate::context::Context;
 use crate::error::Result;
 use crate::fsutil::write_atomically;
@@ -35,6 +35,9 @@ pub struct WalVerify {
     /// Also write Prometheus textfile-collector metrics to FILE (atomically).
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<PathBuf>,
+    /// Exit 19 when the credentials in use expire within this (30m, 1h, 2h) [default: 1h]
+    #[arg(long, env = "WALFETCH_CREDENTIALS_MARGIN")]
+    pub credentials_margin: Option<String>,
 }
 
 impl Run for WalVerify {
@@ -48,6 +51,7 @@ impl Run for WalVerify {
             },
             max_age: self.max_age.as_deref().map(parse_age).transpose()?,
             concurrency: ctx.settings.listing_concurrency(),
+            credentials_margin: credentials_margin(self.credentials_margin.as_deref())?,
         };
         let report = verify(&ctx.storage()?, &opts)?;
         if self.json {

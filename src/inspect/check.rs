@@ -76,6 +76,13 @@ pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: 
         })
     })?;
     say(&format!("ok    list {WAL}: {wal_objects} objects"));
+    if sentinels.is_empty() {
+        // A standby restored some other way can live on WAL alone: said, not failed.
+        say(&format!(
+            "WARN  base backup: {}",
+            crate::layout::wal_inventory::no_backup(storage, 8)
+        ));
+    }
     if let Some(key) = &newest_segment {
         let line = step("encryption", settings, say, || encryption(storage, key))?;
         say(&format!("ok    encryption: {line}"));

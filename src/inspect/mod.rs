@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod check;
+pub mod credentials;
 pub mod show;
 pub mod status;
 pub mod verify;

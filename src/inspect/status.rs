@@ -12,11 +12,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
 use crate::error::{ErrorKind, Result};
+use crate::inspect::credentials::{expiry, prometheus_gauge, Expiry};
 use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
 use crate::layout::wal_inventory::scan;
@@ -35,6 +37,7 @@ pub const EXIT_MISCONFIGURED: u8 = 16;
 pub const EXIT_UNREACHABLE: u8 = 17;
 /// Exit code: the archive rejects the credentials.
 pub const EXIT_CREDENTIALS: u8 = 18;
+pub use crate::inspect::credentials::EXIT_CREDENTIALS_EXPIRING;
 
 /// What kind of problem blocks the standby; decides the verdict, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +46,7 @@ enum Class {
     Credentials,
     Unreachable,
     Blocked,
+    Expiring,
 }
 
 impl Class {
@@ -61,6 +65,7 @@ impl Class {
             Class::Credentials => ("credentials", EXIT_CREDENTIALS),
             Class::Unreachable => ("unreachable", EXIT_UNREACHABLE),
             Class::Blocked => ("blocked", EXIT_BLOCKED),
+            Class::Expiring => ("credentials-expiring", EXIT_CREDENTIALS_EXPIRING),
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct StatusReport {
     pub fetcher: Option<FollowStatus>,
     /// Whether that fetcher is running now.
     pub fetcher_running: bool,
+    /// When the credentials the restore_command uses expire, if they do.
+    pub credentials: Option<Expiry>,
 }
 
 /// Builds reports; collects problems by class on the way.
@@ -139,8 +146,9 @@ impl Builder {
 }
 
 /// Builds the report for the standby in `datadir`. The storage flags in `settings` are
-/// used when the restore_command names no archive.
-pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
+/// used when the restore_command names no archive; credentials that expire within
+/// `margin` are a problem of their own (the least severe).
+pub fn report(datadir: &Path, settings: &Settings, margin: Duration) -> Result<StatusReport> {
     let fallback = &settings.flags;
     let version = pg_major(datadir)?;
     let control = controldata::read(datadir, version)?;
@@ -199,7 +207,7 @@ pub fn report(datadir: &Path, settings: &Settings) -> Result<StatusReport> {
     if let Some(archive) = archive {
         b.report.archive = Some(archive.location.to_string());
         let concurrency = settings.listing_concurrency();
-        if let Err(e) = with_archive(&mut b, &archive, concurrency, control.system_identifier, next, size) {
+        if let Err(e) = with_archive(&mut b, &archive, concurrency, control.system_identifier, next, size, margin) {
             let class = Class::of(e.kind());
             let what = match class {
                 Class::Unreachable => "archive unreachable",
@@ -378,8 +386,23 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
 }
 
 /// Ties the standby to its archive: system identifier, the next segment, the head, gaps.
-fn with_archive(b: &mut Builder, settings: &StorageSettings, concurrency: usize, sysid: u64, next: Segment, size: u64) -> Result<()> {
+fn with_archive(
+    b: &mut Builder,
+    settings: &StorageSettings,
+    concurrency: usize,
+    sysid: u64,
+    next: Segment,
+    size: u64,
+    margin: Duration,
+) -> Result<()> {
     let storage = storage::open(settings)?;
+    // Credentials that cannot be loaded show in the listing below, as a problem of their own.
+    if let Ok(Some(expiry)) = expiry(storage.as_ref(), margin) {
+        if expiry.within_margin {
+            b.problem(Class::Expiring, expiry.line());
+        }
+        b.report.credentials = Some(expiry);
+    }
     let (inv, _) = scan(storage.as_ref(), Some(size), concurrency)?;
     let backups = list_backups(&storage, 4)?;
     let r = &mut b.report;
@@ -495,6 +518,9 @@ pub fn render(r: &StatusReport) -> String {
     if let Some(g) = &r.first_gap {
         let _ = writeln!(out, "first gap ahead: {g}");
     }
+    if let Some(c) = &r.credentials {
+        let _ = writeln!(out, "credentials: {}", c.line());
+    }
     if let Some(f) = &r.fetcher {
         let _ = writeln!(
             out,
@@ -507,5 +533,32 @@ pub fn render(r: &StatusReport) -> String {
             if f.at_archive_head { ", at the archive head" } else { "" }
         );
     }
+    out
+}
+
+/// Prometheus textfile-collector metrics for the standby in `datadir`.
+pub fn prometheus(r: &StatusReport, datadir: &Path) -> String {
+    let label = format!(
+        "pgdata=\"{}\"",
+        datadir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP walfetch_{name} {help}\n# TYPE walfetch_{name} gauge\nwalfetch_{name}{{{label}}} {value}"
+        );
+    };
+    metric(
+        "status",
+        "status exit code: 0 healthy, 15 blocked, 16 misconfigured, 17 unreachable, 18 credentials rejected, 19 credentials expiring.",
+        r.exit_code.to_string(),
+    );
+    metric(
+        "standby_behind_segments",
+        "Segments between the one the standby needs next and the archive head.",
+        r.behind_segments.to_string(),
+    );
+    out.push_str(&prometheus_gauge(r.credentials.as_ref(), &label));
     out
 }

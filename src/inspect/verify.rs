@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::inspect::credentials::{expiry, prometheus_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
 use crate::layout::backup::{list_backups, Backup};
 use crate::layout::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::layout::wal_inventory::{scan, Inventory};
@@ -44,6 +45,8 @@ pub struct Options {
     pub max_age: Option<Duration>,
     /// Requests in flight while listing.
     pub concurrency: usize,
+    /// Report credentials that expire within this as a problem.
+    pub credentials_margin: Duration,
 }
 
 /// One timeline of the report.
@@ -110,6 +113,8 @@ pub struct Report {
     pub unknown_examples: Vec<String>,
     /// Objects listed.
     pub objects: u64,
+    /// When the credentials in use expire, if they do.
+    pub credentials: Option<Expiry>,
 }
 
 /// Missing segments of `[lo, hi]` on `tli`.
@@ -197,13 +202,15 @@ fn backup_reports(backups: &[Backup], inv: &Inventory, size: u64) -> Vec<BackupR
 }
 
 /// The verdict and its exit code, most severe first.
-fn verdict(unrestorable: bool, missing: u64, stale: bool) -> (&'static str, u8) {
+fn verdict(unrestorable: bool, missing: u64, stale: bool, expiring: bool) -> (&'static str, u8) {
     if unrestorable {
         ("unrestorable", EXIT_UNRESTORABLE)
     } else if missing > 0 {
         ("gaps", EXIT_GAPS)
     } else if stale {
         ("stale", EXIT_STALE)
+    } else if expiring {
+        ("credentials-expiring", EXIT_CREDENTIALS_EXPIRING)
     } else {
         ("healthy", 0)
     }
@@ -325,7 +332,9 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
         .map(|(_, t)| SystemTime::now().duration_since(t).unwrap_or_default().as_secs());
     let max_age = opts.max_age.map(|d| d.as_secs());
     let stale = matches!((age, max_age), (Some(a), Some(m)) if a > m) || (max_age.is_some() && age.is_none());
-    let (status, exit_code) = verdict(backups.iter().any(|b| !b.restorable), missing_segments, stale);
+    let credentials = expiry(storage.as_ref(), opts.credentials_margin)?;
+    let expiring = credentials.as_ref().is_some_and(|c| c.within_margin);
+    let (status, exit_code) = verdict(backups.iter().any(|b| !b.restorable), missing_segments, stale, expiring);
     Ok(Report {
         status,
         exit_code,
@@ -348,6 +357,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
         unknown_objects: inv.unknown,
         unknown_examples: inv.unknown_examples.clone(),
         objects: inv.objects,
+        credentials,
     })
 }
 
@@ -383,6 +393,9 @@ pub fn render(r: &Report) -> String {
             r.unknown_objects,
             r.unknown_examples.join(", ")
         );
+    }
+    if let Some(c) = &r.credentials {
+        let _ = writeln!(out, "credentials: {}", c.line());
     }
     let _ = writeln!(out, "status: {} (exit {})", r.status.to_uppercase(), r.exit_code);
     out
@@ -461,7 +474,7 @@ pub fn prometheus(r: &Report) -> String {
     };
     metric(
         "wal_verify_status",
-        "wal-verify exit code: 0 healthy, 12 gaps, 13 stale, 14 unrestorable backup.",
+        "wal-verify exit code: 0 healthy, 12 gaps, 13 stale, 14 unrestorable backup, 19 credentials expiring.",
         r.exit_code.to_string(),
     );
     metric(
@@ -499,5 +512,6 @@ pub fn prometheus(r: &Report) -> String {
         "When wal-verify last ran.",
         now.to_string(),
     );
+    out.push_str(&prometheus_gauge(r.credentials.as_ref(), &label));
     out
 }

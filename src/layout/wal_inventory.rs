@@ -167,6 +167,16 @@ impl Inventory {
         }
     }
 
+    /// The oldest and the newest segment held (by timeline, then position), if any.
+    pub fn span(&self, segment_size: u64) -> Option<(Segment, Segment)> {
+        let (first_tl, first) = self.timelines.iter().next()?;
+        let (last_tl, last) = self.timelines.iter().next_back()?;
+        Some((
+            Segment::from_number(*first_tl, first.first, segment_size),
+            Segment::from_number(*last_tl, last.last, segment_size),
+        ))
+    }
+
     /// The highest timeline named by a segment or a history file.
     pub fn latest_timeline(&self) -> Option<u32> {
         self.timelines.keys().chain(self.histories.keys()).max().copied()
@@ -223,6 +233,28 @@ pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize
         }
     }
     Ok((inv, size.unwrap_or(DEFAULT_WAL_SEGMENT_SIZE)))
+}
+
+/// The error for an archive without a complete backup, saying what the archive holds
+/// instead: WAL with no base backup is what a provider that keeps disk snapshots
+/// leaves, and only the provider can add a base backup.
+pub fn no_backup(storage: &dyn Storage, concurrency: usize) -> Error {
+    let base = format!(
+        "no complete backup in {} (no *_backup_stop_sentinel.json under basebackups_005/)",
+        storage.describe()
+    );
+    let wal = scan(storage, None, concurrency)
+        .ok()
+        .and_then(|(inv, size)| Some((inv.span(size)?, inv.objects)));
+    match wal {
+        Some(((oldest, newest), objects)) => Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{base}, but WAL is there ({objects} objects, {oldest} to {newest}): a standby needs a base backup to start from; ask the provider for one in this archive (providers that keep disk snapshots instead often leave only WAL)"
+            ),
+        ),
+        None => Error::new(ErrorKind::NotFound, format!("{base}, and no WAL in wal_005/ either: is the prefix right?")),
+    }
 }
 
 #[cfg(test)]

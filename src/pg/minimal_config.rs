@@ -3,7 +3,7 @@
 //!
 //! A hot standby refuses to start when `max_connections` and a few other settings are
 //! below the primary's; the primary's values are recorded in `pg_control`, so they are
-//! read with `pg_controldata` (when it is installed) and written into the new file.
+//! read from it ([`super::controldata`]) and written into the new file.
 
 use std::fs;
 use std::path::Path;
@@ -17,42 +17,39 @@ use crate::fsutil::write_atomically;
 /// Configuration files a data directory needs to start.
 pub const CONFIG_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"];
 
-/// Settings a hot standby needs at least as high as the primary's, with the label
-/// `pg_controldata` prints for each.
-const STANDBY_MINIMUMS: [(&str, &str); 5] = [
-    ("max_connections", "max_connections setting:"),
-    ("max_worker_processes", "max_worker_processes setting:"),
-    ("max_wal_senders", "max_wal_senders setting:"),
-    ("max_prepared_transactions", "max_prepared_xacts setting:"),
-    ("max_locks_per_transaction", "max_locks_per_xact setting:"),
-];
-
 /// Which of the configuration files `datadir` lacks.
 pub fn missing(datadir: &Path) -> Vec<&'static str> {
     CONFIG_FILES.into_iter().filter(|f| !datadir.join(f).exists()).collect()
 }
 
-/// The primary's values of [`STANDBY_MINIMUMS`], as recorded in the `pg_control` file
-/// `control` (read through a scratch directory: during a restore it is still staged).
+/// The primary's values of the settings a standby must match, as recorded in the
+/// `pg_control` file `control` (still staged during a restore); through
+/// `pg_controldata` only for a layout walfetch does not know.
 fn primary_settings(control: &Path, version: PgMajor) -> Vec<(&'static str, String)> {
-    let Some(tool) = super::controldata::tool(version) else {
-        return Vec::new();
+    let known = match super::controldata::read_file(control) {
+        Ok(Some(c)) => c,
+        Ok(None) => match pg_controldata(control, version) {
+            Some(c) => c,
+            None => return Vec::new(),
+        },
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot read the primary's settings from pg_control");
+            return Vec::new();
+        }
     };
+    known.settings.into_iter().map(|(name, value)| (name, value.to_string())).collect()
+}
+
+/// `pg_controldata` on the pg_control file `control`, through a scratch directory.
+fn pg_controldata(control: &Path, version: PgMajor) -> Option<super::controldata::ControlData> {
+    let tool = super::controldata::tool(version)?;
     let scratch = std::env::temp_dir().join(format!("walfetch-controldata-{}", std::process::id()));
     let copied = fs::create_dir_all(scratch.join("global")).and_then(|_| fs::copy(control, scratch.join("global/pg_control")));
     let out = copied
         .ok()
         .and_then(|_| Command::new(tool).arg(&scratch).env("LC_ALL", "C").output().ok());
     let _ = fs::remove_dir_all(&scratch);
-    let Some(out) = out else { return Vec::new() };
-    let text = String::from_utf8_lossy(&out.stdout);
-    STANDBY_MINIMUMS
-        .iter()
-        .filter_map(|(name, label)| {
-            let value = text.lines().find_map(|l| l.strip_prefix(label))?.trim().to_string();
-            value.parse::<u64>().ok().map(|_| (*name, value))
-        })
-        .collect()
+    super::controldata::parse(&String::from_utf8_lossy(&out?.stdout))
 }
 
 /// Writes whichever of the three files is missing, with the primary's settings from the

@@ -7,3 +7,4 @@ pub mod datadir;
 pub mod db;
 pub mod minimal_config;
 pub mod recovery;
+pub mod server;

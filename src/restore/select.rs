@@ -9,6 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::verify::backup_wal;
 use crate::layout::backup::{latest, list_backups, read_backup, Backup};
 use crate::layout::plan::{plan_chain, RestorePlan};
+use crate::pg::server::{self, Server};
 use crate::restore::journal::Identity;
 use crate::storage::Storage;
 
@@ -23,12 +24,17 @@ pub struct Request {
     pub wal_check: bool,
     /// Requests in flight when listing.
     pub concurrency: usize,
+    /// The server binaries that will run the restored directory, when found.
+    pub server: Option<Server>,
 }
 
 /// The chain to restore (a full backup alone, or a delta after the backups below it,
 /// oldest first), each fact established said in one line through `say`.
 pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Vec<RestorePlan>> {
     let backup = pick(storage, req)?;
+    if let (Some(server), Some(version)) = (&req.server, backup.sentinel.pg_version) {
+        server::check(server, &backup.name.name, version)?;
+    }
     tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
     if req.wal_check {
         let wal = backup_wal(storage, &backup, req.concurrency)?;

@@ -82,6 +82,8 @@ pub enum Command {
     WalShow(commands::wal_show::WalShow),
     /// Why a standby is or is not advancing: its files tied to its archive.
     Status(commands::status::Status),
+    /// Promote a standby once it has replayed the source's final LSN (or all the archive holds), with proof.
+    Promote(commands::promote::Promote),
     /// Test access to the archive: list, read, credentials expiry, with fixes for common mistakes.
     Check(commands::check::Check),
     /// Print a shell completion script.
@@ -103,6 +105,7 @@ impl Command {
             Command::WalVerify(c) => ("wal-verify", c),
             Command::WalShow(c) => ("wal-show", c),
             Command::Status(c) => ("status", c),
+            Command::Promote(c) => ("promote", c),
             Command::Check(c) => ("check", c),
             Command::Completions(c) => ("completions", c),
             Command::Manpage(c) => ("manpage", c),

@@ -6,6 +6,7 @@ pub mod backup_list;
 pub mod backup_push;
 pub mod check;
 pub mod follow;
+pub mod promote;
 pub mod status;
 pub mod wal_fetch;
 pub mod wal_push;

@@ -434,11 +434,13 @@ fn with_archive(
         }
         let lo = next_no.max(begin);
         let hi = end.map_or(runs.last, |e| e.min(runs.last));
+        if hi >= begin && runs.first <= hi {
+            head = Some(Segment::from_number(span.timeline, hi, size).to_string());
+        }
         if lo > hi {
             continue;
         }
         behind += hi - lo + 1;
-        head = Some(Segment::from_number(span.timeline, hi, size).to_string());
         if first_gap.is_none() {
             first_gap = runs
                 .missing_in(lo, hi)

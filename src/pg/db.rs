@@ -44,6 +44,24 @@ impl Db {
     /// `/var/run/postgresql` unless `PGHOST` says otherwise) and checks that the server
     /// is a primary of a version walfetch backs up.
     pub fn connect(libpq: &Libpq) -> Result<Db> {
+        let db = Db::open(libpq, "walfetch backup-push")?;
+        if db.version < 90600 {
+            return Err(Error::new(
+                ErrorKind::Database,
+                format!("server_version_num {}: walfetch backs up PostgreSQL 9.6 and later", db.version),
+            ));
+        }
+        if db.in_recovery()? {
+            return Err(Error::new(
+                ErrorKind::Database,
+                "the server is a standby; run backup-push against the primary".to_string(),
+            ));
+        }
+        Ok(db)
+    }
+
+    /// Connects as [`Db::connect`] does, to a primary or a standby, as `application`.
+    pub fn open(libpq: &Libpq, application: &str) -> Result<Db> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -53,7 +71,7 @@ impl Db {
         config
             .user(&user)
             .dbname(libpq.database.clone().unwrap_or_else(|| user.clone()))
-            .application_name("walfetch backup-push");
+            .application_name(application);
         match &libpq.host {
             Some(h) if h.starts_with('/') => config.host_path(h),
             Some(h) => config.host(h),
@@ -82,19 +100,17 @@ impl Db {
             version: 0,
         };
         db.version = db.text("SHOW server_version_num")?.parse().unwrap_or(0);
-        if db.version < 90600 {
-            return Err(Error::new(
-                ErrorKind::Database,
-                format!("server_version_num {}: walfetch backs up PostgreSQL 9.6 and later", db.version),
-            ));
-        }
-        if db.text("SELECT pg_is_in_recovery()::text")? == "true" {
-            return Err(Error::new(
-                ErrorKind::Database,
-                "the server is a standby; run backup-push against the primary".to_string(),
-            ));
-        }
         Ok(db)
+    }
+
+    /// Whether the server is in recovery (a standby).
+    pub fn in_recovery(&self) -> Result<bool> {
+        Ok(self.text("SELECT pg_is_in_recovery()::text")? == "true")
+    }
+
+    /// The one value `sql` returns, as text (`None` for NULL).
+    pub fn value(&self, sql: &str) -> Result<Option<String>> {
+        self.query_one(sql, &[])?.try_get(0).map_err(|e| db_error(sql, e))
     }
 
     fn query_one(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row> {

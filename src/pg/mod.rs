@@ -6,5 +6,6 @@ pub mod controldata;
 pub mod datadir;
 pub mod db;
 pub mod minimal_config;
+pub mod promote;
 pub mod recovery;
 pub mod server;

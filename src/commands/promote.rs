@@ -1,0 +1,78 @@
+//! `walfetch promote PGDATA`: the cut-over with proof ([`crate::pg::promote`]).
+//!
+//! Exit codes: 0 promoted, 15 not promoted (something blocks replay, or the wait timed
+//! out), and the usual ones for errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::Run;
+use crate::config::{absolute, parse_age};
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result};
+use crate::inspect::status::EXIT_BLOCKED;
+use crate::pg::db::Db;
+use crate::pg::promote::{promote, render, Options, Outcome};
+use crate::wal::name::Lsn;
+
+/// Options of `promote`.
+#[derive(Debug, Args)]
+pub struct Promote {
+    /// The standby's data directory (the server runs; libpq settings reach it).
+    pub pgdata: PathBuf,
+    /// Promote once the standby has replayed this LSN (the source's final position).
+    #[arg(long)]
+    pub lsn: Option<String>,
+    /// Without --lsn: promote once everything archived is replayed and no new segment came for this long.
+    #[arg(long, default_value = "2m")]
+    pub quiet: String,
+    /// Give up, promoting nothing, after this long.
+    #[arg(long, default_value = "1h")]
+    pub timeout: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Run for Promote {
+    /// Waits, promotes, prints the sign-off.
+    fn run(&self, ctx: &Context) -> Result<ExitCode> {
+        let opts = Options {
+            lsn: self
+                .lsn
+                .as_deref()
+                .map(|l| Lsn::parse(l).ok_or_else(|| Error::new(ErrorKind::Config, format!("--lsn '{l}' is not an LSN (like 0/3000148)"))))
+                .transpose()?,
+            quiet: parse_age(&self.quiet)?,
+            timeout: parse_age(&self.timeout)?,
+            poll: Duration::from_millis(500),
+        };
+        let db = Db::open(&ctx.settings.libpq, "walfetch promote")?;
+        let json = self.json;
+        match promote(&absolute(&self.pgdata), &ctx.settings, &db, &opts, &mut |line| {
+            if !json {
+                crate::outln!("{line}");
+            }
+        })? {
+            Outcome::Promoted(p) => {
+                if json {
+                    crate::output::json(&p)?;
+                } else {
+                    crate::outln!("{}", render(&p));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Outcome::Refused(why) => {
+                if json {
+                    crate::output::json(&serde_json::json!({ "promoted": false, "reason": why }))?;
+                } else {
+                    crate::outln!("{why}");
+                }
+                Ok(ExitCode::from(EXIT_BLOCKED))
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The cut-over: `walfetch promote` refuses while a segment is missing ahead of the
+//! standby (promoting then would lose what lies behind the gap), and once the archive
+//! is whole it promotes at the source's final LSN, printing what was replayed; the
+//! promoted server holds exactly the source's data. Without `--lsn`, it promotes once
+//! everything archived is replayed and the archive has been quiet.
+
+use std::fs;
+
+use crate::common::*;
+
+const TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("late", "g")];
+
+fn promote(standby: &Cluster, env: &[(String, String)], extra: &[&str]) -> std::process::Output {
+    let mut env = env.to_vec();
+    env.extend(standby.libpq_env());
+    let mut args = vec!["promote", standby.data.to_str().unwrap()];
+    args.extend(extra);
+    walfetch(&args, &env)
+}
+
+#[test]
+fn promote_refuses_a_gap_ahead_and_promotes_at_the_final_lsn() {
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let server_env: Vec<(String, String)> = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
+    source.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup_push(walfetch_bin(), &env);
+    let restored = scratch.path().join("standby");
+    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut standby = Cluster::attach(&scratch, "standby", restored);
+    standby.env = server_env.clone();
+    standby.start();
+    source.pgbench(&["-n", "-t", "50", "-c", "2"]);
+    let first = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&first);
+    standby.wait_replayed(&first);
+    standby.stop();
+
+    // The source writes on, over several segments, then stops: FINAL is its last LSN.
+    source.sql("CREATE TABLE late (g int)");
+    let mut segments = Vec::new();
+    for round in 0..4 {
+        source.pgbench(&["-n", "-t", "100", "-c", "2"]);
+        source.sql(&format!(
+            "INSERT INTO late SELECT generate_series({round} * 1000, {round} * 1000 + 999)"
+        ));
+        let lsn = source.sql("SELECT pg_current_wal_lsn()");
+        segments.push(source.sql(&format!("SELECT pg_walfile_name('{lsn}')")));
+        source.archive_through(&lsn);
+    }
+    let final_lsn = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&final_lsn);
+    let expected: Vec<String> = TABLES.iter().map(|(t, o)| source.table_digest(t, o)).collect();
+    source.stop();
+
+    // A segment in the middle goes missing from the bucket.
+    let wal = s3data.join(BUCKET).join("pg/wal_005");
+    let gap = wal.join(format!("{}.lz4", segments[1]));
+    let kept = fs::read(&gap).unwrap();
+    fs::remove_file(&gap).unwrap();
+
+    standby.start();
+    let out = promote(&standby, &env, &["--lsn", &final_lsn, "--timeout", "120s"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(15), "{text}{}", stderr(&out));
+    assert!(text.contains("not promoting") && text.contains(&segments[1]), "{text}");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t", "nothing was promoted");
+
+    // The segment comes back: replay goes on and the standby is promoted at FINAL.
+    fs::write(&gap, kept).unwrap();
+    give_to_postgres(&gap);
+    let out = promote(&standby, &env, &["--lsn", &final_lsn, "--timeout", "120s", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(signed["previous_timeline"], 1);
+    assert_eq!(signed["new_timeline"], 2);
+    assert_eq!(signed["archive_head_replayed"], true, "{signed}");
+    assert!(signed["last_replayed_commit"].is_string(), "{signed}");
+    let replayed = signed["final_replayed_lsn"].as_str().unwrap().to_string();
+    assert_eq!(
+        standby.sql(&format!("SELECT '{replayed}'::pg_lsn >= '{final_lsn}'::pg_lsn")),
+        "t",
+        "replayed {replayed}, final {final_lsn}"
+    );
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f");
+    let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+    assert_eq!(actual, expected, "the promoted server's data differs from the source's");
+}
+
+#[test]
+fn promote_without_an_lsn_waits_for_the_archive_to_be_replayed_and_quiet() {
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
+    source.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup_push(walfetch_bin(), &env);
+    source.sql("CREATE TABLE late AS SELECT generate_series(1, 5000) g");
+    source.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    let final_lsn = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&final_lsn);
+    let expected: Vec<String> = TABLES.iter().map(|(t, o)| source.table_digest(t, o)).collect();
+    source.stop();
+
+    let restored = scratch.path().join("standby");
+    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut standby = Cluster::attach(&scratch, "standby", restored);
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby.start();
+    let out = promote(&standby, &env, &["--quiet", "3s", "--timeout", "120s"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("promoted: timeline 1 -> 2"), "{text}");
+    assert!(text.contains("replayed\n") || text.contains(", replayed"), "{text}");
+    let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+    assert_eq!(actual, expected, "the promoted server's data differs from the source's");
+}

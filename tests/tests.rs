@@ -6,6 +6,7 @@ mod common;
 
 mod absence;
 mod cli;
+mod credentials;
 mod cutover;
 mod delta;
 mod encryption;

@@ -200,9 +200,14 @@ pub fn report(datadir: &Path, settings: &Settings, margin: Duration) -> Result<S
     for call in [&calls.failing, &calls.other].into_iter().flatten() {
         failing_call(&mut b, call);
     }
+    let worked = calls
+        .segment
+        .as_ref()
+        .filter(|c| c.outcome != "failed")
+        .map(|c| c.at.clone());
     b.report.last_call = calls.segment;
     b.report.failing_call = calls.failing;
-    fetcher_problems(&mut b, &spool, next, size);
+    fetcher_problems(&mut b, &spool, next, size, worked.as_deref());
 
     if let Some(archive) = archive {
         b.report.archive = Some(archive.location.to_string());
@@ -245,6 +250,14 @@ fn failing_call(b: &mut Builder, call: &Call) {
             .notes
             .push(format!("the last call, {} min ago, failed: {text}", age.as_secs() / 60)),
         _ => b.problem(class_of_label(kind), format!("blocked: {text}")),
+    }
+}
+
+/// Whether RFC 3339 time `a` is after `b` (false when either does not parse).
+fn later(a: &str, b: &str) -> bool {
+    match (chrono::DateTime::parse_from_rfc3339(a), chrono::DateTime::parse_from_rfc3339(b)) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
     }
 }
 
@@ -338,8 +351,9 @@ fn apply_environment(vars: &std::collections::BTreeMap<String, String>, clears: 
 }
 
 /// Problems the fetcher and the spool know of: refused segments at or after `next`, and
-/// a running fetcher whose downloads keep failing.
-fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
+/// a running fetcher whose downloads keep failing (unless a restore_command call
+/// worked at `worked_after`, since its last report).
+fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64, worked_after: Option<&str>) {
     let next_no = next.number(size).unwrap_or(0);
     for (seg, why) in spool.refusals() {
         let Some(s) = Segment::parse(&seg) else { continue };
@@ -375,13 +389,19 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64) {
         .and_then(|f| f.failing.clone())
         .filter(|_| b.report.fetcher_running);
     if let Some(f) = failing {
-        b.problem(
-            class_of_label(&f.kind),
-            format!(
-                "the prefetch fetcher keeps failing ({}) since {}, {} times: {}",
-                f.kind, f.since, f.count, f.error
-            ),
+        let text = format!(
+            "the prefetch fetcher keeps failing ({}) since {}, {} times: {}",
+            f.kind, f.since, f.count, f.error
         );
+        // A restore_command call that worked after the fetcher's last report shows the
+        // archive usable now (renewed credentials, say): the fetcher retries with
+        // reloaded settings on its own, so this blocks nothing.
+        let updated = b.report.fetcher.as_ref().map(|f| f.updated.clone()).unwrap_or_default();
+        if worked_after.is_some_and(|at| later(at, &updated)) {
+            b.report.notes.push(format!("{text}; wal-fetch has worked since, and the fetcher retries on its own"));
+        } else {
+            b.problem(class_of_label(&f.kind), text);
+        }
     }
 }
 

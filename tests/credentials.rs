@@ -15,7 +15,11 @@ const TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("late", "g")];
 /// A credentials file for `access`/`secret`, replaced atomically as a renewal would.
 fn write_credentials(path: &Path, access: &str, secret: &str) {
     let tmp = path.with_extension("new");
-    fs::write(&tmp, format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n")).unwrap();
+    fs::write(
+        &tmp,
+        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
     give_to_postgres(&tmp);
     fs::rename(&tmp, path).unwrap();
 }
@@ -84,7 +88,11 @@ fn a_key_rotated_mid_replay_is_renewed_in_the_credentials_file_without_a_restart
         if out.status.code() == Some(18) {
             break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
         }
-        assert!(Instant::now() < deadline, "status never named the credentials: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            Instant::now() < deadline,
+            "status never named the credentials: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(report["verdict"], "credentials", "{report}");
@@ -100,7 +108,11 @@ fn a_key_rotated_mid_replay_is_renewed_in_the_credentials_file_without_a_restart
     // The renewal lands in the file: replay resumes, same server, no restart.
     write_credentials(&standby_creds, "second-key", "second-secret-0123456789");
     standby.wait_replayed(&lsn);
-    assert_eq!(standby.sql("SELECT pg_postmaster_start_time()"), started, "PostgreSQL was not restarted");
+    assert_eq!(
+        standby.sql("SELECT pg_postmaster_start_time()"),
+        started,
+        "PostgreSQL was not restarted"
+    );
     let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
     assert_eq!(actual, expected);
     let out = status(&standby, &env, &[]);
@@ -139,7 +151,12 @@ fn session_credentials_near_expiry_are_reported_with_their_own_exit_code() {
     let config = scratch.path().join("aws-config");
     fs::write(&config, format!("[default]\ncredential_process = {}\n", script.display())).unwrap();
     give_to_postgres(scratch.path());
-    assert!(std::process::Command::new("chmod").arg("755").arg(&script).status().unwrap().success());
+    assert!(std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap()
+        .success());
     let mut session: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY")
@@ -181,5 +198,7 @@ fn session_credentials_near_expiry_are_reported_with_their_own_exit_code() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(19), "{text}");
     assert!(text.contains("renew them before then"), "{text}");
-    assert!(fs::read_to_string(&prom).unwrap().contains("walfetch_credentials_expiry_seconds{pgdata="));
+    assert!(fs::read_to_string(&prom)
+        .unwrap()
+        .contains("walfetch_credentials_expiry_seconds{pgdata="));
 }

@@ -551,3 +551,28 @@ fn a_backup_label_that_disagrees_with_the_sentinel_fails_the_restore() {
         );
     }
 }
+
+#[test]
+fn wal_without_a_base_backup_says_to_ask_the_provider_for_one() {
+    let a = Archive::new();
+    for n in [5u32, 6, 7] {
+        let name = format!("00000001000000000000000{n}");
+        a.put(
+            &format!("wal_005/{name}.lz4"),
+            &encode(Codec::Lz4, &fake_segment(&name, SEG_SIZE, 7)),
+        );
+    }
+    let target = a.scratch.path().join("restored");
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &a.env());
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("but WAL is there (3 objects, 000000010000000000000005 to 000000010000000000000007)")
+            && err.contains("ask the provider for one"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let out = walfetch(&["check"], &a.env());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("WARN  base backup:") && text.contains("ask the provider"), "{text}");
+}

@@ -6,12 +6,22 @@ use std::path::PathBuf;
 
 use crate::common::*;
 
-/// The `sh` code blocks of the guide, in order.
-fn guide_commands() -> String {
+/// The `sh` code blocks of the guide, in order: those before the section whose title
+/// starts with `split`, and those from it on.
+fn guide_commands(split: &str) -> (String, String) {
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/MIGRATING.md")).unwrap();
-    let mut script = String::new();
+    let (mut before, mut after) = (String::new(), String::new());
     let mut in_sh = false;
+    let mut past = false;
     for line in text.lines() {
+        if line.starts_with("## ")
+            && line[3..]
+                .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
+                .starts_with(split)
+        {
+            past = true;
+        }
+        let script = if past { &mut after } else { &mut before };
         match (in_sh, line.trim_end()) {
             (false, "```sh") => in_sh = true,
             (true, "```") => in_sh = false,
@@ -23,57 +33,116 @@ fn guide_commands() -> String {
         }
     }
     assert!(
-        script.contains("backup-fetch") && script.contains("promote"),
-        "the guide lost its commands:\n{script}"
+        before.contains("backup-fetch") && after.contains("AWS_SHARED_CREDENTIALS_FILE") && after.contains("walfetch promote"),
+        "the guide lost its commands:\n{before}\n---\n{after}"
     );
-    script
+    (before, after)
+}
+
+/// A credentials file for `access`/`secret`.
+fn write_credentials(path: &std::path::Path, access: &str, secret: &str) {
+    std::fs::write(
+        path,
+        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    give_to_postgres(path);
 }
 
 #[test]
-fn the_migration_guide_brings_up_a_standby_and_promotes_it() {
+fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_it() {
     let scratch = Scratch::new();
-    let s3 = S3Server::start(scratch.dir("s3"));
-    let mut env = s3.env();
-    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/provider")));
+    let data = scratch.dir("s3");
+    let port = free_port();
+    let s3 = S3Server::start_with(data.clone(), port, "first-key", "first-secret-0123456789");
+    // The provider's archiver and the new server each have a credentials file.
+    let source_creds = scratch.path().join("source-credentials");
+    let creds = scratch.path().join("credentials");
+    write_credentials(&source_creds, "first-key", "first-secret-0123456789");
+    write_credentials(&creds, "first-key", "first-secret-0123456789");
+    let env_for = |file: &std::path::Path| -> Vec<(String, String)> {
+        vec![
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), file.display().to_string()),
+            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{port}")),
+            ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
+            ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/provider")),
+        ]
+    };
+    let source_env = env_for(&source_creds);
+    let env = env_for(&creds);
 
     // The provider's side: a primary archiving to the bucket, with a base backup.
-    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &source_env, &[]);
     source.pgbench(&["-i", "-s", "1", "-q"]);
-    source.backup_push(walfetch_bin(), &env);
+    source.backup_push(walfetch_bin(), &source_env);
     source.pgbench(&["-n", "-t", "100", "-c", "2"]);
-    // Cut-over steps 1 and 2: writes stop, the last WAL is archived, FINAL_LSN noted.
-    let final_lsn = source.sql("SELECT pg_current_wal_lsn()");
-    source.archive_through(&final_lsn);
-    let expected = source.table_digest("pgbench_accounts", "aid");
-    source.stop();
+    source.archive_through(&source.sql("SELECT pg_current_wal_lsn()"));
 
     let standby = scratch.path().join("standby");
-    let port = free_port();
+    let port_standby = free_port();
     let path = format!(
         "{}:{}:/usr/local/bin:/usr/bin:/bin",
         walfetch_bin().parent().unwrap().display(),
         pg_bin().display()
     );
-    let script = format!("set -euo pipefail\nexport PATH='{path}'\n{}", guide_commands());
-    let out = as_postgres("bash")
-        .arg("-c")
-        .arg(&script)
-        .envs(env.iter().cloned())
-        .env("STANDBY", &standby)
-        .env("STANDBY_PORT", port.to_string())
-        .env("STANDBY_SOCKET", &source.socket_dir)
-        .env("FINAL_LSN", &final_lsn)
-        .current_dir(scratch.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the guide failed:\n{stdout}\n{}", stderr(&out));
+    let (before, after) = guide_commands("Renew the credentials");
+    let socket = source.socket_dir.clone();
+    let run = |script: &str, final_lsn: &str| {
+        let out = as_postgres("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\nexport PATH='{path}'\n{script}"))
+            .envs(env.iter().cloned())
+            .env("STANDBY", &standby)
+            .env("STANDBY_PORT", port_standby.to_string())
+            .env("STANDBY_SOCKET", &socket)
+            .env("FINAL_LSN", final_lsn)
+            .env("NEW_ACCESS_KEY_ID", "second-key")
+            .env("NEW_SECRET_ACCESS_KEY", "second-secret-0123456789")
+            .current_dir(scratch.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "the guide failed:\n{stdout}\n{}", stderr(&out));
+        stdout
+    };
+    run(&before, "");
+
+    // Mid-way the provider rotates the key; its archiver has the new one at once, the
+    // standby's file not yet: status says so while the source writes on.
+    drop(s3);
+    let _s3 = S3Server::start_with(data.clone(), port, "second-key", "second-secret-0123456789");
+    write_credentials(&source_creds, "second-key", "second-secret-0123456789");
+    source.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    source.sql("CREATE TABLE after_rotation AS SELECT generate_series(1, 5000) g");
+    // Cut-over steps 1 and 2: writes stop, the last WAL is archived, FINAL_LSN noted.
+    let final_lsn = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&final_lsn);
+    let expected = [
+        source.table_digest("pgbench_accounts", "aid"),
+        source.table_digest("after_rotation", "g"),
+    ];
+    source.stop();
+    let out = walfetch(&["status", standby.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(18), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // Renewal, then cut-over with walfetch promote.
+    let stdout = run(&after, &final_lsn);
+    assert!(stdout.contains("promoted: timeline 1 -> 2"), "{stdout}");
     assert!(stdout.trim_end().ends_with('f'), "the standby was not promoted:\n{stdout}");
 
     let mut promoted = Cluster::attach(&scratch, "standby", standby);
     promoted.adopt_running();
-    promoted.port = port;
+    promoted.port = port_standby;
     promoted.socket_dir = source.socket_dir.clone();
-    assert_eq!(promoted.table_digest("pgbench_accounts", "aid"), expected);
+    assert_eq!(
+        [
+            promoted.table_digest("pgbench_accounts", "aid"),
+            promoted.table_digest("after_rotation", "g")
+        ],
+        expected
+    );
     assert_eq!(promoted.sql("SELECT pg_is_in_recovery()"), "f");
 }

@@ -32,7 +32,46 @@ fn walrus_writes_walfetch_restores(major: u32) {
     primary.stop();
 
     let restored = scratch.path().join("standby");
-    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], &env);
+    // Server binaries of another major: refused before anything is downloaded.
+    let other = if major == 15 { 16 } else { 15 };
+    let other_bin = pg_bin_of(other);
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            restored.to_str().unwrap(),
+            "LATEST",
+            "--standby",
+            "--pg-bin",
+            other_bin.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "PostgreSQL {major} under {other}'s binaries: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("taken by PostgreSQL {major}")) && stderr(&out).contains(&format!("are PostgreSQL {other}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !restored.join("base").exists() && !restored.join("PG_VERSION").exists(),
+        "nothing restored"
+    );
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            restored.to_str().unwrap(),
+            "LATEST",
+            "--standby",
+            "--pg-bin",
+            bin.to_str().unwrap(),
+        ],
+        &env,
+    );
     assert_eq!(out.status.code(), Some(0), "PostgreSQL {major}: {}", stderr(&out));
     let mut standby = Cluster::attach(&scratch, "standby", restored);
     standby.bin = bin;
@@ -46,6 +85,14 @@ fn walrus_writes_walfetch_restores(major: u32) {
         standby.log_text().contains("restored log file"),
         "PostgreSQL {major}: nothing replayed from the archive"
     );
+    // status reads pg_control itself: no pg_controldata of this major is installed here
+    // (only Debian's 15 has one).
+    let out = walfetch(&["status", standby.data.to_str().unwrap(), "--json"], &env);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "PostgreSQL {major}: {report}");
+    assert_eq!(report["pg_version"], major.to_string());
+    assert_eq!(report["cluster_state"], "in archive recovery", "{report}");
+    assert_eq!(report["timeline"], 1);
 }
 
 #[test]

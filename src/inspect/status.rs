@@ -200,11 +200,7 @@ pub fn report(datadir: &Path, settings: &Settings, margin: Duration) -> Result<S
     for call in [&calls.failing, &calls.other].into_iter().flatten() {
         failing_call(&mut b, call);
     }
-    let worked = calls
-        .segment
-        .as_ref()
-        .filter(|c| c.outcome != "failed")
-        .map(|c| c.at.clone());
+    let worked = calls.segment.as_ref().filter(|c| c.outcome != "failed").map(|c| c.at.clone());
     b.report.last_call = calls.segment;
     b.report.failing_call = calls.failing;
     fetcher_problems(&mut b, &spool, next, size, worked.as_deref());
@@ -398,7 +394,9 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64, wo
         // reloaded settings on its own, so this blocks nothing.
         let updated = b.report.fetcher.as_ref().map(|f| f.updated.clone()).unwrap_or_default();
         if worked_after.is_some_and(|at| later(at, &updated)) {
-            b.report.notes.push(format!("{text}; wal-fetch has worked since, and the fetcher retries on its own"));
+            b.report
+                .notes
+                .push(format!("{text}; wal-fetch has worked since, and the fetcher retries on its own"));
         } else {
             b.problem(class_of_label(&f.kind), text);
         }

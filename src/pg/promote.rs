@@ -4,9 +4,10 @@
 //! Ready means: with a final LSN (`--lsn`, the source's last LSN after it stopped), the
 //! standby has replayed past it; without one, it has replayed everything the archive
 //! holds (PostgreSQL asks for a segment beyond the archive's newest) and no new segment
-//! has arrived for the quiet period. Anything `status` calls blocking (a gap ahead, a
-//! segment refused as damaged, a call that keeps failing) refuses the promotion: a
-//! standby promoted then would lose what lies behind it. The facts printed afterwards
+//! has arrived for the quiet period. A gap ahead or a segment refused as damaged refuses
+//! the promotion at once: a standby promoted then would lose what lies behind it. A call
+//! that keeps failing (credentials, network) is waited out, up to the timeout: it may be
+//! fixed meanwhile (renewed credentials), and nothing is promoted while it lasts. The facts printed afterwards
 //! are read from the server after promotion, so they are what it actually did.
 
 use std::path::Path;
@@ -82,7 +83,13 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
     loop {
         let status = report(datadir, settings, Duration::ZERO)?;
         let replayed = replay_lsn(db)?;
-        let blocked: Vec<&String> = status.problems.iter().filter(|p| p.starts_with("blocked:")).collect();
+        // What cannot resolve itself: a gap ahead, a segment refused as damaged. A call
+        // that fails (credentials, network) may: it is waited out until the timeout.
+        let blocked: Vec<&String> = status
+            .problems
+            .iter()
+            .filter(|p| p.starts_with("blocked:") && (p.contains("missing from the archive") || p.contains("refused as damaged")))
+            .collect();
         let timeline = status.timeline;
         let ready = match opts.lsn {
             Some(target) if replayed >= target => Some(format!("replayed {replayed}, past {target}")),

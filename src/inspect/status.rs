@@ -200,7 +200,11 @@ pub fn report(datadir: &Path, settings: &Settings, margin: Duration) -> Result<S
     for call in [&calls.failing, &calls.other].into_iter().flatten() {
         failing_call(&mut b, call);
     }
-    let worked = calls.segment.as_ref().filter(|c| c.outcome != "failed").map(|c| c.at.clone());
+    let worked = calls
+        .segment
+        .as_ref()
+        .filter(|c| matches!(c.outcome.as_str(), "restored" | "absent"))
+        .map(|c| c.at.clone());
     b.report.last_call = calls.segment;
     b.report.failing_call = calls.failing;
     fetcher_problems(&mut b, &spool, next, size, worked.as_deref());

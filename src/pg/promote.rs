@@ -83,13 +83,17 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
     loop {
         let status = report(datadir, settings, Duration::ZERO)?;
         let replayed = replay_lsn(db)?;
-        // What cannot resolve itself: a gap ahead, a segment refused as damaged. A call
-        // that fails (credentials, network) may: it is waited out until the timeout.
-        let blocked: Vec<&String> = status
-            .problems
-            .iter()
-            .filter(|p| p.starts_with("blocked:") && (p.contains("missing from the archive") || p.contains("refused as damaged")))
-            .collect();
+        // What cannot resolve itself, from status's own fresh listing (the fetcher's
+        // report may predate a segment put back): the segment PostgreSQL needs is missing
+        // while later ones exist, or a segment ahead was refused as damaged. A call that
+        // fails (credentials, network) may resolve: it is waited out until the timeout.
+        let gap = (!status.next_segment_in_archive && status.behind_segments > 0)
+            .then(|| format!("{} is missing from the archive while later segments exist", status.next_segment));
+        let refused = status
+            .refused
+            .first()
+            .map(|(seg, why)| format!("{seg} was refused as damaged: {why}"));
+        let blocked: Vec<String> = gap.into_iter().chain(refused).collect();
         let timeline = status.timeline;
         let ready = match opts.lsn {
             Some(target) if replayed >= target => Some(format!("replayed {replayed}, past {target}")),

@@ -394,10 +394,12 @@ fn fetcher_problems(b: &mut Builder, spool: &Spool, next: Segment, size: u64, wo
             f.kind, f.since, f.count, f.error
         );
         // A restore_command call that worked after the fetcher's last report shows the
-        // archive usable now (renewed credentials, say): the fetcher retries with
-        // reloaded settings on its own, so this blocks nothing.
+        // archive reachable with working credentials now (renewed, say): the fetcher
+        // retries with reloaded settings on its own, so an access failure blocks nothing.
+        // A content failure (a damaged segment) is about one segment and stays.
         let updated = b.report.fetcher.as_ref().map(|f| f.updated.clone()).unwrap_or_default();
-        if worked_after.is_some_and(|at| later(at, &updated)) {
+        let access = matches!(f.kind.as_str(), "credentials" | "unreachable");
+        if access && worked_after.is_some_and(|at| later(at, &updated)) {
             b.report
                 .notes
                 .push(format!("{text}; wal-fetch has worked since, and the fetcher retries on its own"));

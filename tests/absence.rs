@@ -310,18 +310,6 @@ fn put_segments(data: &Path, range: std::ops::RangeInclusive<u32>) {
     give_to_postgres(data);
 }
 
-/// A credentials file for `access`/`secret`, replaced atomically as a renewal would.
-fn write_credentials(path: &Path, access: &str, secret: &str) {
-    let tmp = path.with_extension("new");
-    fs::write(
-        &tmp,
-        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
-    )
-    .unwrap();
-    give_to_postgres(&tmp);
-    fs::rename(&tmp, path).unwrap();
-}
-
 #[test]
 fn credentials_renewed_in_a_file_reach_the_running_fetcher() {
     let a = Archive::new();
@@ -331,18 +319,12 @@ fn credentials_renewed_in_a_file_reach_the_running_fetcher() {
     put_segments(&data, 5..=8);
     let creds = a.scratch.path().join("credentials");
     write_credentials(&creds, "first-key", "first-secret-0123456789");
-    let env: Vec<(String, String)> = vec![
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), creds.display().to_string()),
-        ("AWS_CONFIG_FILE".into(), a.scratch.path().join("no-config").display().to_string()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{port}")),
-        ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
-        ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")),
+    let mut env = credentials_file_env(&creds, port, "pg");
+    env.extend([
         ("WALG_PG_WAL_SIZE".into(), "1".into()),
         ("WALFETCH_PREFETCH".into(), "on".into()),
         ("WALFETCH_FOLLOW_IDLE".into(), "300".into()),
-    ];
+    ]);
     let dir = a.datadir(7, true);
     let spool = dir.join("pg_wal/.wal-g/prefetch");
     assert_eq!(code(&wal_fetch(&dir, 5, &env)), 0);

@@ -5,37 +5,11 @@
 //! by `status` and `wal-verify`: a line, a JSON field, a Prometheus gauge, exit 19.
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 const TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("late", "g")];
-
-/// A credentials file for `access`/`secret`, replaced atomically as a renewal would.
-fn write_credentials(path: &Path, access: &str, secret: &str) {
-    let tmp = path.with_extension("new");
-    fs::write(
-        &tmp,
-        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
-    )
-    .unwrap();
-    give_to_postgres(&tmp);
-    fs::rename(&tmp, path).unwrap();
-}
-
-/// The environment of a machine whose credentials come from `creds` (a file).
-fn from_file(scratch: &Scratch, port: u16, creds: &Path) -> Vec<(String, String)> {
-    vec![
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), creds.display().to_string()),
-        ("AWS_CONFIG_FILE".into(), scratch.path().join("no-config").display().to_string()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{port}")),
-        ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
-        ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")),
-    ]
-}
 
 fn status(standby: &Cluster, env: &[(String, String)], extra: &[&str]) -> std::process::Output {
     let mut args = vec!["status", standby.data.to_str().unwrap()];
@@ -54,8 +28,8 @@ fn a_key_rotated_mid_replay_is_renewed_in_the_credentials_file_without_a_restart
     let standby_creds = scratch.path().join("standby-credentials");
     write_credentials(&source_creds, "first-key", "first-secret-0123456789");
     write_credentials(&standby_creds, "first-key", "first-secret-0123456789");
-    let source_env = from_file(&scratch, port, &source_creds);
-    let env = from_file(&scratch, port, &standby_creds);
+    let source_env = credentials_file_env(&source_creds, port, "pg");
+    let env = credentials_file_env(&standby_creds, port, "pg");
 
     let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &source_env, &[]);
     source.pgbench(&["-i", "-s", "1", "-q"]);

@@ -288,30 +288,7 @@ fn walfetch_writes_delta_chains_that_walrus_and_walfetch_restore() {
     fs::remove_file(root.join("basebackups_005").join(format!("{fourth}_backup_stop_sentinel.json"))).unwrap();
 
     // walrus restores walfetch's delta chain.
-    let restored = scratch.path().join("walrus-standby");
-    let out = as_postgres(walrus_bin())
-        .arg("backup-fetch")
-        .arg(&restored)
-        .arg("LATEST")
-        .envs(env.iter().cloned())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "walrus backup-fetch: {}", stderr(&out));
-    fs::write(restored.join("standby.signal"), "").unwrap();
-    let settings: String = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("WALG_"))
-        .map(|(k, v)| format!("{k}={v} "))
-        .collect();
-    let conf = format!(
-        "archive_mode = 'off'\nrestore_command = 'env {settings}{} wal-fetch %f %p'\n",
-        walrus_bin().display()
-    );
-    let auto = restored.join("postgresql.auto.conf");
-    fs::write(&auto, fs::read_to_string(&auto).unwrap_or_default() + &conf).unwrap();
-    give_to_postgres(&restored);
-    let mut standby = Cluster::attach(&scratch, "walrus-standby", restored);
-    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    let mut standby = walrus_standby(&scratch, "walrus-standby", &env);
     standby.start();
     standby.wait_replayed(&lsn);
     let actual: Vec<String> = tables.iter().map(|(t, o)| standby.table_digest(t, o)).collect();

@@ -178,30 +178,7 @@ fn walrus_restores_walfetchs_libsodium_archive() {
     assert_eq!(out.status.code(), Some(7), "{}", stdout(&out));
     assert!(stdout(&out).contains("the libsodium key set does not open it"), "{}", stdout(&out));
 
-    let restored = scratch.path().join("standby");
-    let out = as_postgres(walrus_bin())
-        .arg("backup-fetch")
-        .arg(&restored)
-        .arg("LATEST")
-        .envs(keyed.iter().cloned())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "walrus backup-fetch: {}", stderr(&out));
-    fs::write(restored.join("standby.signal"), "").unwrap();
-    let settings: String = keyed
-        .iter()
-        .filter(|(k, _)| k.starts_with("WALG_"))
-        .map(|(k, v)| format!("{k}={v} "))
-        .collect();
-    let conf = format!(
-        "archive_mode = 'off'\nrestore_command = 'env {settings}{} wal-fetch %f %p'\n",
-        walrus_bin().display()
-    );
-    let auto = restored.join("postgresql.auto.conf");
-    fs::write(&auto, fs::read_to_string(&auto).unwrap_or_default() + &conf).unwrap();
-    give_to_postgres(&restored);
-    let mut standby = Cluster::attach(&scratch, "standby", restored);
-    standby.env = keyed.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    let mut standby = walrus_standby(&scratch, "standby", &keyed);
     standby.start();
     standby.wait_replayed(&lsn);
     let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();

@@ -39,16 +39,6 @@ fn guide_commands(split: &str) -> (String, String) {
     (before, after)
 }
 
-/// A credentials file for `access`/`secret`.
-fn write_credentials(path: &std::path::Path, access: &str, secret: &str) {
-    std::fs::write(
-        path,
-        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
-    )
-    .unwrap();
-    give_to_postgres(path);
-}
-
 #[test]
 fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_it() {
     let scratch = Scratch::new();
@@ -60,19 +50,8 @@ fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_i
     let creds = scratch.path().join("credentials");
     write_credentials(&source_creds, "first-key", "first-secret-0123456789");
     write_credentials(&creds, "first-key", "first-secret-0123456789");
-    let env_for = |file: &std::path::Path| -> Vec<(String, String)> {
-        vec![
-            ("AWS_SHARED_CREDENTIALS_FILE".into(), file.display().to_string()),
-            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{port}")),
-            ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
-            ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/provider")),
-        ]
-    };
-    let source_env = env_for(&source_creds);
-    let env = env_for(&creds);
+    let source_env = credentials_file_env(&source_creds, port, "provider");
+    let env = credentials_file_env(&creds, port, "provider");
 
     // The provider's side: a primary archiving to the bucket, with a base backup.
     let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &source_env, &[]);

@@ -130,6 +130,22 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A primary archived by `writer` (walrus or walfetch) with `env`: a base backup of
+/// pgbench scale 1, then 200 transactions and a table `after_backup`, archived through.
+/// Returns the last LSN and the digests of [`TABLES`]; the primary is stopped.
+fn archived_source(scratch: &Scratch, writer: &Path, env: &[(String, String)]) -> (String, Vec<String>) {
+    let mut primary = Cluster::archiving(scratch, "primary", writer, env, &[]);
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    primary.backup_push(writer, env);
+    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let expected = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
+    primary.stop();
+    (lsn, expected)
+}
+
 /// Restores LATEST as a standby with `env`, starts it with `server_env` (what its
 /// restore_command needs) and compares the tables with `expected`.
 fn restore_and_replay(
@@ -168,35 +184,7 @@ fn wale_gpg_archive_restores_with_the_key_ring_and_with_the_key_file() {
         ("WALE_GPG_KEY_ID".to_string(), fpr.clone()),
         gpg.env(),
     ];
-    let wale = PathBuf::from(std::env::var("WALE_BIN").unwrap_or_else(|_| "/opt/wal-e-venv/bin/wal-e".into()));
-    assert!(wale.exists(), "WAL-E is not installed (scripts/install-deps --tests installs it)");
-
-    let archive_command = format!("{} wal-push --pool-size 1 %p", wale.display());
-    let mut primary = Cluster::init_archiving(&scratch, "primary", &archive_command, &wale_env, &[], &[]);
-    // WAL-E names offline backups correctly only from 0/10000000 on (see test-infra notes).
-    let out = as_postgres(pg_bin().join("pg_resetwal"))
-        .args(["-l", "000000010000000000000010"])
-        .arg(&primary.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pg_resetwal: {}", stderr(&out));
-    primary.start();
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
-    primary.stop();
-    let out = as_postgres(&wale)
-        .args(["backup-push", "--while-offline"])
-        .arg(&primary.data)
-        .envs(wale_env.iter().cloned())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "wal-e backup-push: {}", stderr(&out));
-    primary.start();
-    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
-    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
-    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
-    primary.archive_through(&lsn);
-    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
-    primary.stop();
+    let (lsn, expected) = wale_archive(&scratch, &wale_env, TABLES);
 
     let root = s3data.join(BUCKET).join("wale");
     let lzo: Vec<PathBuf> = files(&root)
@@ -257,15 +245,7 @@ fn walg_pgp_mode_objects_restore_with_the_key_file_and_errors_say_why() {
     // walrus writes the archive; then every object but the JSON files is encrypted as
     // wal-g's PGP mode writes it, except two old WAL segments left plaintext (a mixed
     // bucket, as wal-g builds that silently skipped encryption left).
-    let mut primary = Cluster::archiving(&scratch, "primary", walrus_bin(), &env, &[]);
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
-    primary.backup_push(walrus_bin(), &env);
-    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
-    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
-    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
-    primary.archive_through(&lsn);
-    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
-    primary.stop();
+    let (lsn, expected) = archived_source(&scratch, walrus_bin(), &env);
     let root = s3data.join(BUCKET).join("pg");
     let wal: Vec<PathBuf> = files(&root.join("wal_005"))
         .into_iter()
@@ -404,15 +384,7 @@ fn walfetch_writes_openpgp_that_gpg_and_walfetch_read() {
     let mut reader = env.clone();
     reader.push(("WALG_PGP_KEY_PATH".into(), secret.display().to_string()));
 
-    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &writer, &[]);
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
-    primary.backup_push(walfetch_bin(), &writer);
-    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
-    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
-    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
-    primary.archive_through(&lsn);
-    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
-    primary.stop();
+    let (lsn, expected) = archived_source(&scratch, walfetch_bin(), &writer);
 
     let root = s3data.join(BUCKET).join("pg");
     let objects = files(&root);

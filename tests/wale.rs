@@ -2,21 +2,7 @@
 //! names, no pg_control.tar, no configuration files), restored and replayed by walfetch
 //! with no WAL-E-specific flag, from the S3 server and from a directory copy of the bucket.
 
-use std::path::PathBuf;
-
 use crate::common::*;
-
-fn wale_bin() -> PathBuf {
-    let path = std::env::var("WALE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/opt/wal-e-venv/bin/wal-e"));
-    assert!(
-        path.exists(),
-        "WAL-E is not installed at {} (scripts/install-deps --tests installs it)",
-        path.display()
-    );
-    path
-}
 
 const TABLES: &[(&str, &str)] = &[
     ("pgbench_accounts", "aid"),
@@ -36,33 +22,7 @@ fn walfetch_restores_and_replays_a_real_wale_archive() {
         ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
     ];
 
-    let archive_command = format!("{} wal-push --pool-size 1 %p", wale_bin().display());
-    let mut primary = Cluster::init_archiving(&scratch, "primary", &archive_command, &wale_env, &[], &[]);
-    // WAL-E names offline backups correctly only from 0/10000000 on (see test-infra notes).
-    let out = as_postgres(pg_bin().join("pg_resetwal"))
-        .args(["-l", "000000010000000000000010"])
-        .arg(&primary.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pg_resetwal: {}", stderr(&out));
-    primary.start();
-    primary.pgbench(&["-i", "-s", "1", "-q"]);
-    primary.stop();
-    let out = as_postgres(wale_bin())
-        .args(["backup-push", "--while-offline"])
-        .arg(&primary.data)
-        .envs(wale_env.iter().cloned())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "wal-e backup-push: {}", stderr(&out));
-
-    primary.start();
-    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
-    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
-    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
-    primary.archive_through(&lsn);
-    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
-    primary.stop();
+    let (lsn, expected) = wale_archive(&scratch, &wale_env, TABLES);
     let lzo = std::fs::read_dir(s3data.join(BUCKET).join("wale/wal_005"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".lzo"))

@@ -12,6 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::inspect::prometheus::Gauges;
 use crate::storage::Storage;
 
 /// Exit code: the credentials in use expire within the margin.
@@ -71,15 +72,22 @@ pub fn expiry(storage: &dyn Storage, margin: Duration) -> Result<Option<Expiry>>
     Ok(storage.credentials_expiry()?.map(|at| Expiry::at(at, SystemTime::now(), margin)))
 }
 
-/// The Prometheus gauge for `e` (seconds left; absent expiry: no line).
+/// The Prometheus gauge for `e` (seconds left; absent expiry: no line), labelled `label`.
 pub fn prometheus_gauge(e: Option<&Expiry>, label: &str) -> String {
-    match e {
-        Some(e) => format!(
-            "# HELP walfetch_credentials_expiry_seconds Seconds until the credentials in use expire (negative: expired).\n# TYPE walfetch_credentials_expiry_seconds gauge\nwalfetch_credentials_expiry_seconds{{{label}}} {}\n",
-            e.seconds_left
-        ),
-        None => String::new(),
+    let mut gauges = Gauges::with_label(label);
+    if let Some(e) = e {
+        expiry_gauge(&mut gauges, e);
     }
+    gauges.finish()
+}
+
+/// Adds the expiry gauge for `e` to `gauges`.
+pub fn expiry_gauge(gauges: &mut Gauges, e: &Expiry) {
+    gauges.gauge(
+        "credentials_expiry_seconds",
+        "Seconds until the credentials in use expire (negative: expired).",
+        e.seconds_left,
+    );
 }
 
 #[cfg(test)]

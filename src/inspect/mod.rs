@@ -4,6 +4,7 @@
 pub mod backups;
 pub mod check;
 pub mod credentials;
+pub mod prometheus;
 pub mod show;
 pub mod status;
 pub mod verify;

@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
 use crate::error::{ErrorKind, Result};
-use crate::inspect::credentials::{expiry, prometheus_gauge, Expiry};
+use crate::inspect::credentials::{expiry, expiry_gauge, Expiry};
+use crate::inspect::prometheus::Gauges;
 use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
 use crate::layout::wal_inventory::scan;
@@ -564,27 +565,19 @@ pub fn render(r: &StatusReport) -> String {
 
 /// Prometheus textfile-collector metrics for the standby in `datadir`.
 pub fn prometheus(r: &StatusReport, datadir: &Path) -> String {
-    let label = format!(
-        "pgdata=\"{}\"",
-        datadir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"")
-    );
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, value: String| {
-        let _ = writeln!(
-            out,
-            "# HELP walfetch_{name} {help}\n# TYPE walfetch_{name} gauge\nwalfetch_{name}{{{label}}} {value}"
-        );
-    };
-    metric(
+    let mut gauges = Gauges::new("pgdata", &datadir.display().to_string());
+    gauges.gauge(
         "status",
         "status exit code: 0 healthy, 15 blocked, 16 misconfigured, 17 unreachable, 18 credentials rejected, 19 credentials expiring.",
-        r.exit_code.to_string(),
+        r.exit_code,
     );
-    metric(
+    gauges.gauge(
         "standby_behind_segments",
         "Segments between the one the standby needs next and the archive head.",
-        r.behind_segments.to_string(),
+        r.behind_segments,
     );
-    out.push_str(&prometheus_gauge(r.credentials.as_ref(), &label));
-    out
+    if let Some(e) = &r.credentials {
+        expiry_gauge(&mut gauges, e);
+    }
+    gauges.finish()
 }

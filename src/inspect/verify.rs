@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::inspect::credentials::{expiry, prometheus_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
+use crate::inspect::credentials::{expiry, expiry_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
+use crate::inspect::prometheus::Gauges;
 use crate::layout::backup::{list_backups, Backup};
 use crate::layout::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::layout::wal_inventory::{scan, Inventory};
@@ -464,14 +465,8 @@ fn render_missing(out: &mut String, r: &Report) {
 
 /// Prometheus textfile-collector metrics.
 pub fn prometheus(r: &Report) -> String {
-    let label = format!("archive=\"{}\"", r.archive.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, value: String| {
-        let _ = writeln!(
-            out,
-            "# HELP walfetch_{name} {help}\n# TYPE walfetch_{name} gauge\nwalfetch_{name}{{{label}}} {value}"
-        );
-    };
+    let mut gauges = Gauges::new("archive", &r.archive);
+    let mut metric = |name: &str, help: &str, value: String| gauges.gauge(name, help, value);
     metric(
         "wal_verify_status",
         "wal-verify exit code: 0 healthy, 12 gaps, 13 stale, 14 unrestorable backup, 19 credentials expiring.",
@@ -512,6 +507,8 @@ pub fn prometheus(r: &Report) -> String {
         "When wal-verify last ran.",
         now.to_string(),
     );
-    out.push_str(&prometheus_gauge(r.credentials.as_ref(), &label));
-    out
+    if let Some(e) = &r.credentials {
+        expiry_gauge(&mut gauges, e);
+    }
+    gauges.finish()
 }

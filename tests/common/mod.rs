@@ -685,3 +685,107 @@ pub fn fake_segment(name: &str, size: u64, sysid: u64) -> Vec<u8> {
     }
     data
 }
+
+/// A credentials file for `access`/`secret`, replaced atomically as a renewal would.
+pub fn write_credentials(path: &Path, access: &str, secret: &str) {
+    let tmp = path.with_extension("new");
+    fs::write(
+        &tmp,
+        format!("[default]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    give_to_postgres(&tmp);
+    fs::rename(&tmp, path).unwrap();
+}
+
+/// The environment of a machine whose credentials come from the file `creds` (and
+/// nothing else of the chain), for the S3 server on `port`, the archive at `prefix`
+/// in the bucket.
+pub fn credentials_file_env(creds: &Path, port: u16, prefix: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), creds.display().to_string()),
+        ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{port}")),
+        ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
+        ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/{prefix}")),
+    ]
+}
+
+/// walrus restores LATEST of the archive `env` configures into `scratch/<name>`, set up
+/// as a standby whose restore_command is walrus's own wal-fetch with `env`'s `WALG_`
+/// settings (its credentials from the server's environment); not started.
+pub fn walrus_standby(scratch: &Scratch, name: &str, env: &[(String, String)]) -> Cluster {
+    let restored = scratch.path().join(name);
+    let out = as_postgres(walrus_bin())
+        .arg("backup-fetch")
+        .arg(&restored)
+        .arg("LATEST")
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "walrus backup-fetch: {}", stderr(&out));
+    fs::write(restored.join("standby.signal"), "").unwrap();
+    let settings: String = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("WALG_"))
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect();
+    let conf = format!(
+        "archive_mode = 'off'\nrestore_command = 'env {settings}{} wal-fetch %f %p'\n",
+        walrus_bin().display()
+    );
+    let auto = restored.join("postgresql.auto.conf");
+    fs::write(&auto, fs::read_to_string(&auto).unwrap_or_default() + &conf).unwrap();
+    give_to_postgres(&restored);
+    let mut standby = Cluster::attach(scratch, name, restored);
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby
+}
+
+/// The WAL-E 1.1.1 program (`WALE_BIN`, else where `scripts/install-deps --tests` puts it).
+pub fn wale_bin() -> PathBuf {
+    let path = std::env::var("WALE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/opt/wal-e-venv/bin/wal-e"));
+    assert!(
+        path.exists(),
+        "WAL-E is not installed at {} (scripts/install-deps --tests installs it)",
+        path.display()
+    );
+    path
+}
+
+/// A primary archived by WAL-E with `env`: an offline base backup of pgbench scale 1,
+/// then 200 transactions and a table `after_backup`, archived through. Returns the last
+/// LSN and the digests of `tables`; the primary is stopped.
+pub fn wale_archive(scratch: &Scratch, env: &[(String, String)], tables: &[(&str, &str)]) -> (String, Vec<String>) {
+    let archive_command = format!("{} wal-push --pool-size 1 %p", wale_bin().display());
+    let mut primary = Cluster::init_archiving(scratch, "primary", &archive_command, env, &[], &[]);
+    // WAL-E names offline backups correctly only from 0/10000000 on (see test-infra notes).
+    let out = as_postgres(pg_bin().join("pg_resetwal"))
+        .args(["-l", "000000010000000000000010"])
+        .arg(&primary.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_resetwal: {}", stderr(&out));
+    primary.start();
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    primary.stop();
+    let out = as_postgres(wale_bin())
+        .args(["backup-push", "--while-offline"])
+        .arg(&primary.data)
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "wal-e backup-push: {}", stderr(&out));
+    primary.start();
+    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    primary.sql("CREATE TABLE after_backup AS SELECT g FROM generate_series(1, 10000) g");
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let expected = tables.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
+    primary.stop();
+    (lsn, expected)
+}

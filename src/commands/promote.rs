@@ -48,7 +48,8 @@ impl Run for Promote {
                 .transpose()?,
             quiet: parse_age(&self.quiet)?,
             timeout: parse_age(&self.timeout)?,
-            poll: Duration::from_millis(500),
+            // Each look lists the archive: every 2 s is prompt enough for a cut-over.
+            poll: Duration::from_secs(2),
         };
         let db = Db::open(&ctx.settings.libpq, "walfetch promote")?;
         let json = self.json;

@@ -293,7 +293,8 @@ pub fn sample(mut raw: Box<dyn Read + Send>, codec: Codec, keys: &Keys, object: 
                         .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, e.to_string())))
                 }) {
                     Ok(_) => Found::Opened("OpenPGP"),
-                    Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Config) => Found::OpenPgpRefused(e.message().to_string()),
+                    // A setting to fix (a passphrase that does not unlock the key) keeps its kind.
+                    Err(e) if e.kind() == ErrorKind::Corrupt => Found::OpenPgpRefused(e.message().to_string()),
                     Err(e) => return Err(e),
                 }
             }

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use pgp::composed::{DecryptionOptions, Message, MessageBuilder, PublicOrSecret, SignedPublicKey, SignedSecretKey, TheRing};
@@ -56,6 +56,10 @@ pub struct KeyData {
     publics: Vec<SignedPublicKey>,
     /// Unlocks the secret keys (`WALG_PGP_KEY_PASSPHRASE`; empty when unset).
     passphrase: Password,
+    /// Whether a passphrase was given.
+    passphrase_given: bool,
+    /// Whether the passphrase unlocks the keys (see [`KeyData::unlocks`]).
+    unlocked: OnceLock<Result<()>>,
     /// The primary keys' fingerprints, for comparisons and messages.
     fingerprint: String,
     /// The setting the key came from, for messages.
@@ -166,41 +170,59 @@ impl KeyData {
         let fingerprint = publics.iter().map(|p| p.fingerprint().to_string()).collect::<Vec<_>>().join(",");
         let given = !passphrase.is_empty();
         let passphrase = Password::from(passphrase);
-        // A wrong passphrase is a setting to fix, said once here rather than as a
-        // decryption failure on every object. Only keys that can decrypt are tried (a
-        // primary key kept offline, as a stub, need not open).
-        for secret in &secrets {
-            let (mut locked, mut opened) = (0, 0);
-            if secret.primary_key.algorithm().can_encrypt() && secret.primary_key.secret_params().is_encrypted() {
-                locked += 1;
-                opened += usize::from(secret.primary_key.unlock(&passphrase, |_, _| Ok(())).is_ok());
-            }
-            for sub in secret
-                .secret_subkeys
-                .iter()
-                .filter(|s| s.key.algorithm().can_encrypt() && s.key.secret_params().is_encrypted())
-            {
-                locked += 1;
-                opened += usize::from(sub.key.unlock(&passphrase, |_, _| Ok(())).is_ok());
-            }
-            if locked > 0 && opened == 0 {
-                let what = if given { "does not unlock it" } else { "is not set" };
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "{setting}: the secret key {} is protected by a passphrase and WALG_PGP_KEY_PASSPHRASE {what}",
-                        secret.fingerprint()
-                    ),
-                ));
-            }
-        }
         Ok(KeyData {
             secrets,
             publics,
             passphrase,
+            passphrase_given: given,
             fingerprint,
             setting,
+            unlocked: OnceLock::new(),
         })
+    }
+
+    /// Whether the passphrase unlocks the secret keys, found once per process at the
+    /// first object to decrypt (not at start-up: unlocking runs the key's S2K, costly
+    /// on every restore_command call, and most archives hold no OpenPGP object). A
+    /// wrong passphrase is a setting to fix (exit 3), not a decryption failure. Only
+    /// keys that can decrypt are tried (a primary key kept offline, as a stub, need not
+    /// open).
+    fn unlocks(&self) -> Result<()> {
+        self.unlocked
+            .get_or_init(|| {
+                for secret in &self.secrets {
+                    let (mut locked, mut opened) = (0, 0);
+                    if secret.primary_key.algorithm().can_encrypt() && secret.primary_key.secret_params().is_encrypted() {
+                        locked += 1;
+                        opened += usize::from(secret.primary_key.unlock(&self.passphrase, |_, _| Ok(())).is_ok());
+                    }
+                    for sub in secret
+                        .secret_subkeys
+                        .iter()
+                        .filter(|s| s.key.algorithm().can_encrypt() && s.key.secret_params().is_encrypted())
+                    {
+                        locked += 1;
+                        opened += usize::from(sub.key.unlock(&self.passphrase, |_, _| Ok(())).is_ok());
+                    }
+                    if locked > 0 && opened == 0 {
+                        let what = if self.passphrase_given {
+                            "does not unlock it"
+                        } else {
+                            "is not set"
+                        };
+                        return Err(Error::new(
+                            ErrorKind::Config,
+                            format!(
+                                "{}: the secret key {} is protected by a passphrase and WALG_PGP_KEY_PASSPHRASE {what}",
+                                self.setting,
+                                secret.fingerprint()
+                            ),
+                        ));
+                    }
+                }
+                Ok(())
+            })
+            .clone()
     }
 
     fn open(&self, watched: Watched, object: &str, slot: Slot) -> Result<Box<dyn Read + Send>> {
@@ -214,6 +236,7 @@ impl KeyData {
                 ),
             ));
         }
+        self.unlocks()?;
         let message = Message::from_bytes(BufReader::with_capacity(READ_BUFFER, watched)).map_err(|e| failed(&e))?;
         if !message.is_encrypted() {
             return Err(failed(&"an OpenPGP message, but not an encrypted one"));

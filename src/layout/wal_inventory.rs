@@ -243,9 +243,12 @@ pub fn no_backup(storage: &dyn Storage, concurrency: usize) -> Error {
         "no complete backup in {} (no *_backup_stop_sentinel.json under basebackups_005/)",
         storage.describe()
     );
-    let wal = scan(storage, None, concurrency)
-        .ok()
-        .and_then(|(inv, size)| Some((inv.span(size)?, inv.objects)));
+    // A listing that fails is the error to report: "no WAL" would send the user to
+    // check the prefix when the network or the credentials are at fault.
+    let wal = match scan(storage, None, concurrency) {
+        Ok((inv, size)) => inv.span(size).map(|span| (span, inv.objects)),
+        Err(e) => return e,
+    };
     match wal {
         Some(((oldest, newest), objects)) => Error::new(
             ErrorKind::NotFound,

@@ -133,3 +133,58 @@ fn promote_without_an_lsn_waits_for_the_archive_to_be_replayed_and_quiet() {
     let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
     assert_eq!(actual, expected, "the promoted server's data differs from the source's");
 }
+
+/// Waits for `child` to exit, up to `secs`; its exit code.
+fn exit_within(child: &mut std::process::Child, secs: u64) -> Option<i32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "promote did not exit within {secs}s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn promote_never_promotes_when_the_archive_or_postgresql_goes_away_while_it_waits() {
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
+    source.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup_push(walfetch_bin(), &env);
+    source.pgbench(&["-n", "-t", "50", "-c", "2"]);
+    let lsn = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&lsn);
+    source.stop();
+    let restored = scratch.path().join("standby");
+    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut standby = Cluster::attach(&scratch, "standby", restored);
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby.start();
+    standby.wait_replayed(&lsn);
+    let mut with_db = env.clone();
+    with_db.extend(standby.libpq_env());
+    let data = standby.data.to_str().unwrap().to_string();
+
+    // The archive goes away while promote waits for an LSN the source never wrote.
+    let mut waiting = spawn_walfetch(None, &["promote", &data, "--lsn", "FF/0", "--timeout", "8s"], &with_db);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(s3);
+    assert_eq!(exit_within(&mut waiting, 60), Some(15), "not promoted, said so");
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
+
+    // PostgreSQL stops while promote waits: an error, never a promotion.
+    let mut waiting = spawn_walfetch(None, &["promote", &data, "--lsn", "FF/0", "--timeout", "120s"], &with_db);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    standby.stop();
+    let code = exit_within(&mut waiting, 60);
+    assert!(code != Some(0) && code.is_some(), "exit {code:?}");
+    let out = walfetch(&["status", &data, "--json"], &env);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cluster_state"], "shut down in recovery", "{report}");
+}

@@ -421,3 +421,96 @@ fn walfetch_writes_openpgp_that_gpg_and_walfetch_read() {
         .collect();
     restore_and_replay(&scratch, "standby", &reader, server, &lsn, &expected);
 }
+
+/// The unhappy paths of an OpenPGP object's bytes, for both ways of decrypting (the
+/// key as a file, in process; the key ring, through gpg): a body cut once is resumed
+/// and the segment restored whole; a body cut every time, or an answer from something
+/// that is not S3, is a storage error, never "absent" (1) and never "decryption failed"
+/// (which would send the user after their key).
+#[test]
+fn openpgp_objects_whose_bytes_fail_are_storage_errors_never_absent_nor_a_wrong_key() {
+    use crate::common::archive::{encode, Archive};
+    use crate::common::proxy::{Fault, FaultProxy};
+    use walfetch::codec::Codec;
+
+    let a = Archive::new();
+    let gpg = Gpg::new(&a.scratch, "gnupg");
+    let fpr = gpg.make_key("cut archiver <cut@example.test>", false, "");
+    let secret = a.scratch.path().join("secret.asc");
+    gpg.export_secret(&fpr, "", &secret);
+    let seg = "000000010000000000000005";
+    let data = fake_segment(seg, 1 << 20, 7);
+    // Incompressible pages, so the object is large enough to cut in the middle.
+    a.put(&format!("wal_005/{seg}.lz4"), &encode(Codec::Lz4, &data));
+    let object = a.scratch.path().join(format!("s3/{BUCKET}/pg/wal_005/{seg}.lz4"));
+    gpg.encrypt_in_place(&object, &fpr);
+    let half = fs::metadata(&object).unwrap().len() as usize / 2;
+    assert!(half > 1000, "an object of {} bytes", 2 * half);
+    let s3 = S3Server::start(a.s3_data());
+    let proxy = FaultProxy::start(s3.port);
+    let base = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL".to_string(), proxy.endpoint()),
+        ("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()),
+        ("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/pg")),
+        ("WALG_PG_WAL_SIZE".to_string(), "1".to_string()),
+        ("WALFETCH_MAX_RETRIES".to_string(), "1".to_string()),
+    ];
+    let dir = a.datadir(7, true);
+    let dest = dir.join("pg_wal/RECOVERYXLOG");
+    let key_file = [("WALG_PGP_KEY_PATH".to_string(), secret.display().to_string())];
+    let key_ring = [("WALE_GPG_KEY_ID".to_string(), fpr.clone()), gpg.env()];
+    for (how, keys) in [("key file", &key_file[..]), ("key ring", &key_ring[..])] {
+        let mut env = base.clone();
+        env.extend(keys.iter().cloned());
+        let fetch = || walfetch_in(Some(&dir), &["wal-fetch", seg, "pg_wal/RECOVERYXLOG"], &env);
+
+        proxy.inject(&format!("{seg}.lz4"), Fault::ResetAfter(half), 1);
+        let out = fetch();
+        assert_eq!(out.status.code(), Some(0), "{how}: a body cut once is resumed: {}", stderr(&out));
+        assert_eq!(fs::read(&dest).unwrap(), data, "{how}: the segment, whole");
+        fs::remove_file(&dest).unwrap();
+
+        for (what, fault) in [
+            ("a body cut every time, before any byte", Fault::ResetAfter(0)),
+            ("a bare 404 from a proxy", Fault::Answer(404, None, "")),
+            ("an HTML 404", Fault::Answer(404, Some("text/html"), "<html><body>Not Found</body></html>")),
+        ] {
+            proxy.clear();
+            proxy.inject(&format!("{seg}.lz4"), fault, 100);
+            let out = fetch();
+            let code = out.status.code();
+            assert!(code != Some(0) && code != Some(1), "{how}, {what}: exit {code:?}: {}", stderr(&out));
+            assert!(
+                !stderr(&out).contains("decryption failed"),
+                "{how}, {what}: taken for a wrong key: {}",
+                stderr(&out)
+            );
+            assert!(!dest.exists(), "{how}, {what}: nothing where PostgreSQL reads");
+        }
+        // Cut in the middle of the message, and the resumed request refused every time:
+        // the OpenPGP reader meets the failure mid-stream, and reports it as storage's.
+        proxy.clear();
+        proxy.inject(&format!("{seg}.lz4"), Fault::ResetAfter(half), 1);
+        proxy.inject(&format!("{seg}.lz4|bytes={half}-"), Fault::Status(503, "SlowDown"), 100);
+        let out = fetch();
+        let code = out.status.code();
+        assert!(code != Some(0) && code != Some(1), "{how}, cut mid-message: exit {code:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("decryption failed") && stderr(&out).contains("503"),
+            "{how}, cut mid-message: {}",
+            stderr(&out)
+        );
+        assert!(
+            proxy
+                .seen()
+                .iter()
+                .any(|r| r.range.as_deref().is_some_and(|g| g.starts_with(&format!("bytes={half}-")))),
+            "{how}: the failure came after the message began"
+        );
+        assert!(!dest.exists(), "{how}, cut mid-message: nothing where PostgreSQL reads");
+        proxy.clear();
+    }
+}

@@ -315,3 +315,64 @@ fn walfetch_writes_delta_chains_that_walrus_and_walfetch_restore() {
         standby.stop();
     }
 }
+
+#[test]
+fn a_delta_push_killed_midway_leaves_the_chain_to_the_last_complete_backup() {
+    use crate::common::proxy::{Fault, FaultProxy};
+    let scratch = Scratch::new();
+    let s3data = scratch.dir("s3");
+    let s3 = S3Server::start(s3data.clone());
+    let proxy = FaultProxy::start(s3.port);
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    env.push(("WALG_DELTA_MAX_STEPS".into(), "3".into()));
+    env.push(("WALG_TAR_SIZE_THRESHOLD".into(), "1048576".into()));
+    env.push(("WALG_UPLOAD_CONCURRENCY".into(), "1".into()));
+
+    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &env, &[]);
+    primary.pgbench(&["-i", "-s", "1", "-q"]);
+    primary.sql("CREATE TABLE between (g int)");
+    primary.backup_push(walfetch_bin(), &env);
+    let root = s3data.join(BUCKET).join("pg");
+    let full = backups(&root).pop().unwrap();
+    primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
+
+    // A delta push through a proxy that holds its second partition: killed there.
+    proxy.inject("part_002", Fault::Stall, 1);
+    let mut through = via(&env, &proxy.endpoint());
+    through.extend(primary.libpq_env());
+    let mut push = spawn_walfetch(None, &["backup-push", primary.data.to_str().unwrap()], &through);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.seen().iter().any(|r| r.line.contains("part_002")) {
+        assert!(std::time::Instant::now() < deadline, "the push never reached its second partition");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    kill9(&mut push);
+    assert_eq!(backups(&root), vec![full.clone()], "the killed delta is not a backup");
+
+    primary.sql("INSERT INTO between SELECT generate_series(1, 20000)");
+    primary.backup_push(walfetch_bin(), &env);
+    primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let expected: Vec<String> = TABLES.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
+    primary.stop();
+    let names = backups(&root);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let newest = names.iter().find(|n| **n != full).unwrap();
+    assert_eq!(
+        sentinel(&root, newest)["DeltaFrom"],
+        full.as_str(),
+        "the base is the last complete backup"
+    );
+
+    let restored = scratch.path().join("standby");
+    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut standby = Cluster::attach(&scratch, "standby", restored);
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby.start();
+    standby.wait_replayed(&lsn);
+    let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
+    assert_eq!(actual, expected);
+}

@@ -476,7 +476,10 @@ fn openpgp_objects_whose_bytes_fail_are_storage_errors_never_absent_nor_a_wrong_
         for (what, fault) in [
             ("a body cut every time, before any byte", Fault::ResetAfter(0)),
             ("a bare 404 from a proxy", Fault::Answer(404, None, "")),
-            ("an HTML 404", Fault::Answer(404, Some("text/html"), "<html><body>Not Found</body></html>")),
+            (
+                "an HTML 404",
+                Fault::Answer(404, Some("text/html"), "<html><body>Not Found</body></html>"),
+            ),
         ] {
             proxy.clear();
             proxy.inject(&format!("{seg}.lz4"), fault, 100);
@@ -497,7 +500,11 @@ fn openpgp_objects_whose_bytes_fail_are_storage_errors_never_absent_nor_a_wrong_
         proxy.inject(&format!("{seg}.lz4|bytes={half}-"), Fault::Status(503, "SlowDown"), 100);
         let out = fetch();
         let code = out.status.code();
-        assert!(code != Some(0) && code != Some(1), "{how}, cut mid-message: exit {code:?}: {}", stderr(&out));
+        assert!(
+            code != Some(0) && code != Some(1),
+            "{how}, cut mid-message: exit {code:?}: {}",
+            stderr(&out)
+        );
         assert!(
             !stderr(&out).contains("decryption failed") && stderr(&out).contains("503"),
             "{how}, cut mid-message: {}",

@@ -108,6 +108,11 @@ pub fn choose(
     if settings.max_steps == 0 {
         return Ok(None);
     }
+    // A new archive holds nothing yet: no base, and nothing to prove absent.
+    if !storage.holds_objects()? {
+        tracing::info!("the archive is empty: taking a full backup");
+        return Ok(None);
+    }
     let backups = list_backups(storage, concurrency)?;
     let candidate = match settings.origin {
         Origin::Latest => backups.last(),

@@ -636,3 +636,58 @@ fn an_archive_that_is_not_there_is_an_error_for_every_command() {
     let out = walfetch_in(Some(&dir), &["wal-fetch", seg, "pg_wal/RECOVERYXLOG", "--mode", "recovery"], &env);
     assert_eq!(code(&out), 131, "{}", stderr(&out));
 }
+
+/// What S3 answers through an access policy someone else wrote.
+const KMS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.</Message></Error>";
+
+#[test]
+fn an_access_policy_someone_else_wrote_is_diagnosed_and_never_means_absent() {
+    let a = Archive::new();
+    let present = "000000010000000000000004";
+    let missing = "000000010000000000000005";
+    a.put(
+        &format!("wal_005/{present}.lz4"),
+        &encode(Codec::Lz4, &fake_segment(present, 1 << 20, 7)),
+    );
+    let _s3 = S3Server::start(a.s3_data());
+    let proxy = FaultProxy::start(_s3.port);
+    let env = through(&proxy);
+    let standby = a.datadir(7, true);
+    let fetch = |seg: &str| {
+        walfetch_in(
+            Some(&standby),
+            &["wal-fetch", seg, "pg_wal/RECOVERYXLOG", "--mode", "standby"],
+            &env,
+        )
+    };
+
+    // s3:GetObject without s3:ListBucket: listings are refused, and so is a GET of a
+    // key that does not exist (403, not 404).
+    proxy.inject("list-type=2", Fault::Status(403, "AccessDenied"), 100);
+    proxy.inject(missing, Fault::Status(403, "AccessDenied"), 100);
+    let out = walfetch(&["check"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 6, "{text}");
+    assert!(
+        text.contains("lacks s3:ListBucket") && !text.contains("check AWS_ACCESS_KEY_ID"),
+        "{text}"
+    );
+    let out = fetch(missing);
+    assert!(![0, 1].contains(&code(&out)), "a 403 is never absent: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("or the object does not exist and the policy lacks s3:ListBucket"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!standby.join("pg_wal/RECOVERYXLOG").exists());
+
+    // An object encrypted with a KMS key these credentials may not use.
+    proxy.clear();
+    proxy.inject(present, Fault::Answer(403, Some("application/xml"), KMS_DENIED), 100);
+    let out = fetch(present);
+    assert!(![0, 1].contains(&code(&out)), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ask the bucket's owner for kms:Decrypt"), "{}", stderr(&out));
+    assert!(!standby.join("pg_wal/RECOVERYXLOG").exists());
+    proxy.clear();
+    assert_eq!(code(&fetch(present)), 0, "the same segment, once readable");
+}

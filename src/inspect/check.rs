@@ -20,6 +20,8 @@ pub fn hint(err: &Error, settings: &StorageSettings) -> Option<String> {
         ErrorKind::Credentials if m.contains("ExpiredToken") || m.contains("expired") => {
             Some("the session token has expired: get new credentials (aws sso login, a new STS token) and retry".into())
         }
+        // The access shapes (a missing s3:ListBucket, a KMS key) say what to ask for.
+        ErrorKind::Credentials if m.contains("s3:ListBucket") || m.contains("kms:Decrypt") => None,
         ErrorKind::Credentials => Some("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE, and that the key may read this bucket".into()),
         ErrorKind::Config if m.contains("region") || m.contains("redirect") => {
             Some("set the bucket's region: --region or AWS_REGION (the provider tells you which)".into())

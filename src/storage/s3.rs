@@ -271,6 +271,48 @@ fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     all[start..].join(": ")
 }
 
+/// The answers an access policy written by someone else gives, each said for what it is
+/// (all credentials errors: never "absent"):
+/// - an object encrypted with a KMS key this identity may not use: S3 answers 403
+///   AccessDenied with KMS's message;
+/// - a GET or HEAD answered 403 AccessDenied: without `s3:ListBucket`, that is also how
+///   S3 answers for an object that does not exist, so the message names both;
+/// - a listing answered 403 AccessDenied: the policy lacks `s3:ListBucket`.
+fn access_shape(remote: &Remote, op: Op, what: &str, status: u16, code: &str, message: &str) -> Option<Error> {
+    let bucket = &remote.bucket;
+    let kms = ["kms:", "KMS", "customer master key", "ciphertext refers to"]
+        .iter()
+        .any(|m| message.contains(m))
+        || code.starts_with("KMS.");
+    let denied = status == 403 && matches!(code, "AccessDenied" | "" | "Forbidden");
+    if kms && (status == 403 || code.starts_with("KMS.")) {
+        return Some(Error::new(
+            ErrorKind::Credentials,
+            format!(
+                "{what}: the object is encrypted with a KMS key these credentials may not use ({code}: {message}); ask the bucket's owner for kms:Decrypt on that key (s3:GetObject alone does not read SSE-KMS objects)"
+            ),
+        ));
+    }
+    if !denied {
+        return None;
+    }
+    Some(Error::new(
+        ErrorKind::Credentials,
+        match op {
+            Op::List => format!(
+                "{what}: access denied to listing bucket {bucket} (HTTP 403): the credentials work but the policy lacks s3:ListBucket (for this prefix); ask for it: walfetch lists to find backups and WAL, and without it S3 answers 403 for objects that do not exist"
+            ),
+            Op::Get | Op::Head => format!(
+                "{what}: access denied (HTTP 403 {}): either these credentials may not read it (s3:GetObject), or the object does not exist and the policy lacks s3:ListBucket (then S3 answers 403 for a missing object, not 404); walfetch cannot tell which, so it is never taken for absent: run `walfetch check`, which tests the list permission",
+                if code.is_empty() { "Forbidden" } else { code }
+            ),
+            Op::Put => format!(
+                "{what}: access denied writing to bucket {bucket} (HTTP 403): the policy lacks s3:PutObject for this prefix"
+            ),
+        },
+    ))
+}
+
 /// The classification rules, separated from the SDK types so they can be unit-tested.
 fn classify_status(remote: &Remote, op: Op, what: &str, status: u16, code: &str, message: &str) -> Error {
     let bucket = &remote.bucket;
@@ -286,6 +328,9 @@ fn classify_status(remote: &Remote, op: Op, what: &str, status: u16, code: &str,
         // deciding whether to upload, never to call an object absent to a reader.
         (Op::Head, 404, _) => return Error::new(ErrorKind::NotFound, format!("{what}: no such object")),
         _ => {}
+    }
+    if let Some(e) = access_shape(remote, op, what, status, code, message) {
+        return e;
     }
     match code {
         "NoSuchBucket" => {
@@ -769,6 +814,31 @@ mod tests {
             ErrorKind::Unreachable
         );
         assert_eq!(classify_status(&r, Op::Head, "h", 404, "NotFound", "").kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn access_shapes_are_named() {
+        let r = remote("b");
+        let kms = classify_status(
+            &r,
+            Op::Get,
+            "s3://b/k",
+            403,
+            "AccessDenied",
+            "The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.",
+        );
+        assert_eq!(kms.kind(), ErrorKind::Credentials);
+        assert!(kms.message().contains("kms:Decrypt"), "{kms}");
+        let list = classify_status(&r, Op::List, "s3://b/wal_005/", 403, "AccessDenied", "Access Denied");
+        assert!(list.message().contains("lacks s3:ListBucket"), "{list}");
+        for op in [Op::Get, Op::Head] {
+            let get = classify_status(&r, op, "s3://b/k", 403, if op == Op::Head { "" } else { "AccessDenied" }, "");
+            assert_eq!(get.kind(), ErrorKind::Credentials);
+            assert!(get.message().contains("does not exist and the policy lacks s3:ListBucket"), "{get}");
+        }
+        // Bad credentials keep their own message.
+        let bad = classify_status(&r, Op::Get, "s3://b/k", 403, "InvalidAccessKeyId", "");
+        assert!(bad.message().contains("check the access key"), "{bad}");
     }
 
     #[test]

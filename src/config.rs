@@ -236,8 +236,6 @@ pub struct Settings {
     pub prefetch_dir: Option<PathBuf>,
     /// The log level: `WALFETCH_LOG_LEVEL`, else wal-g's `WALG_LOG_LEVEL`.
     pub log_level: Option<String>,
-    /// GPG key settings that are set (walfetch reads decrypted objects only).
-    pub gpg_key_ids: Vec<&'static str>,
     /// The libpq connection settings `backup-push` uses.
     pub libpq: Libpq,
 }
@@ -299,10 +297,6 @@ impl Settings {
             prefetch: !prefetch_off && download_concurrency != Some(1),
             prefetch_dir: set("WALG_PREFETCH_DIR").map(PathBuf::from),
             log_level,
-            gpg_key_ids: ["WALE_GPG_KEY_ID", "WALG_GPG_KEY_ID"]
-                .into_iter()
-                .filter(|n| set(n).is_some())
-                .collect(),
             libpq: Libpq {
                 host: set("PGHOST"),
                 port: set("PGPORT"),

@@ -54,9 +54,6 @@ fn main() -> ExitCode {
         cli.log_level.as_deref().or(settings.log_level.as_deref()).unwrap_or("info"),
         cli.log_format,
     );
-    for name in &settings.gpg_key_ids {
-        tracing::warn!("{name} is set: walfetch reads GPG-encrypted objects only after they are decrypted (gpg -d), and reports encrypted ones as such");
-    }
     let (name, command) = cli.command.runner();
     // A panic is a bug: one line, and the exit code of an internal error for this command.
     let panic_code = command.exit_code(&Error::new(ErrorKind::LocalIo, "internal error"));

@@ -48,6 +48,86 @@ pub struct StorageSettings {
     pub tuning: Tuning,
     /// Keys for encrypted objects (`WALG_LIBSODIUM_KEY`, …).
     pub keys: Keys,
+    /// What a provider's bucket may require of every request.
+    pub s3: S3Options,
+}
+
+/// S3 request options a provider's bucket may require (from the environment, never
+/// written into a restore_command: the server's environment carries them, as it does
+/// the credentials).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// Server-side encryption with a customer-provided key (`WALG_S3_SSE_C`, the key
+    /// itself, 32 bytes): sent on every GET, HEAD and PUT.
+    pub sse_c: Option<SseCustomerKey>,
+    /// The requester pays for the transfer (`WALG_S3_REQUESTER_PAYS=true`, walfetch's
+    /// own name: wal-g has none).
+    pub requester_pays: bool,
+    /// A PEM bundle trusted instead of the system's roots (`WALG_S3_CA_CERT_FILE`).
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+/// An SSE-C key as S3's headers carry it. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SseCustomerKey {
+    /// The key, base64.
+    pub key_base64: String,
+    /// The MD5 of the key, base64.
+    pub md5_base64: String,
+}
+
+impl std::fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseCustomerKey(***)")
+    }
+}
+
+impl S3Options {
+    /// The options the environment sets.
+    pub fn resolve(env: Env<'_>) -> Result<S3Options> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        let sse_c = match set("WALG_S3_SSE_C") {
+            None => None,
+            Some(key) if key.len() == 32 => Some(SseCustomerKey {
+                key_base64: base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
+                md5_base64: base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(key.as_bytes())),
+            }),
+            Some(key) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("WALG_S3_SSE_C must be the 32-byte AES-256 key itself ({} bytes given)", key.len()),
+                ))
+            }
+        };
+        let ca_cert_file = match set("WALG_S3_CA_CERT_FILE") {
+            None => None,
+            Some(path) => {
+                let path = PathBuf::from(path.trim());
+                let pem = std::fs::read(&path).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("WALG_S3_CA_CERT_FILE={}: cannot read it: {e}", path.display()),
+                    )
+                })?;
+                use rustls_pki_types::pem::PemObject as _;
+                let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter(|c| c.is_ok()).count();
+                if certs == 0 {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!("WALG_S3_CA_CERT_FILE={}: no PEM certificate in it", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        Ok(S3Options {
+            sse_c,
+            requester_pays: env_flag(env, "WALG_S3_REQUESTER_PAYS"),
+            ca_cert_file,
+        })
+    }
 }
 
 /// Limits of storage requests, from the `WALFETCH_*` variables (tests set small values).
@@ -187,6 +267,7 @@ impl StorageSettings {
             path_style,
             tuning: Tuning::resolve(env)?,
             keys: Keys::resolve(env)?,
+            s3: S3Options::resolve(env)?,
         })
     }
 
@@ -681,6 +762,7 @@ mod tests {
             path_style: true,
             tuning: Tuning::default(),
             keys: Default::default(),
+            s3: Default::default(),
         };
         assert_eq!(
             s.to_flags(),

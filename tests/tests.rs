@@ -19,6 +19,7 @@ mod openpgp;
 mod prefetch;
 mod restore;
 mod resume;
+mod s3options;
 mod status;
 mod verify;
 mod versions;

@@ -156,6 +156,7 @@ mod tests {
             path_style: false,
             tuning: Default::default(),
             keys: Default::default(),
+            s3: Default::default(),
         };
         let h = |kind, msg: &str| hint(&Error::new(kind, msg), &s).unwrap_or_default();
         assert!(h(ErrorKind::Credentials, "credentials rejected (ExpiredToken: x)").contains("expired"));

@@ -22,13 +22,14 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::RequestPayer;
 use aws_sdk_s3::Client;
 use bytes::{Buf, Bytes};
 use tokio::runtime::{Handle, Runtime};
 
 use super::retry::{is_transient, Schedule};
 use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, RangeAnswer, Storage};
-use crate::config::{Location, StorageSettings};
+use crate::config::{Location, S3Options, StorageSettings};
 use crate::constants::CONNECT_TIMEOUT;
 use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
@@ -67,13 +68,14 @@ impl S3Storage {
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .read_timeout(timeout)
             .build();
-        let sdk_config = runtime.block_on(
-            aws_config::defaults(BehaviorVersion::latest())
-                .region(region)
-                .timeout_config(timeouts)
-                .retry_config(RetryConfig::disabled())
-                .load(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::disabled());
+        if let Some(bundle) = &settings.s3.ca_cert_file {
+            loader = loader.http_client(https_trusting(bundle)?);
+        }
+        let sdk_config = runtime.block_on(loader.load());
         let credentials = sdk_config.credentials_provider();
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
             .force_path_style(settings.path_style)
@@ -93,6 +95,7 @@ impl S3Storage {
             remote: Arc::new(Remote {
                 bucket: bucket.clone(),
                 endpoint: settings.endpoint.clone().unwrap_or_else(|| "S3".to_string()),
+                options: settings.s3.clone(),
             }),
             max_retries: settings.tuning.max_retries,
             keys: settings.keys.clone(),
@@ -146,6 +149,7 @@ impl S3Storage {
             .set_continuation_token(token)
             .set_start_after(start_after)
             .set_max_keys(max_keys)
+            .set_request_payer(self.remote.payer())
             .send();
         match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
             Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
@@ -183,12 +187,50 @@ enum Op {
     Put,
 }
 
-/// The bucket and server requests go to, for messages.
+/// The bucket and server requests go to (for messages), and what every request to it
+/// must carry.
 #[derive(Debug)]
 struct Remote {
     bucket: String,
     /// The endpoint URL, or "S3" for AWS's own.
     endpoint: String,
+    /// SSE-C and requester-pays.
+    options: S3Options,
+}
+
+impl Remote {
+    /// `x-amz-request-payer`, when the requester pays.
+    fn payer(&self) -> Option<RequestPayer> {
+        self.options.requester_pays.then_some(RequestPayer::Requester)
+    }
+
+    /// The SSE-C headers: algorithm, key, key MD5 (all `None` without a key).
+    fn sse_c(&self) -> (Option<String>, Option<String>, Option<String>) {
+        match &self.options.sse_c {
+            Some(k) => (Some("AES256".into()), Some(k.key_base64.clone()), Some(k.md5_base64.clone())),
+            None => (None, None, None),
+        }
+    }
+}
+
+/// An HTTPS client that trusts the certificates in the PEM file `bundle` instead of
+/// the system's roots (`WALG_S3_CA_CERT_FILE`, as wal-g does).
+fn https_trusting(bundle: &std::path::Path) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let pem = std::fs::read(bundle).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("WALG_S3_CA_CERT_FILE={}: cannot read it: {e}", bundle.display()),
+        )
+    })?;
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Config, format!("WALG_S3_CA_CERT_FILE={}: {e}", bundle.display())))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 /// Turns an SDK error into a classified walfetch error naming `what`.
@@ -419,7 +461,17 @@ impl Storage for S3Storage {
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         let url = self.object_url(key);
-        let fut = self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send();
+        let (algorithm, sse_key, sse_md5) = self.remote.sse_c();
+        let fut = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_sse_customer_algorithm(algorithm)
+            .set_sse_customer_key(sse_key)
+            .set_sse_customer_key_md5(sse_md5)
+            .set_request_payer(self.remote.payer())
+            .send();
         match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
             Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
             Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
@@ -482,6 +534,7 @@ impl Storage for S3Storage {
     fn put(&self, key: &str, source: &std::fs::File) -> Result<()> {
         let url = self.object_url(key);
         let file = crate::fsutil::reread(source).map_err(|e| Error::local_io(&url, &e))?;
+        let (algorithm, sse_key, sse_md5) = self.remote.sse_c();
         self.runtime.block_on(async {
             let body = ByteStream::read_from()
                 .file(tokio::fs::File::from_std(file))
@@ -492,6 +545,10 @@ impl Storage for S3Storage {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(self.full_key(key))
+                .set_sse_customer_algorithm(algorithm)
+                .set_sse_customer_key(sse_key)
+                .set_sse_customer_key_md5(sse_md5)
+                .set_request_payer(self.remote.payer())
                 .body(body)
                 .send()
                 .await
@@ -583,7 +640,17 @@ impl S3Reader {
     /// The GET for what is left to read, as a future that owns what it needs (so it
     /// can also run as a task while this reader waits elsewhere).
     fn request(&self) -> impl std::future::Future<Output = Result<GetObjectOutput>> + Send + 'static {
-        let mut req = self.ctx.client.get_object().bucket(&self.ctx.remote.bucket).key(&self.key);
+        let (algorithm, sse_key, sse_md5) = self.ctx.remote.sse_c();
+        let mut req = self
+            .ctx
+            .client
+            .get_object()
+            .bucket(&self.ctx.remote.bucket)
+            .key(&self.key)
+            .set_sse_customer_algorithm(algorithm)
+            .set_sse_customer_key(sse_key)
+            .set_sse_customer_key_md5(sse_md5)
+            .set_request_payer(self.ctx.remote.payer());
         let from = self.base + self.offset;
         if from > 0 || self.end.is_some() {
             let to = self.end.map(|e| (e - 1).to_string()).unwrap_or_default();
@@ -778,6 +845,7 @@ mod tests {
         Remote {
             bucket: bucket.into(),
             endpoint: "http://127.0.0.1:9000".into(),
+            options: S3Options::default(),
         }
     }
 

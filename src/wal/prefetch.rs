@@ -718,6 +718,7 @@ mod tests {
             path_style: false,
             tuning: Default::default(),
             keys: Default::default(),
+            s3: Default::default(),
         };
         let mut b = a.clone();
         b.region = Some("eu-west-1".into());

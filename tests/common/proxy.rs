@@ -50,6 +50,15 @@ pub struct Seen {
     pub range: Option<String>,
     /// Body bytes the proxy passed on to the client for this request (so far).
     pub served: Arc<AtomicU64>,
+    /// The request's header lines.
+    pub head: Vec<String>,
+}
+
+impl Seen {
+    /// The value of header `name` (any case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.head[1..], name)
+    }
 }
 
 #[derive(Default)]
@@ -173,6 +182,7 @@ fn handle(client: TcpStream, upstream_port: u16, state: Arc<Mutex<State>>, stop:
             line: head[0].clone(),
             range: header(&head, "range").map(str::to_string),
             served: Arc::clone(&served),
+            head: head.clone(),
         });
         let range = header(&head, "range").unwrap_or("");
         let rule = st.rules.iter_mut().find(|r| {

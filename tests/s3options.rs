@@ -1,0 +1,150 @@
+//! S3 options a provider's bucket may need: SSE-C keys and requester-pays sent on every
+//! request that needs them, and a custom CA bundle for an endpoint with its own
+//! certificate authority (a TLS terminator in front of the local S3 server).
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+
+use crate::common::archive::{encode, Archive};
+use crate::common::proxy::FaultProxy;
+use crate::common::*;
+use walfetch::codec::Codec;
+
+const SEG: &str = "000000010000000000000005";
+
+fn env_for(endpoint: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL".to_string(), endpoint.to_string()),
+        ("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()),
+        ("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/pg")),
+        ("WALG_PG_WAL_SIZE".to_string(), "1".to_string()),
+        ("WALFETCH_MAX_RETRIES".to_string(), "1".to_string()),
+    ]
+}
+
+#[test]
+fn sse_c_and_requester_pays_go_with_every_request() {
+    let a = Archive::new();
+    let data = fake_segment(SEG, 1 << 20, 7);
+    a.put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &data));
+    let s3 = S3Server::start(a.s3_data());
+    let proxy = FaultProxy::start(s3.port);
+    let key = "0123456789abcdef0123456789abcdef";
+    let mut env = env_for(&proxy.endpoint());
+    env.push(("WALG_S3_SSE_C".into(), key.into()));
+    env.push(("WALG_S3_REQUESTER_PAYS".into(), "true".into()));
+    let dir = a.datadir(7, true);
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), data);
+    let seen = proxy.seen();
+    let gets: Vec<_> = seen.iter().filter(|r| r.line.starts_with("GET") && r.line.contains(SEG)).collect();
+    assert!(!gets.is_empty());
+    // base64 of the key, and of its MD5 (md5sum of the 32 bytes, computed by the tool).
+    let md5 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{key}' | openssl dgst -md5 -binary | base64"))
+        .output()
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout).trim().to_string();
+    for r in &gets {
+        assert_eq!(
+            r.header("x-amz-server-side-encryption-customer-algorithm"),
+            Some("AES256"),
+            "{:?}",
+            r.head
+        );
+        assert_eq!(
+            r.header("x-amz-server-side-encryption-customer-key-md5"),
+            Some(md5.as_str()),
+            "{:?}",
+            r.head
+        );
+        assert!(r.header("x-amz-server-side-encryption-customer-key").is_some());
+        assert_eq!(r.header("x-amz-request-payer"), Some("requester"), "{:?}", r.head);
+    }
+    assert!(
+        seen.iter()
+            .filter(|r| r.line.contains("list-type=2"))
+            .all(|r| r.header("x-amz-request-payer") == Some("requester")),
+        "listings carry the requester-pays header too"
+    );
+    // A key that is not 32 bytes is a setting to fix, said at once.
+    env.retain(|(k, _)| k != "WALG_S3_SSE_C");
+    env.push(("WALG_S3_SSE_C".into(), "short".into()));
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/OTHER"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("WALG_S3_SSE_C must be the 32-byte"), "{}", stderr(&out));
+}
+
+/// A TLS terminator (socat) on a free port in front of `upstream`, with a certificate
+/// for 127.0.0.1 signed by a CA of its own; returns it, its port and the CA's PEM file.
+fn tls_terminator(scratch: &Scratch, upstream: u16) -> (Child, u16, std::path::PathBuf) {
+    let dir = scratch.dir("tls");
+    let sh = |cmd: &str| {
+        let out = Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=walfetch-test-ca 2>/dev/null");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null");
+    sh("cat server.pem server.key > server-bundle.pem");
+    let port = free_port();
+    let child = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},reuseaddr,fork,cert={},verify=0",
+            dir.join("server-bundle.pem").display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "socat did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ca = dir.join("ca.pem");
+    give_to_postgres(&dir);
+    (child, port, ca)
+}
+
+#[test]
+fn an_endpoint_with_its_own_ca_is_trusted_through_the_bundle_only() {
+    let a = Archive::new();
+    let data = fake_segment(SEG, 1 << 20, 7);
+    a.put(&format!("wal_005/{SEG}.lz4"), &encode(Codec::Lz4, &data));
+    let s3 = S3Server::start(a.s3_data());
+    let (mut socat, port, ca) = tls_terminator(&a.scratch, s3.port);
+    let dir = a.datadir(7, true);
+    let env = env_for(&format!("https://127.0.0.1:{port}"));
+
+    // Without the bundle the certificate is not trusted: an error, never "absent".
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &env);
+    let code = out.status.code();
+    assert!(code != Some(0) && code != Some(1), "exit {code:?}: {}", stderr(&out));
+    assert!(!dir.join("pg_wal/RECOVERYXLOG").exists());
+
+    let mut trusting = env.clone();
+    trusting.push(("WALG_S3_CA_CERT_FILE".into(), ca.display().to_string()));
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/RECOVERYXLOG"], &trusting);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(dir.join("pg_wal/RECOVERYXLOG")).unwrap(), data);
+
+    // A file with no certificate in it is refused as a setting.
+    let bad = a.scratch.path().join("not-a-bundle.pem");
+    fs::write(&bad, "not a certificate\n").unwrap();
+    give_to_postgres(&bad);
+    let mut wrong = env.clone();
+    wrong.push(("WALG_S3_CA_CERT_FILE".into(), bad.display().to_string()));
+    let out = walfetch_in(Some(&dir), &["wal-fetch", SEG, "pg_wal/OTHER"], &wrong);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no PEM certificate"), "{}", stderr(&out));
+    let _ = socat.kill();
+    let _ = socat.wait();
+}

@@ -245,7 +245,15 @@ pub fn no_backup(storage: &dyn Storage, concurrency: usize) -> Error {
     );
     // A listing that fails is the error to report: "no WAL" would send the user to
     // check the prefix when the network or the credentials are at fault.
-    let wal = match scan(storage, None, concurrency) {
+    // The segment size comes from an archived segment; one that cannot be read as
+    // WAL still has a name, read with the default size.
+    let scanned = match scan(storage, None, concurrency) {
+        Err(e) if !matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::Credentials) => {
+            scan(storage, Some(DEFAULT_WAL_SEGMENT_SIZE), concurrency)
+        }
+        other => other,
+    };
+    let wal = match scanned {
         Ok((inv, size)) => inv.span(size).map(|span| (span, inv.objects)),
         Err(e) => return e,
     };

@@ -86,6 +86,8 @@ pub enum Command {
     Promote(commands::promote::Promote),
     /// Test access to the archive: list, read, credentials expiry, with fixes for common mistakes.
     Check(commands::check::Check),
+    /// After the move: check with amcheck the indexes on collations whose version changed (prints the REINDEX to run).
+    CheckIndexes(commands::check_indexes::CheckIndexes),
     /// Print a shell completion script.
     Completions(Completions),
     /// Print the man page (roff).
@@ -107,6 +109,7 @@ impl Command {
             Command::Status(c) => ("status", c),
             Command::Promote(c) => ("promote", c),
             Command::Check(c) => ("check", c),
+            Command::CheckIndexes(c) => ("check-indexes", c),
             Command::Completions(c) => ("completions", c),
             Command::Manpage(c) => ("manpage", c),
         }

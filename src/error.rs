@@ -31,6 +31,11 @@ pub enum ErrorKind {
     /// The archive lacks the WAL a backup needs to become consistent: a restore of it
     /// could never be started.
     Unrestorable,
+    /// No PostgreSQL server is running for the data directory a command was given.
+    NotRunning,
+    /// The server reached is not the one running the data directory a command was given
+    /// (another data directory, or another system identifier).
+    WrongServer,
 }
 
 impl ErrorKind {
@@ -47,6 +52,8 @@ impl ErrorKind {
             ErrorKind::Refused => 10,
             ErrorKind::Database => 11,
             ErrorKind::Unrestorable => 14,
+            ErrorKind::NotRunning => 20,
+            ErrorKind::WrongServer => 21,
         }
     }
 
@@ -63,6 +70,8 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::Database => "database",
             ErrorKind::Unrestorable => "unrestorable",
+            ErrorKind::NotRunning => "not-running",
+            ErrorKind::WrongServer => "wrong-server",
         }
     }
 }
@@ -188,6 +197,8 @@ mod tests {
             ErrorKind::Refused,
             ErrorKind::Database,
             ErrorKind::Unrestorable,
+            ErrorKind::NotRunning,
+            ErrorKind::WrongServer,
         ];
         let mut codes: Vec<u8> = kinds.iter().map(|k| k.exit_code()).collect();
         codes.sort();

@@ -10,6 +10,7 @@ pub mod config;
 pub mod constants;
 pub mod context;
 pub mod crypto;
+pub mod cutover;
 pub mod error;
 pub mod fsutil;
 pub mod fuzzing;

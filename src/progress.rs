@@ -93,3 +93,59 @@ impl Drop for Reporter {
         }
     }
 }
+
+/// Progress of a count of like items (indexes checked): a bar on a terminal, a log line
+/// every few seconds otherwise; stops when dropped.
+pub struct Tally {
+    reporter: Reporter,
+    /// Items done so far; the workers bump it.
+    pub done: Arc<AtomicU64>,
+}
+
+impl Tally {
+    /// Starts counting towards `total` items, described as `what` ("checking indexes").
+    pub fn start(what: &str, total: u64) -> Tally {
+        let done = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = channel::<()>();
+        let (what, seen) = (what.to_string(), Arc::clone(&done));
+        let tty = std::io::stderr().is_terminal();
+        let thread = std::thread::spawn(move || {
+            let bar = tty.then(|| {
+                let bar = indicatif::ProgressBar::new(total);
+                let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ETA {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_message(what.clone());
+                bar
+            });
+            let mut last_log = Instant::now();
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_millis(200)) {
+                let n = seen.load(Ordering::Relaxed);
+                match &bar {
+                    Some(bar) => bar.set_position(n.min(total)),
+                    None if last_log.elapsed() >= LOG_EVERY => {
+                        last_log = Instant::now();
+                        tracing::info!("{what}: {n} of {total}");
+                    }
+                    None => {}
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        Tally {
+            reporter: Reporter {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            done,
+        }
+    }
+
+    /// Stops reporting.
+    pub fn finish(self) {
+        drop(self.reporter);
+    }
+}

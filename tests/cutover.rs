@@ -188,3 +188,96 @@ fn promote_never_promotes_when_the_archive_or_postgresql_goes_away_while_it_wait
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["cluster_state"], "shut down in recovery", "{report}");
 }
+
+/// The server-side environment of a standby: the archive's AWS settings only.
+fn aws_only(env: &[(String, String)]) -> Vec<(String, String)> {
+    env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect()
+}
+
+#[test]
+fn promote_binds_to_its_data_directory_among_two_standbys_and_no_pg_variables() {
+    let scratch = Scratch::new();
+    let s3 = S3Server::start(scratch.dir("s3"));
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut source = Cluster::archiving(&scratch, "source", walfetch_bin(), &env, &[]);
+    source.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup_push(walfetch_bin(), &env);
+    let out = walfetch(&["backup-list", "--json"], &env);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = listed[0]["name"].as_str().unwrap().to_string();
+    source.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    source.backup_push(walfetch_bin(), &env);
+    source.sql("CREATE TABLE late AS SELECT generate_series(1, 5000) g");
+    let final_lsn = source.sql("SELECT pg_current_wal_lsn()");
+    source.archive_through(&final_lsn);
+    let expected: Vec<String> = TABLES.iter().map(|(t, o)| source.table_digest(t, o)).collect();
+    source.stop();
+
+    // Two standbys of different backups, each on its own port and socket directory.
+    // The PostgreSQL binaries of another major come first on PATH: backup-fetch finds
+    // this backup's major where Debian installs it.
+    let other = pg_bin_of(16);
+    let path = format!("{}:{}", other.display(), std::env::var("PATH").unwrap_or_default());
+    let mut restore_env = env.clone();
+    restore_env.push(("PATH".into(), path));
+    let mut standbys = Vec::new();
+    for (name, backup) in [("one", first.as_str()), ("two", "LATEST")] {
+        let dir = scratch.path().join(name);
+        let out = walfetch(&["backup-fetch", dir.to_str().unwrap(), backup, "--standby"], &restore_env);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let mut standby = Cluster::attach(&scratch, name, dir);
+        standby.env = aws_only(&env);
+        standby.start();
+        standby.wait_replayed(&final_lsn);
+        standbys.push(standby);
+    }
+    let (one, two) = (&standbys[0], &standbys[1]);
+    let data_one = one.data.to_str().unwrap();
+
+    // PGHOST/PGPORT pointing at the other standby: nothing is promoted, both named.
+    let mut elsewhere = env.clone();
+    elsewhere.extend(two.libpq_env());
+    let out = walfetch(&["promote", data_one, "--lsn", &final_lsn, "--timeout", "60s"], &elsewhere);
+    assert_eq!(
+        out.status.code(),
+        Some(21),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains(two.data.to_str().unwrap()) && said.contains(data_one) && said.lines().count() == 1,
+        "one line naming both data directories: {said}"
+    );
+    assert_eq!(one.sql("SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(two.sql("SELECT pg_is_in_recovery()"), "t");
+    // status refuses the same way: it reads nothing from another cluster.
+    let out = walfetch(&["status", data_one], &elsewhere);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+
+    // The data directory alone: its own server is found and promoted, the other stays.
+    let out = walfetch(&["promote", data_one, "--lsn", &final_lsn, "--timeout", "60s"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("promoted: timeline 1 -> 2"), "{text}");
+    assert_eq!(one.sql("SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(two.sql("SELECT pg_is_in_recovery()"), "t", "the other standby is untouched");
+    let actual: Vec<String> = TABLES.iter().map(|(t, o)| one.table_digest(t, o)).collect();
+    assert_eq!(actual, expected);
+
+    // A stopped server is named in one line, with its own exit code.
+    let mut two = standbys.pop().unwrap();
+    two.stop();
+    let data_two = two.data.to_str().unwrap();
+    for args in [&["promote", data_two, "--timeout", "10s"][..], &["check-indexes", data_two]] {
+        let out = walfetch(args, &env);
+        assert_eq!(out.status.code(), Some(20), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("no PostgreSQL server is running for {data_two}")) && stderr(&out).lines().count() == 1,
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -33,7 +33,11 @@ fn guide_commands(split: &str) -> (String, String) {
         }
     }
     assert!(
-        before.contains("backup-fetch") && after.contains("AWS_SHARED_CREDENTIALS_FILE") && after.contains("walfetch promote"),
+        before.contains("backup-fetch")
+            && after.contains("AWS_SHARED_CREDENTIALS_FILE")
+            && after.contains("walfetch promote \"$REHEARSAL\"")
+            && after.contains("walfetch promote \"$STANDBY\"")
+            && after.matches("walfetch check-indexes").count() == 2,
         "the guide lost its commands:\n{before}\n---\n{after}"
     );
     (before, after)
@@ -62,6 +66,8 @@ fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_i
 
     let standby = scratch.path().join("standby");
     let port_standby = free_port();
+    let rehearsal = scratch.path().join("rehearsal");
+    let port_rehearsal = free_port();
     let path = format!(
         "{}:{}:/usr/local/bin:/usr/bin:/bin",
         walfetch_bin().parent().unwrap().display(),
@@ -77,6 +83,8 @@ fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_i
             .env("STANDBY", &standby)
             .env("STANDBY_PORT", port_standby.to_string())
             .env("STANDBY_SOCKET", &socket)
+            .env("REHEARSAL", &rehearsal)
+            .env("REHEARSAL_PORT", port_rehearsal.to_string())
             .env("FINAL_LSN", final_lsn)
             .env("NEW_ACCESS_KEY_ID", "second-key")
             .env("NEW_SECRET_ACCESS_KEY", "second-secret-0123456789")
@@ -110,6 +118,12 @@ fn the_migration_guide_brings_up_a_standby_renews_its_credentials_and_promotes_i
     // Renewal, then cut-over with walfetch promote.
     let stdout = run(&after, &final_lsn);
     assert!(stdout.contains("promoted: timeline 1 -> 2"), "{stdout}");
+    assert_eq!(
+        stdout.matches("ok: ").count(),
+        2,
+        "check-indexes passed after the rehearsal's promotion and the real one:\n{stdout}"
+    );
+    assert!(!rehearsal.exists(), "the rehearsal copy is removed");
     assert!(stdout.trim_end().ends_with('f'), "the standby was not promoted:\n{stdout}");
 
     let mut promoted = Cluster::attach(&scratch, "standby", standby);

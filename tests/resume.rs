@@ -10,6 +10,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use walfetch::codec::Codec;
+
 use crate::common::archive::*;
 use crate::common::proxy::{Fault, FaultProxy, Seen};
 use crate::common::*;
@@ -475,4 +477,98 @@ fn a_rate_limit_holds_for_backup_fetch_and_wal_fetch_and_a_bad_one_is_refused() 
     let out = walfetch(&["backup-fetch", a.scratch.path().join("other").to_str().unwrap(), "LATEST"], &bad);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("WALG_NETWORK_RATE_LIMIT='10MB/s'"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_restore_interrupted_in_its_final_steps_is_finished_by_resume_without_fetching() {
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        &[&[("PG_VERSION", b"15\n", None), ("base/1/1", &noise(1 << 20, 1), None)]],
+        None,
+    );
+    let whole = a.scratch.path().join("whole");
+    let out = walfetch(&["backup-fetch", whole.to_str().unwrap(), "LATEST", "--standby"], &a.env());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // From here on a resume must fetch nothing: the data partition is garbage now.
+    a.put(&format!("basebackups_005/{BACKUP}/tar_partitions/part_001.tar.lz4"), b"garbage");
+    let header = format!(
+        "{{\"journal\":{{\"version\":1,\"backup\":\"{BACKUP}\",\"start_lsn\":\"0/2000028\",\"finish_lsn\":\"0/2000100\",\"system_identifier\":7,\"finish_time\":\"2026-11-25T09:45:05Z\"}}}}\n"
+    );
+    // A crash after everything was synced and the marker said so: before pg_control was
+    // installed (the journal still there), or after (the journal already gone).
+    for (name, staged) in [("staged", true), ("installed", false)] {
+        let target = a.scratch.path().join(name);
+        let copied = Command::new("cp").arg("-a").arg(&whole).arg(&target).status().unwrap();
+        assert!(copied.success());
+        fs::write(
+            target.join(MARKER),
+            format!(
+                "walfetch is restoring {BACKUP} here; this directory is unusable until this file is gone.\n{header}finishing: every file is restored, checked and synced; only the final steps remain\n"
+            ),
+        )
+        .unwrap();
+        if staged {
+            fs::rename(target.join("global/pg_control"), target.join(STAGED)).unwrap();
+            fs::write(target.join(JOURNAL), &header).unwrap();
+        }
+        give_to_postgres(&target);
+        let t = target.display().to_string();
+        let out = walfetch(&["backup-fetch", &t, "LATEST", "--standby"], &a.env());
+        assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+        let out = walfetch(&["backup-fetch", &t, "LATEST", "--standby", "--resume"], &a.env());
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("resumed: 3 of 3 partitions"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_same_tree(&target, &whole);
+    }
+}
+
+#[test]
+fn a_failover_inside_the_backups_last_segment_is_followed_through_the_history_file() {
+    let a = Archive::new();
+    synthetic_backup(
+        &a,
+        &[&[("PG_VERSION", b"15\n", None), ("base/1/1", &noise(1 << 16, 2), None)]],
+        None,
+    );
+    // The old timeline's copy of the backup's last segment never reached the archive
+    // (only a .partial); timeline 2 branched off inside it, after the backup's finish
+    // (0/2000100), and its copy holds the old timeline's WAL up to the switch.
+    a.remove("wal_005/000000010000000000000002.lz4");
+    a.put(
+        "wal_005/000000010000000000000002.partial.lz4",
+        &encode(Codec::Lz4, &fake_segment("000000010000000000000002", 16 << 20, 7)),
+    );
+    a.put(
+        "wal_005/000000020000000000000002.lz4",
+        &encode(Codec::Lz4, &fake_segment("000000020000000000000002", 16 << 20, 7)),
+    );
+    let history = |at: &str| encode(Codec::Lz4, format!("1\t{at}\tno recovery target specified\n").as_bytes());
+    a.put("wal_005/00000002.history.lz4", &history("0/2000200"));
+    let target = a.scratch.path().join("restored");
+    let t = target.display().to_string();
+    let out = walfetch(&["backup-fetch", &t, "LATEST"], &a.env());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("from the timeline that branched off inside it: 000000020000000000000002"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // wal-verify agrees: the backup is restorable.
+    let out = walfetch(&["wal-verify", "--json"], &a.env());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backups"][0]["restorable"], true, "{report}");
+
+    // A switch before the backup's finish: timeline 2 does not hold the backup's WAL.
+    a.put("wal_005/00000002.history.lz4", &history("0/2000080"));
+    let refused = a.scratch.path().join("refused");
+    let out = walfetch(&["backup-fetch", refused.to_str().unwrap(), "LATEST"], &a.env());
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains("000000010000000000000002"), "{}", stderr(&out));
 }

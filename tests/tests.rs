@@ -15,6 +15,7 @@ mod faults;
 mod fixtures;
 mod fuzz_corpus;
 mod migration;
+mod morning;
 mod openpgp;
 mod prefetch;
 mod restore;

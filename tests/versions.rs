@@ -61,6 +61,22 @@ fn walrus_writes_walfetch_restores(major: u32) {
         !restored.join("base").exists() && !restored.join("PG_VERSION").exists(),
         "nothing restored"
     );
+    // Without --pg-bin, another major first on PATH: walfetch looks where distributions
+    // install this major (absent here: the embedded builds live elsewhere) and says where.
+    let mut other_first = env.clone();
+    other_first.push((
+        "PATH".into(),
+        format!("{}:{}", other_bin.display(), std::env::var("PATH").unwrap_or_default()),
+    ));
+    let out = walfetch(&["backup-fetch", restored.to_str().unwrap(), "LATEST"], &other_first);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    for looked in [
+        format!("/usr/lib/postgresql/{major}/bin"),
+        format!("/usr/pgsql-{major}/bin"),
+        format!("PostgreSQL {other})"),
+    ] {
+        assert!(stderr(&out).contains(&looked), "names {looked}: {}", stderr(&out));
+    }
     let out = walfetch(
         &[
             "backup-fetch",
@@ -93,6 +109,8 @@ fn walrus_writes_walfetch_restores(major: u32) {
     assert_eq!(report["pg_version"], major.to_string());
     assert_eq!(report["cluster_state"], "in archive recovery", "{report}");
     assert_eq!(report["timeline"], 1);
+    // The running server is found through postmaster.pid, with no PG* variables.
+    assert!(report["collations"]["changes"].is_array(), "collations compared: {report}");
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub struct BackupFetch {
     /// Skip the final filesystem sync (faster; the restore is not crash-safe until synced).
     #[arg(long)]
     pub no_sync: bool,
-    /// The bin directory of the PostgreSQL that will run the restore [default: postgres on PATH]; a backup of another major is refused before any download
+    /// The bin directory of the PostgreSQL that will run the restore [default: postgres on PATH if of the backup's major, else /usr/lib/postgresql/<major>/bin or /usr/pgsql-<major>/bin]; a backup of another major is refused before any download
     #[arg(long, env = "WALFETCH_PG_BIN", value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
 }
@@ -81,7 +81,7 @@ impl Run for BackupFetch {
             },
             wal_check: !self.no_wal_check,
             concurrency: ctx.settings.listing_concurrency(),
-            server: crate::pg::server::find(self.pg_bin.as_deref())?,
+            pg_bin: self.pg_bin.clone(),
         };
         let chain = select(&storage, &request, &mut |line| crate::outln!("{line}"))?;
         let Some(plan) = chain.last() else {

@@ -5,6 +5,7 @@ pub mod backup_fetch;
 pub mod backup_list;
 pub mod backup_push;
 pub mod check;
+pub mod check_indexes;
 pub mod follow;
 pub mod promote;
 pub mod status;

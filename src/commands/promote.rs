@@ -1,4 +1,4 @@
-//! `walfetch promote PGDATA`: the cut-over with proof ([`crate::pg::promote`]).
+//! `walfetch promote PGDATA`: the cut-over with proof ([`crate::cutover::promote`]).
 //!
 //! Exit codes: 0 promoted, 15 not promoted (something blocks replay, or the wait timed
 //! out), and the usual ones for errors.
@@ -12,16 +12,16 @@ use clap::Args;
 use super::Run;
 use crate::config::{absolute, parse_age};
 use crate::context::Context;
+use crate::cutover::promote::{promote, render, Options, Outcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::status::EXIT_BLOCKED;
-use crate::pg::db::Db;
-use crate::pg::promote::{promote, render, Options, Outcome};
+use crate::pg::db::connect_datadir_when_ready;
 use crate::wal::name::Lsn;
 
 /// Options of `promote`.
 #[derive(Debug, Args)]
 pub struct Promote {
-    /// The standby's data directory (the server runs; libpq settings reach it).
+    /// The standby's data directory; its running server is found through postmaster.pid (PGHOST/PGPORT may override, but it must be this directory's server).
     pub pgdata: PathBuf,
     /// Promote once the standby has replayed this LSN (the source's final position).
     #[arg(long)]
@@ -51,13 +51,15 @@ impl Run for Promote {
             // Each look lists the archive: every 2 s is prompt enough for a cut-over.
             poll: Duration::from_secs(2),
         };
-        let db = Db::open(&ctx.settings.libpq, "walfetch promote")?;
         let json = self.json;
-        match promote(&absolute(&self.pgdata), &ctx.settings, &db, &opts, &mut |line| {
+        let mut say = |line: &str| {
             if !json {
                 crate::outln!("{line}");
             }
-        })? {
+        };
+        let pgdata = absolute(&self.pgdata);
+        let db = connect_datadir_when_ready(&pgdata, &ctx.settings.libpq, "walfetch promote", opts.timeout, &mut say)?;
+        match promote(&pgdata, &ctx.settings, &db, &opts, &mut say)? {
             Outcome::Promoted(p) => {
                 if json {
                     crate::output::json(&p)?;

@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 healthy (caught up or catching up), 15 blocked (a gap, a refused or
 //! failing segment), 16 misconfigured, 17 archive unreachable, 18 credentials rejected,
-//! 19 the credentials in use expire within the margin (nothing worse wrong).
+//! 19 the credentials in use expire within the margin (nothing worse wrong), 21 the
+//! server PGHOST/PGPORT reach is not this data directory's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use crate::config::{absolute, credentials_margin};
 use crate::context::Context;
 use crate::error::Result;
 use crate::fsutil::write_atomically;
-use crate::inspect::status::{prometheus, render, report};
+use crate::inspect::status::{add_server_facts, prometheus, render, report};
 
 /// Options of `status`.
 #[derive(Debug, Args)]
@@ -37,7 +38,8 @@ impl Run for Status {
     /// Reports; the exit code is the verdict's.
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let pgdata = absolute(&self.pgdata);
-        let report = report(&pgdata, &ctx.settings, credentials_margin(self.credentials_margin.as_deref())?)?;
+        let mut report = report(&pgdata, &ctx.settings, credentials_margin(self.credentials_margin.as_deref())?)?;
+        add_server_facts(&mut report, &pgdata, &ctx.settings)?;
         if self.json {
             crate::output::json(&report)?;
         } else {

@@ -23,9 +23,11 @@ use crate::inspect::prometheus::Gauges;
 use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
 use crate::layout::wal_inventory::scan;
+use crate::pg::collation;
 use crate::pg::conf::{recovery_state, redact, restore_command, RecoveryState, RestoreCommand};
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, wal_dir};
+use crate::pg::db::connect_datadir;
 use crate::storage;
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::spool::{Call, FollowStatus, Spool};
@@ -126,6 +128,9 @@ pub struct StatusReport {
     pub fetcher_running: bool,
     /// When the credentials the restore_command uses expire, if they do.
     pub credentials: Option<Expiry>,
+    /// The restored catalog's collation versions against this machine's, when the
+    /// server runs (`None`: not compared, see the notes).
+    pub collations: Option<collation::Report>,
 }
 
 /// Builds reports; collects problems by class on the way.
@@ -224,6 +229,36 @@ pub fn report(datadir: &Path, settings: &Settings, margin: Duration) -> Result<S
         }
     }
     Ok(b.finish())
+}
+
+/// Adds what the running server says to `report`: the collation versions its catalog
+/// recorded against this machine's. No server running is a note; a server reached
+/// that is not `datadir`'s (PGHOST/PGPORT pointing elsewhere) is an error: status reads
+/// nothing from another cluster.
+pub fn add_server_facts(report: &mut StatusReport, datadir: &Path, settings: &Settings) -> Result<()> {
+    let db = match connect_datadir(datadir, &settings.libpq, "walfetch status") {
+        Ok(db) => db,
+        Err(e) if e.kind() == ErrorKind::WrongServer => return Err(e),
+        Err(e) => {
+            report.notes.push(format!("collation versions not compared: {e}"));
+            return Ok(());
+        }
+    };
+    match collation::compare(datadir, &settings.libpq, &db) {
+        Ok(found) => {
+            report.notes.extend(found.lines());
+            if !found.changes.is_empty() {
+                report.notes.push(format!(
+                    "indexes on changed collations may be out of order: run walfetch check-indexes {} (before and after promotion)",
+                    datadir.display()
+                ));
+            }
+            report.collations = Some(found);
+        }
+        Err(e) if e.kind() == ErrorKind::WrongServer => return Err(e),
+        Err(e) => report.notes.push(format!("collation versions not compared: {e}")),
+    }
+    Ok(())
 }
 
 /// A restore_command call that failed: what blocks replay while PostgreSQL keeps calling

@@ -187,19 +187,45 @@ fn needed(b: &Backup, size: u64) -> (u32, u64, u64) {
 }
 
 /// Whether each backup has every segment from its start to its finish.
-fn backup_reports(backups: &[Backup], inv: &Inventory, size: u64) -> Vec<BackupReport> {
+fn backup_reports(storage: &dyn Storage, backups: &[Backup], inv: &Inventory, size: u64) -> Result<Vec<BackupReport>> {
     backups
         .iter()
         .map(|b| {
-            let (tli, lo, hi) = needed(b, size);
-            let missing = missing_on(inv, tli, lo, hi, size);
-            BackupReport {
+            let (missing, _) = backup_missing(storage, b, inv, size)?;
+            Ok(BackupReport {
                 name: b.name.name.clone(),
                 restorable: missing.is_empty(),
                 missing,
-            }
+            })
         })
         .collect()
+}
+
+/// The segments `backup` needs that the archive lacks, and the segment of a later
+/// timeline that stands in for its last one, if one does.
+fn backup_missing(storage: &dyn Storage, backup: &Backup, inv: &Inventory, size: u64) -> Result<(Vec<MissingRange>, Option<String>)> {
+    let (tli, lo, hi) = needed(backup, size);
+    let mut missing = match inv.timelines.get(&tli) {
+        Some(runs) => runs.missing_in(lo, hi),
+        None => vec![(lo, hi)],
+    };
+    let mut taken_from = None;
+    if missing.last().is_some_and(|(_, b)| *b == hi) {
+        let finish = backup.finish().unwrap_or(Lsn(0));
+        if let Some(child) = successor_holding(storage, inv, tli, hi, finish, size)? {
+            // The failover happened inside the backup's last segment after its finish:
+            // the new timeline's copy holds the old one's WAL up to the switch, and
+            // PostgreSQL reads that segment from it.
+            match missing.last_mut() {
+                Some(last) if last.0 < last.1 => last.1 -= 1,
+                _ => {
+                    missing.pop();
+                }
+            }
+            taken_from = Some(name(child, hi, size));
+        }
+    }
+    Ok((ranges(tli, missing, size), taken_from))
 }
 
 /// The verdict and its exit code, most severe first.
@@ -230,6 +256,9 @@ pub struct BackupWal {
     pub continues_to: Option<String>,
     /// The newest timeline the archive holds WAL of.
     pub newest_timeline: Option<u32>,
+    /// The segment that stands in for the last one needed when a later timeline
+    /// branched off inside it (a failover just after the backup).
+    pub taken_from: Option<String>,
 }
 
 impl BackupWal {
@@ -246,7 +275,11 @@ impl BackupWal {
                 (Some(to), Some(t)) => format!("; the archive continues without a gap to {to} (newest timeline {t})"),
                 _ => String::new(),
             };
-            return format!("WAL check: {backup} needs {needs}, all archived{further}");
+            let branch = match &self.taken_from {
+                Some(seg) => format!(" ({} from the timeline that branched off inside it: {seg})", last),
+                None => String::new(),
+            };
+            return format!("WAL check: {backup} needs {needs}, all archived{branch}{further}");
         }
         let count: u64 = self.missing.iter().map(|m| m.count).sum();
         let shown: Vec<String> = self
@@ -278,12 +311,35 @@ pub fn backup_wal(storage: &Arc<dyn Storage>, backup: &Backup, concurrency: usiz
         let end = r.gaps.iter().find(|(a, _)| *a > hi).map_or(r.last, |(a, _)| a - 1);
         name(tli, end, size)
     });
+    let (missing, taken_from) = backup_missing(storage.as_ref(), backup, &inv, size)?;
     Ok(BackupWal {
         needed: (name(tli, lo, size), name(tli, hi, size)),
-        missing: missing_on(&inv, tli, lo, hi, size),
+        missing,
         continues_to,
         newest_timeline: inv.latest_timeline(),
+        taken_from,
     })
+}
+
+/// A later timeline that branched off `tli` inside segment `segno`, at or after
+/// `finish`, and whose copy of that segment the archive holds: recovery reads the
+/// segment from it (the old timeline's own is often only a `.partial`).
+fn successor_holding(storage: &dyn Storage, inv: &Inventory, tli: u32, segno: u64, finish: Lsn, size: u64) -> Result<Option<u32>> {
+    let mut histories = Histories::new(storage, inv);
+    let children: Vec<u32> = inv.histories.keys().copied().filter(|t| *t > tli).collect();
+    for child in children {
+        if !inv.timelines.get(&child).is_some_and(|r| r.contains(segno)) {
+            continue;
+        }
+        let branched = histories
+            .records(child)?
+            .iter()
+            .any(|(parent, at)| *parent == tli && at.0 / size == segno && *at >= finish);
+        if branched {
+            return Ok(Some(child));
+        }
+    }
+    Ok(None)
 }
 
 /// Builds the report (no output).
@@ -316,7 +372,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
         .flatten()
         .collect();
     let missing_segments = missing.iter().map(|m| m.count).sum();
-    let backups = backup_reports(&backups, &inv, size);
+    let backups = backup_reports(storage.as_ref(), &backups, &inv, size)?;
 
     let mut timelines = Vec::new();
     let tlis: BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();

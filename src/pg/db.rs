@@ -1,9 +1,16 @@
-//! A connection to the cluster being backed up, through libpq's environment
-//! (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`), and the SQL of a
-//! non-exclusive base backup for each version (9.6 to 18).
+//! A connection to a PostgreSQL server: the cluster being backed up, through libpq's
+//! environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`), or the server
+//! of a data directory ([`Db::for_datadir`]: where its `postmaster.pid` says, and proven
+//! to be that server); and the SQL of a non-exclusive base backup for each version (9.6
+//! to 18).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::config::Libpq;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg::datadir::system_identifier;
+use crate::pg::postmaster::{self, Postmaster};
 use crate::wal::name::Lsn;
 
 /// One connection, driven by a small runtime of its own.
@@ -16,17 +23,48 @@ pub struct Db {
 
 /// A database error naming what was being done.
 fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
-    Error::new(
-        ErrorKind::Database,
-        format!(
-            "{what}: {e}{}",
-            e.as_db_error().map(|d| format!(" ({})", d.message())).unwrap_or_default()
-        ),
-    )
+    Error::new(ErrorKind::Database, format!("{what}: {}", server_says(&e)))
+}
+
+/// The server's message with its detail (a locale "not recognized by setlocale()"), or
+/// the client's when the server said nothing.
+fn server_says(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{}: {detail}", d.message()),
+            None => d.message().to_string(),
+        },
+        None => e.to_string(),
+    }
 }
 
 fn parse_lsn(text: &str) -> Result<Lsn> {
     Lsn::parse(text).ok_or_else(|| Error::new(ErrorKind::Database, format!("server returned '{text}', not an LSN")))
+}
+
+/// The first line of a statement, for messages.
+fn first_line(sql: &str) -> &str {
+    sql.trim().lines().next().unwrap_or("")
+}
+
+/// A statement that failed on the server, or a connection that broke.
+#[derive(Debug, Clone)]
+pub struct SqlFailure {
+    /// The SQLSTATE, when the server answered with one (`XX002`: index corrupted).
+    pub code: Option<String>,
+    /// The server's message (or the client's, when the connection broke).
+    pub message: String,
+    /// The connection is gone (the server stopped or crashed).
+    pub connection_lost: bool,
+}
+
+impl std::fmt::Display for SqlFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} (SQLSTATE {code})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
 }
 
 /// What `pg_backup_stop` returns.
@@ -86,9 +124,16 @@ impl Db {
         if let Some(pw) = &libpq.password {
             config.password(pw);
         }
-        let (client, connection) = runtime
-            .block_on(config.connect(tokio_postgres::NoTls))
-            .map_err(|e| db_error("connecting to PostgreSQL (PGHOST/PGPORT/PGUSER)", e))?;
+        let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls)).map_err(|e| {
+            db_error(
+                &format!(
+                    "connecting to PostgreSQL at {} port {} as {user}",
+                    libpq.host.as_deref().unwrap_or("/var/run/postgresql"),
+                    libpq.port.as_deref().unwrap_or("5432")
+                ),
+                e,
+            )
+        })?;
         runtime.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::error!(cause = %e, "PostgreSQL connection ended");
@@ -103,6 +148,68 @@ impl Db {
         Ok(db)
     }
 
+    /// Connects to the server running `datadir`, to `database` (else `PGDATABASE`, else
+    /// the user's name): where its `postmaster.pid` says unless `PGHOST`/`PGPORT`
+    /// override, and only when the server reached reports `datadir` as its data
+    /// directory and the system identifier in `datadir/global/pg_control`. No server
+    /// running there is [`ErrorKind::NotRunning`]; another server is
+    /// [`ErrorKind::WrongServer`], and nothing is done on it.
+    pub fn for_datadir(datadir: &Path, libpq: &Libpq, application: &str, database: Option<&str>) -> Result<(Db, Postmaster)> {
+        let pm = postmaster::running(datadir)?;
+        let mut target = libpq.clone();
+        if target.host.is_none() {
+            target.host = pm.host();
+            if target.host.is_none() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the server of {} listens on no socket directory and no TCP address; set PGHOST",
+                        datadir.display()
+                    ),
+                ));
+            }
+        }
+        if target.port.is_none() {
+            target.port = Some(pm.port.to_string());
+        }
+        if let Some(db) = database {
+            target.database = Some(db.to_string());
+        }
+        let db = Db::open(&target, application)?;
+        db.prove_serves(datadir)?;
+        Ok((db, pm))
+    }
+
+    /// Fails with [`ErrorKind::WrongServer`] unless this server runs `datadir`: the same
+    /// data directory (resolved through links) and the system identifier in its
+    /// `pg_control`. Two standbys restored from one source share the identifier, so the
+    /// directory decides between them; the identifier catches a directory reused by
+    /// another cluster.
+    pub fn prove_serves(&self, datadir: &Path) -> Result<()> {
+        let reported = self.text("SHOW data_directory").map_err(|e| {
+            e.context(format!(
+                "asking the server for its data directory, to prove it runs {} (connect as a superuser or a member of pg_read_all_settings)",
+                datadir.display()
+            ))
+        })?;
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let (theirs, ours) = (canonical(Path::new(&reported)), canonical(datadir));
+        let sysid = self.system_identifier()?;
+        let wanted = system_identifier(datadir)?;
+        if theirs != ours || wanted.is_some_and(|w| w != sysid) {
+            return Err(Error::new(
+                ErrorKind::WrongServer,
+                format!(
+                    "the server reached (data directory {}, system identifier {sysid}) is not the one running {} (system identifier {}); nothing was done: unset PGHOST/PGPORT or point them at that server",
+                    reported,
+                    datadir.display(),
+                    wanted.map_or("unknown".to_string(), |w| w.to_string())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the server is in recovery (a standby).
     pub fn in_recovery(&self) -> Result<bool> {
         Ok(self.text("SELECT pg_is_in_recovery()::text")? == "true")
@@ -111,6 +218,47 @@ impl Db {
     /// The one value `sql` returns, as text (`None` for NULL).
     pub fn value(&self, sql: &str) -> Result<Option<String>> {
         self.query_one(sql, &[])?.try_get(0).map_err(|e| db_error(sql, e))
+    }
+
+    /// The rows `sql` returns, each column as text (`None` for NULL): the queries that
+    /// inspect a server cast what they select to text, so one shape serves them all.
+    /// `params` are text too (cast them in the SQL: `$1::text::regclass`).
+    pub fn rows(&self, sql: &str, params: &[&str]) -> Result<Vec<Vec<Option<String>>>> {
+        self.try_rows(sql, params).map_err(|f| {
+            Error::new(
+                if f.connection_lost {
+                    ErrorKind::NotRunning
+                } else {
+                    ErrorKind::Database
+                },
+                format!("{}: {}", first_line(sql), f.message),
+            )
+        })
+    }
+
+    /// Like [`Db::rows`], keeping the server's SQLSTATE of a failure (the caller tells
+    /// "corrupt" from "could not run").
+    pub fn try_rows(&self, sql: &str, params: &[&str]) -> std::result::Result<Vec<Vec<Option<String>>>, SqlFailure> {
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let rows = self.runtime.block_on(self.client.query(sql, &params)).map_err(|e| SqlFailure {
+            code: e.code().map(|c| c.code().to_string()),
+            message: server_says(&e),
+            connection_lost: e.is_closed() || e.as_db_error().is_none() && e.code().is_none(),
+        })?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        row.try_get::<_, Option<String>>(i).map_err(|e| SqlFailure {
+                            code: None,
+                            message: format!("column {i} is not text: {e}"),
+                            connection_lost: false,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn query_one(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row> {
@@ -171,4 +319,53 @@ impl Db {
                 .filter(|m| !m.is_empty()),
         })
     }
+}
+
+/// A first connection to the server of `datadir`: to `PGDATABASE`, else `postgres`,
+/// else `template1` (a restored provider's cluster may lack a database named after the
+/// user).
+pub fn connect_datadir(datadir: &Path, libpq: &Libpq, application: &str) -> Result<Db> {
+    if libpq.database.is_some() {
+        return Db::for_datadir(datadir, libpq, application, None).map(|(db, _)| db);
+    }
+    match Db::for_datadir(datadir, libpq, application, Some("postgres")) {
+        Ok((db, _)) => Ok(db),
+        Err(first) if first.kind() == ErrorKind::Database => match Db::for_datadir(datadir, libpq, application, Some("template1")) {
+            Ok((db, _)) => Ok(db),
+            Err(e) if e.kind() == ErrorKind::Database => Err(first),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Like [`connect_datadir`], waiting up to `timeout` while the server is still starting (a
+/// standby accepts connections only once consistent); `say` hears that it waits.
+pub fn connect_datadir_when_ready(
+    datadir: &Path,
+    libpq: &Libpq,
+    application: &str,
+    timeout: Duration,
+    say: &mut dyn FnMut(&str),
+) -> Result<Db> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        match connect_datadir(datadir, libpq, application) {
+            Ok(db) => return Ok(db),
+            Err(e) if e.kind() == ErrorKind::Database && started.elapsed() < timeout && starting(datadir) => {
+                if !said {
+                    say("waiting: the server is starting up (a standby accepts connections once consistent)");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the server of `datadir` says it is still starting.
+fn starting(datadir: &Path) -> bool {
+    crate::pg::postmaster::running(datadir).is_ok_and(|pm| pm.starting())
 }

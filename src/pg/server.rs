@@ -1,7 +1,10 @@
 //! The PostgreSQL server binaries that will run a restored directory: `--pg-bin DIR`
-//! (`WALFETCH_PG_BIN`), else `postgres` on `PATH`. A backup can only be started by a
-//! server of its own major version, so a restore is refused before its first byte when
-//! the binaries found are of another.
+//! (`WALFETCH_PG_BIN`), else `postgres` on `PATH` when it is of the backup's major, else
+//! the backup's major where distributions install it beside others
+//! (`/usr/lib/postgresql/<major>/bin` on Debian and Ubuntu, `/usr/pgsql-<major>/bin` on
+//! RHEL and its kin), which are rarely on `PATH`. A backup can only be started by a server
+//! of its own major version, so a restore is refused before its first byte when none of
+//! these is of it; the refusal lists where walfetch looked.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +57,74 @@ pub fn find(dir: Option<&Path>) -> Result<Option<Server>> {
         )
     })?;
     Ok(Some(Server { postgres, major, version }))
+}
+
+/// Where distributions install the server binaries of `major` beside other majors.
+pub fn distribution_dirs(major: u64) -> Vec<PathBuf> {
+    vec![
+        PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+        PathBuf::from(format!("/usr/pgsql-{major}/bin")),
+    ]
+}
+
+/// The server binaries to run a backup taken by PostgreSQL `major`: those in `dir` when
+/// given (checked by [`check`]), else `postgres` on `PATH` if it is of `major`, else the
+/// first of [`distribution_dirs`] that has them. With none of `major` anywhere, an error
+/// naming every place looked at (`Ok(None)` when there is no server at all: nothing to
+/// compare with).
+pub fn find_for(dir: Option<&Path>, backup: &str, major: u64) -> Result<Option<Server>> {
+    if dir.is_some() {
+        return find(dir);
+    }
+    let on_path = find(None)?;
+    if on_path.as_ref().is_some_and(|s| s.major == major) {
+        return Ok(on_path);
+    }
+    let mut looked = vec![match &on_path {
+        Some(s) => format!("PATH ({}: PostgreSQL {})", s.postgres.display(), s.major),
+        None => "PATH (no postgres)".to_string(),
+    }];
+    for d in distribution_dirs(major) {
+        if d.join("postgres").is_file() {
+            if let Some(found) = find(Some(&d))?.filter(|s| s.major == major) {
+                tracing::info!(postgres = %found.postgres.display(), "the server binaries of the backup's major, found where the distribution installs them");
+                return Ok(Some(found));
+            }
+        }
+        looked.push(d.display().to_string());
+    }
+    let elsewhere = installed_majors();
+    if on_path.is_none() && elsewhere.is_empty() {
+        return Ok(None);
+    }
+    if !elsewhere.is_empty() {
+        looked.push(format!(
+            "installed there: PostgreSQL {}",
+            elsewhere.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "{backup} was taken by PostgreSQL {major}, and no server binaries of that major were found (looked in {}): a data directory only starts under its own major version; install PostgreSQL {major} and point --pg-bin (WALFETCH_PG_BIN) at its bin directory",
+            looked.join(", ")
+        ),
+    ))
+}
+
+/// The majors whose server binaries are installed where distributions put them.
+fn installed_majors() -> Vec<u64> {
+    let mut majors: Vec<u64> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        majors.extend(entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok()));
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr") {
+        majors.extend(entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("pgsql-")?.parse::<u64>().ok()));
+    }
+    majors.retain(|m| distribution_dirs(*m).iter().any(|d| d.join("postgres").is_file()));
+    majors.sort_unstable();
+    majors.dedup();
+    majors
 }
 
 /// The major version in `postgres --version` output.

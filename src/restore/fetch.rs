@@ -200,6 +200,9 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         }
     }
     let target = Target::create(dir, locations, resuming)?;
+    if resuming && journal::is_finishing(dir)? {
+        return finish_interrupted_end(plan, dir, &target, &marker);
+    }
     let (journal, vouched) = if resuming {
         target.unstage_pg_control()?;
         let present = |rel: &str, size: u64| fs::metadata(target.path_of(rel)).is_ok_and(|m| m.len() == size);
@@ -277,7 +280,7 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
     if !opts.tablespace_map.is_empty() {
         rewrite_tablespace_map(&target)?;
     }
-    let (written, missing_config) = finish(dir, &target, &marker, journal, opts)?;
+    let (written, missing_config) = finish(dir, &target, &marker, journal, &identity(plan), opts)?;
     Ok(Summary {
         files: progress.files.load(Ordering::Relaxed),
         decoded,
@@ -378,7 +381,14 @@ fn extract_all(work: &Work<'_>) -> Result<Option<Result<ObjectReader>>> {
 /// Makes the restored directory startable: `pg_wal`, the recovery configuration (and a
 /// minimal configuration a WAL-E backup lacks), one sync, then pg_control installed and
 /// the marker removed. Returns what was written and which configuration files are missing.
-fn finish(dir: &Path, target: &Target, marker: &Path, journal: Journal, opts: &Options) -> Result<(Vec<String>, Vec<&'static str>)> {
+fn finish(
+    dir: &Path,
+    target: &Target,
+    marker: &Path,
+    journal: Journal,
+    identity: &Identity,
+    opts: &Options,
+) -> Result<(Vec<String>, Vec<&'static str>)> {
     let wal = wal_dir(dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -393,16 +403,48 @@ fn finish(dir: &Path, target: &Target, marker: &Path, journal: Journal, opts: &O
     if opts.sync {
         target.sync()?;
     }
-    target.install_pg_control()?;
+    // From here on everything is restored, checked and durable: the marker says so
+    // first, so a crash before it is gone leaves a directory that --resume completes
+    // at once (and that is complete even though the marker is still there).
+    let finishing = journal::finishing_marker_text(identity)?;
+    fsutil::write_atomically(marker, |f| std::io::Write::write_all(f, finishing.as_bytes()), opts.sync)?;
+    final_steps(dir, target, marker, Some(journal))?;
+    Ok((written, missing_config))
+}
+
+/// The final steps: pg_control installed, then the journal and the marker removed. The
+/// journal goes before the marker: a crash between the two leaves a finishing restore
+/// with no journal, never a "complete" one with a stale journal in it.
+fn final_steps(dir: &Path, target: &Target, marker: &Path, journal: Option<Journal>) -> Result<()> {
+    if dir.join(STAGED_PG_CONTROL).exists() || !dir.join("global/pg_control").exists() {
+        target.install_pg_control()?;
+    }
     fsutil::fsync_dir(&dir.join("global"))?;
-    // The journal goes before the marker: a crash between the two leaves an interrupted
-    // restore with no journal, which a resume redoes whole, never a "complete" one
-    // with a stale journal in it.
-    journal.remove()?;
+    match journal {
+        Some(j) => j.remove()?,
+        None => journal::remove_in(dir)?,
+    }
     fsutil::fsync_dir(dir)?;
     fs::remove_file(marker).map_err(|e| Error::local_io(marker.display(), &e))?;
     fsutil::fsync_dir(dir)?;
-    Ok((written, missing_config))
+    Ok(())
+}
+
+/// Completes a restore interrupted during its final steps: nothing is fetched again.
+fn finish_interrupted_end(plan: &RestorePlan, dir: &Path, target: &Target, marker: &Path) -> Result<Summary> {
+    tracing::info!(backup = %plan.name(), "resuming a restore that had restored, checked and synced everything: only the final steps remain");
+    final_steps(dir, target, marker, None)?;
+    let parts: Vec<&ObjectMeta> = plan.partitions.all().collect();
+    Ok(Summary {
+        files: 0,
+        decoded: 0,
+        read: 0,
+        partitions: parts.len(),
+        skipped: parts.len(),
+        skipped_bytes: parts.iter().map(|p| p.size).sum(),
+        written: Vec::new(),
+        missing_config: minimal_config::missing(dir),
+    })
 }
 
 /// Extracts `parts` with `opts.parallelism.partitions` workers, taking them in order,

@@ -123,6 +123,26 @@ pub fn marker_text(identity: &Identity) -> Result<String> {
     ))
 }
 
+/// The last line of a marker whose restore has restored, checked and synced everything,
+/// and has only the final steps left (install `pg_control`, remove journal and marker).
+const FINISHING: &str = "finishing: every file is restored, checked and synced; only the final steps remain";
+
+/// The marker text of a restore of `identity` that is finishing (see [`FINISHING`]): a
+/// crash from here on leaves a directory that `--resume` completes without fetching.
+pub fn finishing_marker_text(identity: &Identity) -> Result<String> {
+    Ok(format!("{}{FINISHING}\n", marker_text(identity)?))
+}
+
+/// Whether the interrupted restore in `dir` had reached its final steps.
+pub fn is_finishing(dir: &Path) -> Result<bool> {
+    let path = dir.join(INCOMPLETE_MARKER);
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(t.lines().nth(2) == Some(FINISHING)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::local_io(path.display(), &e)),
+    }
+}
+
 fn header_line(identity: &Identity) -> Result<String> {
     let mut text = serde_json::to_string(&Line::Journal {
         version: VERSION,
@@ -389,6 +409,16 @@ impl Journal {
     pub fn remove(self) -> Result<()> {
         drop(self.out);
         fs::remove_file(&self.path).map_err(|e| Error::local_io(self.path.display(), &e))
+    }
+}
+
+/// Removes the journal in `dir`, if there is one (completing a restore interrupted in its
+/// final steps, whose journal may already be gone).
+pub fn remove_in(dir: &Path) -> Result<()> {
+    let path = dir.join(RESTORE_JOURNAL);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::local_io(path.display(), &e)),
+        _ => Ok(()),
     }
 }
 

@@ -3,13 +3,14 @@
 //! restored from), the WAL it needs to become consistent in the archive, and, for a
 //! delta, every backup of its chain.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::verify::backup_wal;
 use crate::layout::backup::{latest, list_backups, read_backup, Backup};
 use crate::layout::plan::{plan_chain, RestorePlan};
-use crate::pg::server::{self, Server};
+use crate::pg::server;
 use crate::restore::journal::Identity;
 use crate::storage::Storage;
 
@@ -24,16 +25,19 @@ pub struct Request {
     pub wal_check: bool,
     /// Requests in flight when listing.
     pub concurrency: usize,
-    /// The server binaries that will run the restored directory, when found.
-    pub server: Option<Server>,
+    /// `--pg-bin`: the bin directory of the server that will run the restored directory.
+    pub pg_bin: Option<PathBuf>,
 }
 
 /// The chain to restore (a full backup alone, or a delta after the backups below it,
 /// oldest first), each fact established said in one line through `say`.
 pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Vec<RestorePlan>> {
     let backup = pick(storage, req)?;
-    if let (Some(server), Some(version)) = (&req.server, backup.sentinel.pg_version) {
-        server::check(server, &backup.name.name, version)?;
+    if let Some(version) = backup.sentinel.pg_version {
+        let major = server::major_of(version);
+        if let Some(found) = server::find_for(req.pg_bin.as_deref(), &backup.name.name, major)? {
+            server::check(&found, &backup.name.name, version)?;
+        }
     }
     tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
     if req.wal_check {

@@ -279,6 +279,12 @@ impl Cluster {
 
     /// `initdb` a new cluster with the server binaries in `bin`.
     pub fn init_with(scratch: &Scratch, name: &str, bin: &Path, initdb_args: &[&str]) -> Cluster {
+        Cluster::init_env(scratch, name, bin, initdb_args, &[])
+    }
+
+    /// `initdb` a new cluster with the server binaries in `bin`, `initdb` seeing `env`
+    /// (`LOCPATH`, say); the server does not (set [`Cluster::env`] for it).
+    pub fn init_env(scratch: &Scratch, name: &str, bin: &Path, initdb_args: &[&str], env: &[(String, String)]) -> Cluster {
         let data = scratch.path().join(name);
         let socket_dir = scratch.dir(&format!("{name}-socket"));
         let out = as_postgres(bin.join("initdb"))
@@ -286,6 +292,7 @@ impl Cluster {
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync"])
             .args(initdb_args)
+            .envs(env.iter().cloned())
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
@@ -459,6 +466,21 @@ impl Cluster {
         ]
     }
 
+    /// Runs SQL in `database`, returning unaligned tuples-only output.
+    pub fn sql_in(&self, database: &str, sql: &str) -> String {
+        let out = as_postgres("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql])
+            .envs(self.libpq_env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql -d {database} {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Runs SQL, returning unaligned tuples-only output.
     pub fn sql(&self, sql: &str) -> String {
         let out = as_postgres("psql")
@@ -573,12 +595,18 @@ pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) 
         .env("WALFETCH_PREFETCH", "off")
         .envs(env.iter().cloned())
         .stdin(Stdio::null());
+    // A new user's environment: no archive and no libpq settings but those given.
     for var in [
         "WALG_S3_PREFIX",
         "WALG_FILE_PREFIX",
         "WALE_S3_PREFIX",
         "WALE_FILE_PREFIX",
         "AWS_PROFILE",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
     ] {
         if !env.iter().any(|(k, _)| k == var) {
             cmd.env_remove(var);

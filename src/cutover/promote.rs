@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::status::report;
+use crate::pg::collation::{self, Change};
 use crate::pg::controldata;
 use crate::pg::datadir::pg_major;
 use crate::pg::db::Db;
@@ -55,6 +56,9 @@ pub struct Promoted {
     pub archive_head_replayed: bool,
     /// Seconds spent waiting.
     pub waited_seconds: u64,
+    /// Collations whose version on this machine differs from the one the catalog
+    /// recorded: indexes on them must be checked (`walfetch check-indexes`).
+    pub collation_changes: Vec<Change>,
 }
 
 /// How [`promote`] ended.
@@ -77,6 +81,22 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
     }
     let version = pg_major(datadir)?;
     let size = controldata::read(datadir, version)?.segment_size;
+    let collations = match collation::compare(datadir, &settings.libpq, db) {
+        Ok(report) => report,
+        Err(e) => {
+            say(&format!("warning: collation versions not compared: {e}"));
+            collation::Report::default()
+        }
+    };
+    for line in collations.lines() {
+        say(&format!("warning: {line}"));
+    }
+    if !collations.changes.is_empty() {
+        say(&format!(
+            "warning: indexes on these collations may no longer be in order: run walfetch check-indexes {} (now on the standby, and again after promotion)",
+            datadir.display()
+        ));
+    }
     let started = Instant::now();
     let mut head_since: Option<(String, Instant)> = None;
     let mut last_said = String::new();
@@ -134,7 +154,7 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
         };
         if let Some(why) = ready {
             say(&format!("ready: {why}"));
-            return finish(db, opts, status.archive_head, timeline, size, started);
+            return finish(db, opts, status.archive_head, timeline, size, started, collations.changes);
         }
         if started.elapsed() >= opts.timeout {
             return Ok(Outcome::Refused(format!(
@@ -164,7 +184,15 @@ fn replay_lsn(db: &Db) -> Result<Lsn> {
 }
 
 /// Promotes and reads back what happened.
-fn finish(db: &Db, opts: &Options, head: Option<String>, timeline: u32, size: u64, started: Instant) -> Result<Outcome> {
+fn finish(
+    db: &Db,
+    opts: &Options,
+    head: Option<String>,
+    timeline: u32,
+    size: u64,
+    started: Instant,
+    collation_changes: Vec<Change>,
+) -> Result<Outcome> {
     let promoted = db.value("SELECT pg_promote(true, 300)::text")?;
     if promoted.as_deref() != Some("true") || db.in_recovery()? {
         return Err(Error::new(
@@ -189,6 +217,7 @@ fn finish(db: &Db, opts: &Options, head: Option<String>, timeline: u32, size: u6
         archive_head: head,
         archive_head_replayed: head_replayed,
         waited_seconds: started.elapsed().as_secs(),
+        collation_changes,
     }))
 }
 
@@ -213,5 +242,12 @@ pub fn render(p: &Promoted) -> String {
         ),
         None => "newest archived segment: (none)".into(),
     });
+    if !p.collation_changes.is_empty() {
+        lines.push(format!(
+            "collations changed with the move: {} (run walfetch check-indexes now)",
+            p.collation_changes.len()
+        ));
+        lines.extend(p.collation_changes.iter().map(|c| format!("  {}", c.line())));
+    }
     lines.join("\n")
 }

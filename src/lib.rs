@@ -19,6 +19,7 @@ pub mod layout;
 pub mod logging;
 pub mod output;
 pub mod pg;
+pub mod pgbackrest;
 pub mod progress;
 pub mod push;
 pub mod restore;

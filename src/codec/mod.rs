@@ -7,6 +7,9 @@
 //! | `.br` | raw brotli stream |
 //! | `.lzma` | LZMA-alone (`.lzma`, not xz), end marker or known size |
 //! | `.lzo` | lzop file (WAL-E), every announced checksum verified; read only |
+//! | `.gz` | gzip (pgBackRest, barman-cloud); read only |
+//! | `.bz2` | bzip2 (pgBackRest, barman-cloud); read only |
+//! | (zlib) | a zlib stream: pgBackRest's "raw" gz of bundled files and super blocks; read only, chosen by the format, never by an extension |
 //! | none | uncompressed |
 //!
 //! Decoders stream; encoders write the framing wal-g writes (independent lz4 blocks,
@@ -47,10 +50,25 @@ pub enum Codec {
     Lzma,
     /// lzop file format (`.lzo`), read only: WAL-E's compression.
     Lzo,
+    /// gzip (`.gz`), read only: pgBackRest's default, barman-cloud's.
+    Gzip,
+    /// bzip2 (`.bz2`), read only.
+    Bzip2,
+    /// A zlib stream (no extension of its own), read only: pgBackRest's "raw" gz.
+    Zlib,
 }
 
-/// Every codec walfetch reads, in the order a lookup probes them (most common first).
-pub const ALL: [Codec; 6] = [Codec::Lz4, Codec::Zstd, Codec::Brotli, Codec::Lzma, Codec::Lzo, Codec::None];
+/// Every codec an extension names, in the order a lookup probes them (most common first).
+pub const ALL: [Codec; 8] = [
+    Codec::Lz4,
+    Codec::Zstd,
+    Codec::Brotli,
+    Codec::Lzma,
+    Codec::Lzo,
+    Codec::Gzip,
+    Codec::Bzip2,
+    Codec::None,
+];
 
 impl Codec {
     /// The file extension without a dot (empty for [`Codec::None`]).
@@ -62,6 +80,9 @@ impl Codec {
             Codec::Brotli => "br",
             Codec::Lzma => "lzma",
             Codec::Lzo => "lzo",
+            Codec::Gzip => "gz",
+            Codec::Bzip2 => "bz2",
+            Codec::Zlib => "zlib",
         }
     }
 
@@ -117,6 +138,9 @@ impl Codec {
             },
             Codec::Brotli => Box::new(brotli::Decompressor::new(tracked, 64 * 1024)),
             Codec::Lzo => Box::new(lzop::LzopReader::new(tracked)),
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
+            Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
+            Codec::Zlib => Box::new(flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
             Codec::Lzma => match xz2::stream::Stream::new_lzma_decoder(u64::MAX) {
                 Ok(stream) => Box::new(xz2::read::XzDecoder::new_stream(
                     BufReader::with_capacity(64 * 1024, tracked),
@@ -157,10 +181,13 @@ impl Codec {
                     .map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma encoder: {e}")))?;
                 Encoder::Lzma(xz2::write::XzEncoder::new_stream(out, stream))
             }
-            Codec::Lzo => {
+            Codec::Lzo | Codec::Gzip | Codec::Bzip2 | Codec::Zlib => {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    "lzo is read-only in walfetch (WAL-E's format); push with lz4, zstd, brotli or lzma",
+                    format!(
+                        "{} is read-only in walfetch (other tools' formats); push with lz4, zstd, brotli or lzma",
+                        self.extension()
+                    ),
                 ))
             }
         })

@@ -193,6 +193,13 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
         Codec::Lzo => lzo,
         // wal-g, walrus and walfetch write lc=3 lp=0 pb=2; other properties are possible.
         Codec::Lzma => prefix.first() == Some(&0x5D),
+        Codec::Gzip => prefix.starts_with(&[0x1F, 0x8B, 0x08]),
+        Codec::Bzip2 => prefix.starts_with(b"BZh"),
+        Codec::Zlib => {
+            prefix.first().is_some_and(|b| b & 0x0F == 8)
+                && prefix.len() >= 2
+                && (u16::from(prefix[0]) << 8 | u16::from(prefix[1])) % 31 == 0
+        }
         Codec::Brotli | Codec::None => false,
     };
     let other = lz4
@@ -208,7 +215,7 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
         Looks::Other
     } else if openpgp(prefix) {
         Looks::OpenPgp
-    } else if matches!(codec, Codec::Lz4 | Codec::Zstd | Codec::Lzo) {
+    } else if matches!(codec, Codec::Lz4 | Codec::Zstd | Codec::Lzo | Codec::Gzip | Codec::Bzip2) {
         Looks::Opaque
     } else {
         Looks::Unknown

@@ -47,6 +47,15 @@ pub struct StorageArgs {
     /// Path-style S3 addressing [env: AWS_S3_FORCE_PATH_STYLE, or WALE_S3_ENDPOINT's +path]
     #[arg(long, global = true)]
     pub path_style: bool,
+    /// The archive's format, walg or pgbackrest [env: WALFETCH_FORMAT; default: recognised from what the location holds]
+    #[arg(long, global = true)]
+    pub format: Option<String>,
+    /// pgBackRest's stanza [env: PGBACKREST_STANZA; default: the repository's only one]
+    #[arg(long, global = true)]
+    pub stanza: Option<String>,
+    /// pgBackRest's configuration file: repo1-* options as pgBackRest reads them [env: PGBACKREST_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pgbackrest_config: Option<std::path::PathBuf>,
 }
 
 impl StorageArgs {
@@ -57,6 +66,9 @@ impl StorageArgs {
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             path_style: self.path_style,
+            format: self.format.clone(),
+            stanza: self.stanza.clone(),
+            pgbackrest_config: self.pgbackrest_config.clone(),
         }
     }
 }

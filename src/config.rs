@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_TRANSFERS};
 use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pgbackrest::config::{RepoLocation, RepoOptions};
 use crate::wal::name::valid_segment_size;
 
 /// Where the archive lives.
@@ -50,6 +51,88 @@ pub struct StorageSettings {
     pub keys: Keys,
     /// What a provider's bucket may require of every request.
     pub s3: S3Options,
+    /// Which format the archive is in, and what reading it takes.
+    pub format: FormatSettings,
+    /// S3 credentials given as settings (pgBackRest's `repo1-s3-key`…) instead of
+    /// through the AWS credential chain.
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// Which archive format a location holds: wal-g's (and WAL-E's, and walrus's) layout, or
+/// a pgBackRest repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `basebackups_005/`, `wal_005/`.
+    WalG,
+    /// `backup/<stanza>/`, `archive/<stanza>/`.
+    PgBackRest,
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "walg" | "wal-g" | "wale" | "wal-e" | "walrus" => Ok(Format::WalG),
+            "pgbackrest" => Ok(Format::PgBackRest),
+            other => Err(Error::new(
+                ErrorKind::Config,
+                format!("--format {other}: use walg or pgbackrest (or leave it out: the format is recognised)"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::WalG => "walg",
+            Format::PgBackRest => "pgbackrest",
+        })
+    }
+}
+
+/// What the archive's format takes besides its location.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FormatSettings {
+    /// The format asked for (`--format`, `WALFETCH_FORMAT`, or implied by pgBackRest
+    /// settings); `None`: recognised from what the location holds.
+    pub kind: Option<Format>,
+    /// pgBackRest's configuration file (`--pgbackrest-config`, `PGBACKREST_CONFIG`):
+    /// read again whenever storage is opened, so renewed credentials in it are used.
+    pub config_file: Option<PathBuf>,
+    /// The stanza (`--stanza`, `PGBACKREST_STANZA`, or the file's only one).
+    pub stanza: Option<String>,
+    /// `repo1-cipher-pass` of an encrypted repository.
+    pub cipher_pass: Option<String>,
+}
+
+impl fmt::Debug for FormatSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FormatSettings")
+            .field("kind", &self.kind)
+            .field("config_file", &self.config_file)
+            .field("stanza", &self.stanza)
+            .field("cipher_pass", &self.cipher_pass.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// S3 credentials given as settings. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub key: String,
+    /// Secret access key.
+    pub secret: String,
+    /// Session token.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StaticCredentials({}, ***)", self.key)
+    }
 }
 
 /// S3 request options a provider's bucket may require (from the environment, never
@@ -189,6 +272,12 @@ pub struct StorageFlags {
     pub region: Option<String>,
     /// `--path-style`
     pub path_style: bool,
+    /// `--format`
+    pub format: Option<String>,
+    /// `--stanza`
+    pub stanza: Option<String>,
+    /// `--pgbackrest-config`
+    pub pgbackrest_config: Option<PathBuf>,
 }
 
 /// Environment names accepted for the archive location, in wal-g's order of precedence.
@@ -222,23 +311,55 @@ impl StorageSettings {
         Self::resolve_from(flags, &process_env)
     }
 
-    /// Resolves settings from flags, then the variables `env` gives.
+    /// Resolves settings from flags, then the variables `env` gives: wal-g's, WAL-E's and
+    /// AWS's names, and pgBackRest's (its configuration file and `PGBACKREST_*`), so a
+    /// user keeps what a provider handed over.
     pub fn resolve_from(flags: &StorageFlags, env: Env<'_>) -> Result<Self> {
-        let (source, raw_prefix) = match &flags.prefix {
-            Some(p) => ("--prefix".to_string(), p.clone()),
-            None => first_env(env, PREFIX_ENV_NAMES).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "no archive configured: pass --prefix s3://bucket/path or file:///dir, or set one of {}",
-                        PREFIX_ENV_NAMES.join(", ")
-                    ),
-                )
-            })?,
+        let config_file = flags
+            .pgbackrest_config
+            .clone()
+            .or_else(|| env("PGBACKREST_CONFIG").filter(|v| !v.trim().is_empty()).map(PathBuf::from));
+        let repo = RepoOptions::resolve(config_file.as_deref(), flags.stanza.as_deref(), env)?;
+        let explicit = match flags
+            .format
+            .clone()
+            .or_else(|| env("WALFETCH_FORMAT").filter(|v| !v.trim().is_empty()))
+        {
+            Some(f) => Some(f.parse::<Format>()?),
+            None => None,
         };
-        let location = parse_location(&raw_prefix).map_err(|e| e.context(&source))?;
+        let pgbackrest_way = config_file.is_some() || repo.any() || repo.stanza.is_some();
+        let kind = explicit.or(pgbackrest_way.then_some(Format::PgBackRest));
+        let from_repo = matches!(kind, Some(Format::PgBackRest));
+
+        let (source, raw_prefix) = match &flags.prefix {
+            Some(p) => ("--prefix".to_string(), Some(p.clone())),
+            None => match first_env(env, PREFIX_ENV_NAMES) {
+                Some((name, value)) => (name, Some(value)),
+                None => (String::new(), None),
+            },
+        };
+        let location = match raw_prefix {
+            Some(raw) => parse_location(&raw).map_err(|e| e.context(&source))?,
+            None => match repo.location()?.filter(|_| from_repo) {
+                Some(RepoLocation::S3 { bucket, prefix }) => Location::S3 { bucket, prefix },
+                Some(RepoLocation::Directory(root)) => Location::File { root },
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "no archive configured: pass --prefix s3://bucket/path or file:///dir, or set one of {} (or pgBackRest's settings: --pgbackrest-config FILE, PGBACKREST_REPO1_PATH)",
+                            PREFIX_ENV_NAMES.join(", ")
+                        ),
+                    ))
+                }
+            },
+        };
 
         let mut path_style = flags.path_style || env_flag(env, "AWS_S3_FORCE_PATH_STYLE");
+        if from_repo && repo.get("s3-uri-style") == Some("path") {
+            path_style = true;
+        }
         let mut endpoint = match &flags.endpoint {
             Some(e) => Some(("--endpoint".to_string(), e.clone())),
             None => first_env(env, &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]),
@@ -250,6 +371,9 @@ impl StorageSettings {
                 path_style |= wale_path_style;
             }
         }
+        if endpoint.is_none() && from_repo && matches!(location, Location::S3 { .. }) {
+            endpoint = repo.endpoint_url().map(|e| (repo.source("s3-endpoint"), e));
+        }
         let endpoint = match endpoint {
             Some((source, raw)) => Some(parse_endpoint(&raw).map_err(|e| e.context(&source))?),
             None => None,
@@ -259,7 +383,28 @@ impl StorageSettings {
             .region
             .clone()
             .or_else(|| first_env(env, &["AWS_REGION", "AWS_DEFAULT_REGION"]).map(|(_, v)| v))
+            .or_else(|| repo.get("s3-region").filter(|_| from_repo).map(str::to_string))
             .or_else(|| endpoint.as_ref().map(|_| "us-east-1".to_string()));
+        let mut s3 = S3Options::resolve(env)?;
+        if from_repo {
+            if s3.ca_cert_file.is_none() {
+                s3.ca_cert_file = repo.get("storage-ca-file").map(PathBuf::from);
+            }
+            if repo.get("storage-verify-tls") == Some("n") {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{}=n: walfetch always verifies TLS; give the endpoint's CA with repo1-storage-ca-file instead",
+                        repo.source("storage-verify-tls")
+                    ),
+                ));
+            }
+            s3.requester_pays |= repo.get("s3-requester-pays") == Some("y");
+        }
+        let credentials = repo
+            .credentials()
+            .filter(|_| from_repo)
+            .map(|(key, secret, token)| StaticCredentials { key, secret, token });
         Ok(StorageSettings {
             location,
             endpoint,
@@ -267,8 +412,30 @@ impl StorageSettings {
             path_style,
             tuning: Tuning::resolve(env)?,
             keys: Keys::resolve(env)?,
-            s3: S3Options::resolve(env)?,
+            s3,
+            format: FormatSettings {
+                kind,
+                config_file,
+                stanza: repo.stanza.clone(),
+                cipher_pass: if from_repo { repo.cipher_pass()? } else { None },
+            },
+            credentials,
         })
+    }
+
+    /// The S3 credentials to use now: from the pgBackRest configuration file when there
+    /// is one (read again, so a renewal in it is picked up), else those resolved at
+    /// start; `None`: the AWS credential chain.
+    pub fn current_credentials(&self) -> Result<Option<StaticCredentials>> {
+        match &self.format.config_file {
+            Some(file) if self.credentials.is_some() => {
+                let repo = RepoOptions::resolve(Some(file), self.format.stanza.as_deref(), &process_env)?;
+                Ok(repo
+                    .credentials()
+                    .map(|(key, secret, token)| StaticCredentials { key, secret, token }))
+            }
+            _ => Ok(self.credentials.clone()),
+        }
     }
 
     /// The command-line flags that reproduce these settings (no secrets: credentials
@@ -285,6 +452,18 @@ impl StorageSettings {
         }
         if self.path_style {
             out.push("--path-style".into());
+        }
+        if let Some(kind) = self.format.kind {
+            out.push("--format".into());
+            out.push(kind.to_string());
+        }
+        if let Some(file) = &self.format.config_file {
+            out.push("--pgbackrest-config".into());
+            out.push(file.display().to_string());
+        }
+        if let Some(stanza) = &self.format.stanza {
+            out.push("--stanza".into());
+            out.push(stanza.clone());
         }
         out
     }
@@ -763,6 +942,8 @@ mod tests {
             tuning: Tuning::default(),
             keys: Default::default(),
             s3: Default::default(),
+            format: Default::default(),
+            credentials: None,
         };
         assert_eq!(
             s.to_flags(),

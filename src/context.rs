@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::archive::{self, Archive};
 use crate::config::Settings;
 use crate::error::Result;
 use crate::storage::{self, Storage};
@@ -13,6 +14,7 @@ pub struct Context {
     /// Every shared setting.
     pub settings: Settings,
     storage: OnceLock<Arc<dyn Storage>>,
+    archive: OnceLock<Arc<dyn Archive>>,
 }
 
 impl Context {
@@ -21,6 +23,7 @@ impl Context {
         Context {
             settings,
             storage: OnceLock::new(),
+            archive: OnceLock::new(),
         }
     }
 
@@ -31,5 +34,14 @@ impl Context {
         }
         let opened = storage::open(self.settings.storage()?)?;
         Ok(Arc::clone(self.storage.get_or_init(|| opened)))
+    }
+
+    /// The archive in its format (recognised on the first call), over [`Context::storage`].
+    pub fn archive(&self) -> Result<Arc<dyn Archive>> {
+        if let Some(a) = self.archive.get() {
+            return Ok(Arc::clone(a));
+        }
+        let opened = archive::open(self.storage()?, self.settings.storage()?)?;
+        Ok(Arc::clone(self.archive.get_or_init(|| opened)))
     }
 }

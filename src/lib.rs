@@ -3,6 +3,7 @@
 //! Data flows one way: [`storage`] → [`crypto`] → [`codec`] → [`layout`] → [`commands`] → the
 //! filesystem ([`restore`], [`fsutil`]). See `docs/DESIGN.md` for the decisions.
 
+pub mod archive;
 pub mod cli;
 pub mod codec;
 pub mod commands;

@@ -10,10 +10,11 @@ use clap::Args;
 use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::pg::recovery::{restore_command, RecoveryMode};
-use crate::restore::fetch::{prepare_target, restore, Options, Start};
+use crate::restore::fetch::{prepare_target, Options, Start};
 use crate::restore::journal::identity_in;
+use crate::restore::restore;
 use crate::restore::select::{select, Request};
 use crate::restore::tablespace::parse_mapping;
 
@@ -83,10 +84,8 @@ impl Run for BackupFetch {
             concurrency: ctx.settings.listing_concurrency(),
             pg_bin: self.pg_bin.clone(),
         };
-        let chain = select(&storage, &request, &mut |line| crate::outln!("{line}"))?;
-        let Some(plan) = chain.last() else {
-            return Err(Error::new(ErrorKind::Config, "nothing to restore"));
-        };
+        let archive = ctx.archive()?;
+        let chosen = select(&archive, &request, &mut |line| crate::outln!("{line}"))?;
         let recovery = match self.mode() {
             Some(mode) => Some((mode, restore_command(&ctx.settings.storage()?.to_flags())?)),
             None => None,
@@ -98,8 +97,8 @@ impl Run for BackupFetch {
             recovery,
             sync: !self.no_sync,
         };
-        let summary = restore(&storage, &chain, &dir, &opts, start)?;
-        crate::outln!("{}", summary.line(plan.name(), &dir, start == Start::Resume, started.elapsed()));
+        let (summary, name) = restore(&archive, &chosen, &dir, &opts, start)?;
+        crate::outln!("{}", summary.line(&name, &dir, start == Start::Resume, started.elapsed()));
         for line in &summary.written {
             crate::outln!("wrote {line}");
         }

@@ -8,7 +8,6 @@ use super::Run;
 use crate::context::Context;
 use crate::error::Result;
 use crate::inspect::backups::render_table;
-use crate::layout::backup::list_backups;
 
 /// Options of `backup-list`.
 #[derive(Debug, Args)]
@@ -21,15 +20,16 @@ pub struct BackupList {
 impl Run for BackupList {
     /// Lists and prints.
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
-        let storage = ctx.storage()?;
-        let rows: Vec<_> = list_backups(&storage, ctx.settings.listing_concurrency())?
+        let archive = ctx.archive()?;
+        let rows: Vec<_> = archive
+            .backups(ctx.settings.listing_concurrency())?
             .iter()
             .map(|b| b.summary())
             .collect();
         if self.json {
             crate::output::json(&rows)?;
         } else if rows.is_empty() {
-            crate::outln!("no backups in {}", storage.describe());
+            crate::outln!("no backups in {}", archive.describe());
         } else {
             crate::out!("{}", render_table(&rows));
         }

@@ -76,7 +76,7 @@ impl Run for WalFetch {
                 prefetch: ctx.settings.prefetch,
                 segment_size: ctx.settings.wal_segment_size()?,
             };
-            serve(&request, settings, &|| ctx.storage())
+            serve(&request, settings, &|| ctx.archive())
         });
         if let Some(standby) = &standby {
             let code = served.as_ref().map_or_else(|e| self.exit_code(e), |_| 0);

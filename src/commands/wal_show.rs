@@ -29,12 +29,12 @@ impl Run for WalShow {
             Some(flag) => Some(parse_size(flag)?),
             None => ctx.settings.wal_segment_size()?,
         };
-        let storage = ctx.storage()?;
-        let (shown, size) = show(&storage, segment_size, ctx.settings.listing_concurrency())?;
+        let archive = ctx.archive()?;
+        let (shown, size) = show(&archive, segment_size, ctx.settings.listing_concurrency())?;
         if self.json {
             crate::output::json(&shown)?;
         } else {
-            crate::out!("{}", render(&storage.describe(), &shown, size));
+            crate::out!("{}", render(&archive.describe(), &shown, size));
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -53,7 +53,7 @@ impl Run for WalVerify {
             concurrency: ctx.settings.listing_concurrency(),
             credentials_margin: credentials_margin(self.credentials_margin.as_deref())?,
         };
-        let report = verify(&ctx.storage()?, &opts)?;
+        let report = verify(&ctx.archive()?, &opts)?;
         if self.json {
             crate::output::json(&report)?;
         } else {

@@ -157,6 +157,8 @@ mod tests {
             tuning: Default::default(),
             keys: Default::default(),
             s3: Default::default(),
+            format: Default::default(),
+            credentials: None,
         };
         let h = |kind, msg: &str| hint(&Error::new(kind, msg), &s).unwrap_or_default();
         assert!(h(ErrorKind::Credentials, "credentials rejected (ExpiredToken: x)").contains("expired"));

@@ -7,11 +7,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::archive::Archive;
 use crate::error::Result;
-use crate::layout::backup::list_backups;
 use crate::layout::timelines::{ranges, summarize, Histories, MissingRange, TimelineSummary};
-use crate::layout::wal_inventory::scan;
-use crate::storage::Storage;
 
 /// One timeline as shown.
 #[derive(Debug, Serialize)]
@@ -26,10 +24,10 @@ pub struct ShownTimeline {
 }
 
 /// What the archive holds, by timeline; `segment_size` `None` reads it from the archive.
-pub fn show(storage: &Arc<dyn Storage>, segment_size: Option<u64>, concurrency: usize) -> Result<(Vec<ShownTimeline>, u64)> {
-    let (inv, size) = scan(storage.as_ref(), segment_size, concurrency)?;
-    let backups = list_backups(storage, concurrency)?;
-    let mut histories = Histories::new(storage.as_ref(), &inv);
+pub fn show(archive: &Arc<dyn Archive>, segment_size: Option<u64>, concurrency: usize) -> Result<(Vec<ShownTimeline>, u64)> {
+    let (inv, size) = archive.wal_inventory(segment_size, concurrency)?;
+    let backups = archive.backups(concurrency)?;
+    let mut histories = Histories::new(archive.as_ref(), &inv);
     let tlis: BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
     let mut shown = Vec::new();
     for tli in tlis {

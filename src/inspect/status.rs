@@ -20,9 +20,7 @@ use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX
 use crate::error::{ErrorKind, Result};
 use crate::inspect::credentials::{expiry, expiry_gauge, Expiry};
 use crate::inspect::prometheus::Gauges;
-use crate::layout::backup::list_backups;
 use crate::layout::timelines::Histories;
-use crate::layout::wal_inventory::scan;
 use crate::pg::collation;
 use crate::pg::conf::{recovery_state, redact, restore_command, RecoveryState, RestoreCommand};
 use crate::pg::controldata;
@@ -456,6 +454,7 @@ fn with_archive(
     margin: Duration,
 ) -> Result<()> {
     let storage = storage::open(settings)?;
+    let archive = crate::archive::open(std::sync::Arc::clone(&storage), settings)?;
     // Credentials that cannot be loaded show in the listing below, as a problem of their own.
     if let Ok(Some(expiry)) = expiry(storage.as_ref(), margin) {
         if expiry.within_margin {
@@ -463,8 +462,8 @@ fn with_archive(
         }
         b.report.credentials = Some(expiry);
     }
-    let (inv, _) = scan(storage.as_ref(), Some(size), concurrency)?;
-    let backups = list_backups(&storage, 4)?;
+    let (inv, _) = archive.wal_inventory(Some(size), concurrency)?;
+    let backups = archive.backups(4)?;
     let r = &mut b.report;
     r.archive_system_identifier = backups.iter().rev().find_map(|b| b.sentinel.system_identifier);
     if let Some(archive_sysid) = r.archive_system_identifier.filter(|a| *a != sysid) {
@@ -473,7 +472,7 @@ fn with_archive(
             format!("the archive belongs to another cluster (system identifier {archive_sysid}, this data directory has {sysid})"),
         );
     }
-    let mut histories = Histories::new(storage.as_ref(), &inv);
+    let mut histories = Histories::new(archive.as_ref(), &inv);
     let latest = inv.latest_timeline().unwrap_or(next.timeline).max(next.timeline);
     let next_no = next.number(size).unwrap_or(0);
     // Along the chain to the newest timeline, from the segment the standby needs to

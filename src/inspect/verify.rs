@@ -18,13 +18,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::archive::Archive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::credentials::{expiry, expiry_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
 use crate::inspect::prometheus::Gauges;
-use crate::layout::backup::{list_backups, Backup};
+use crate::layout::backup::Backup;
 use crate::layout::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
-use crate::layout::wal_inventory::{scan, Inventory};
-use crate::storage::Storage;
+use crate::layout::wal_inventory::Inventory;
 use crate::wal::name::{Lsn, Segment};
 use crate::wal::timeline::Span;
 
@@ -187,11 +187,11 @@ fn needed(b: &Backup, size: u64) -> (u32, u64, u64) {
 }
 
 /// Whether each backup has every segment from its start to its finish.
-fn backup_reports(storage: &dyn Storage, backups: &[Backup], inv: &Inventory, size: u64) -> Result<Vec<BackupReport>> {
+fn backup_reports(archive: &dyn Archive, backups: &[Backup], inv: &Inventory, size: u64) -> Result<Vec<BackupReport>> {
     backups
         .iter()
         .map(|b| {
-            let (missing, _) = backup_missing(storage, b, inv, size)?;
+            let (missing, _) = backup_missing(archive, b, inv, size)?;
             Ok(BackupReport {
                 name: b.name.name.clone(),
                 restorable: missing.is_empty(),
@@ -203,7 +203,7 @@ fn backup_reports(storage: &dyn Storage, backups: &[Backup], inv: &Inventory, si
 
 /// The segments `backup` needs that the archive lacks, and the segment of a later
 /// timeline that stands in for its last one, if one does.
-fn backup_missing(storage: &dyn Storage, backup: &Backup, inv: &Inventory, size: u64) -> Result<(Vec<MissingRange>, Option<String>)> {
+fn backup_missing(archive: &dyn Archive, backup: &Backup, inv: &Inventory, size: u64) -> Result<(Vec<MissingRange>, Option<String>)> {
     let (tli, lo, hi) = needed(backup, size);
     let mut missing = match inv.timelines.get(&tli) {
         Some(runs) => runs.missing_in(lo, hi),
@@ -212,7 +212,7 @@ fn backup_missing(storage: &dyn Storage, backup: &Backup, inv: &Inventory, size:
     let mut taken_from = None;
     if missing.last().is_some_and(|(_, b)| *b == hi) {
         let finish = backup.finish().unwrap_or(Lsn(0));
-        if let Some(child) = successor_holding(storage, inv, tli, hi, finish, size)? {
+        if let Some(child) = successor_holding(archive, inv, tli, hi, finish, size)? {
             // The failover happened inside the backup's last segment after its finish:
             // the new timeline's copy holds the old one's WAL up to the switch, and
             // PostgreSQL reads that segment from it.
@@ -304,14 +304,14 @@ impl BackupWal {
 
 /// Checks that the archive holds every segment from `backup`'s start to its finish, and
 /// how far it continues past it (one listing of `wal_005/`).
-pub fn backup_wal(storage: &Arc<dyn Storage>, backup: &Backup, concurrency: usize) -> Result<BackupWal> {
-    let (inv, size) = scan(storage.as_ref(), None, concurrency)?;
+pub fn backup_wal(archive: &Arc<dyn Archive>, backup: &Backup, concurrency: usize) -> Result<BackupWal> {
+    let (inv, size) = archive.wal_inventory(None, concurrency)?;
     let (tli, lo, hi) = needed(backup, size);
     let continues_to = inv.timelines.get(&tli).filter(|r| r.contains(hi)).map(|r| {
         let end = r.gaps.iter().find(|(a, _)| *a > hi).map_or(r.last, |(a, _)| a - 1);
         name(tli, end, size)
     });
-    let (missing, taken_from) = backup_missing(storage.as_ref(), backup, &inv, size)?;
+    let (missing, taken_from) = backup_missing(archive.as_ref(), backup, &inv, size)?;
     Ok(BackupWal {
         needed: (name(tli, lo, size), name(tli, hi, size)),
         missing,
@@ -324,8 +324,8 @@ pub fn backup_wal(storage: &Arc<dyn Storage>, backup: &Backup, concurrency: usiz
 /// A later timeline that branched off `tli` inside segment `segno`, at or after
 /// `finish`, and whose copy of that segment the archive holds: recovery reads the
 /// segment from it (the old timeline's own is often only a `.partial`).
-fn successor_holding(storage: &dyn Storage, inv: &Inventory, tli: u32, segno: u64, finish: Lsn, size: u64) -> Result<Option<u32>> {
-    let mut histories = Histories::new(storage, inv);
+fn successor_holding(archive: &dyn Archive, inv: &Inventory, tli: u32, segno: u64, finish: Lsn, size: u64) -> Result<Option<u32>> {
+    let mut histories = Histories::new(archive, inv);
     let children: Vec<u32> = inv.histories.keys().copied().filter(|t| *t > tli).collect();
     for child in children {
         if !inv.timelines.get(&child).is_some_and(|r| r.contains(segno)) {
@@ -343,10 +343,11 @@ fn successor_holding(storage: &dyn Storage, inv: &Inventory, tli: u32, segno: u6
 }
 
 /// Builds the report (no output).
-pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
-    let (inv, size) = scan(storage.as_ref(), opts.segment_size, opts.concurrency)?;
-    let backups = list_backups(storage, opts.concurrency)?;
-    let mut histories = Histories::new(storage.as_ref(), &inv);
+pub fn verify(archive: &Arc<dyn Archive>, opts: &Options) -> Result<Report> {
+    let storage = archive.storage();
+    let (inv, size) = archive.wal_inventory(opts.segment_size, opts.concurrency)?;
+    let backups = archive.backups(opts.concurrency)?;
+    let mut histories = Histories::new(archive.as_ref(), &inv);
     let current = inv.latest_timeline();
     let spans = match current {
         Some(t) => histories.chain(t)?,
@@ -372,7 +373,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
         .flatten()
         .collect();
     let missing_segments = missing.iter().map(|m| m.count).sum();
-    let backups = backup_reports(storage.as_ref(), &backups, &inv, size)?;
+    let backups = backup_reports(archive.as_ref(), &backups, &inv, size)?;
 
     let mut timelines = Vec::new();
     let tlis: BTreeSet<u32> = inv.timelines.keys().chain(inv.histories.keys()).copied().collect();
@@ -395,7 +396,7 @@ pub fn verify(storage: &Arc<dyn Storage>, opts: &Options) -> Result<Report> {
     Ok(Report {
         status,
         exit_code,
-        archive: storage.describe(),
+        archive: archive.describe(),
         wal_segment_size: size,
         current_timeline: current,
         required_from: spans

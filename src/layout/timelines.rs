@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::archive::Archive;
 use crate::error::Result;
 use crate::layout::wal_inventory::{Inventory, SegRange};
-use crate::storage::Storage;
 use crate::wal::name::{Lsn, Segment};
 use crate::wal::timeline::{chain, parse_history, Span};
 
@@ -58,16 +58,16 @@ pub fn summarize(tli: u32, inv: &Inventory, histories: &mut Histories, size: u64
 
 /// Reads and caches history files.
 pub struct Histories<'a> {
-    storage: &'a dyn Storage,
+    archive: &'a dyn Archive,
     inventory: &'a Inventory,
     cache: BTreeMap<u32, Vec<(u32, Lsn)>>,
 }
 
 impl<'a> Histories<'a> {
     /// Histories of the timelines the inventory lists.
-    pub fn new(storage: &'a dyn Storage, inventory: &'a Inventory) -> Self {
+    pub fn new(archive: &'a dyn Archive, inventory: &'a Inventory) -> Self {
         Histories {
-            storage,
+            archive,
             inventory,
             cache: BTreeMap::new(),
         }
@@ -80,13 +80,11 @@ impl<'a> Histories<'a> {
         }
         let records = match self.inventory.histories.get(&timeline) {
             None => Vec::new(),
-            Some(key) => {
-                let url = format!("{}/{key}", self.storage.describe());
-                let (_, codec) = crate::codec::Codec::split(key);
+            Some(_) => {
+                let mut wal = self.archive.open_wal(&format!("{timeline:08X}.history"))?;
                 let mut text = String::new();
-                let mut decoded = codec.reader(self.storage.open(key)?, &url, self.storage.keys());
-                std::io::Read::read_to_string(&mut decoded, &mut text).map_err(|e| decoded.classify(&e))?;
-                parse_history(&text, &url)?
+                std::io::Read::read_to_string(&mut wal.reader, &mut text).map_err(|e| read_error(&e, &wal.url))?;
+                parse_history(&text, &wal.url)?
             }
         };
         self.cache.insert(timeline, records.clone());
@@ -97,6 +95,11 @@ impl<'a> Histories<'a> {
     pub fn chain(&mut self, timeline: u32) -> Result<Vec<Span>> {
         Ok(chain(timeline, &self.records(timeline)?))
     }
+}
+
+/// A read error of an archived object, as the error it carries (or corrupt data).
+pub fn read_error(e: &std::io::Error, url: &str) -> crate::error::Error {
+    crate::error::Error::from_io_ref(e).unwrap_or_else(|| crate::error::Error::new(crate::error::ErrorKind::Corrupt, format!("{url}: {e}")))
 }
 
 /// The name of segment `segno` on timeline `tli`.

@@ -131,9 +131,15 @@ pub struct Inventory {
 impl Inventory {
     /// Records one listed object (`key` relative to the archive root) for segment size `segment_size`.
     pub fn add(&mut self, obj: &ObjectMeta, segment_size: u64) {
-        self.objects += 1;
         let name = obj.key.strip_prefix(super::WAL).unwrap_or(&obj.key);
         let (stem, _) = Codec::split(name);
+        self.add_named(stem, obj, segment_size);
+    }
+
+    /// Records one listed object holding the WAL file `stem` (what another format's
+    /// naming decodes to), for segment size `segment_size`.
+    pub fn add_named(&mut self, stem: &str, obj: &ObjectMeta, segment_size: u64) {
+        self.objects += 1;
         match WalFile::parse(stem) {
             Some(WalFile::Segment(seg)) => match seg.number(segment_size) {
                 Some(n) => {

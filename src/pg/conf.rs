@@ -413,6 +413,9 @@ impl RestoreCommand {
                 "--endpoint" => self.flags.endpoint = value(),
                 "--region" => self.flags.region = value(),
                 "--path-style" => self.flags.path_style = true,
+                "--format" => self.flags.format = value(),
+                "--stanza" => self.flags.stanza = value(),
+                "--pgbackrest-config" => self.flags.pgbackrest_config = value().map(PathBuf::from),
                 "wal-fetch" => wal_fetch = true,
                 _ => {}
             }

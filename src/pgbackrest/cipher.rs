@@ -189,7 +189,7 @@ mod tests {
         let mut enc = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into());
         let pad = BLOCK - plain.len() % BLOCK;
         let mut data = plain.to_vec();
-        data.extend(std::iter::repeat(pad as u8).take(pad));
+        data.extend(std::iter::repeat_n(pad as u8, pad));
         for chunk in data.chunks_exact_mut(BLOCK) {
             enc.encrypt_block_mut(chunk.into());
         }

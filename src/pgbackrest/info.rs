@@ -131,16 +131,14 @@ struct ArchiveHistory {
     version: String,
 }
 
+/// Builds a `T` from one pair of an info file: `(t, url, section, key, raw value)`.
+pub type Each<'a, T> = &'a dyn Fn(&mut T, &str, &str, &str, &str) -> Result<()>;
+
 /// Opens an info file (or manifest) `key`, decrypting with `pass` when given, and builds
 /// a `T` from its pairs with `each` (`each(&mut t, url, section, key, raw value)`); falls
 /// back to `key.copy` on any failure of the main file. Pairs are parsed as they stream
 /// by, and the result is used only once the whole file's checksum held.
-pub fn load<T: Default>(
-    storage: &dyn Storage,
-    key: &str,
-    pass: Option<&str>,
-    each: &dyn Fn(&mut T, &str, &str, &str, &str) -> Result<()>,
-) -> Result<T> {
+pub fn load<T: Default>(storage: &dyn Storage, key: &str, pass: Option<&str>, each: Each<'_, T>) -> Result<T> {
     let attempt = |k: &str| -> Result<T> {
         let url = format!("{}/{k}", storage.describe());
         let raw = storage.open(k)?;

@@ -19,6 +19,7 @@
 
 pub mod blockmap;
 pub mod cipher;
+pub mod config;
 pub mod info;
 pub mod ini;
 pub mod manifest;

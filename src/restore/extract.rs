@@ -272,6 +272,35 @@ impl Target {
         })
     }
 
+    /// Creates (or truncates) the file the backup names by `parts` (relative to the data
+    /// directory) with `mode`: its parents made real directories, never written through
+    /// a symlink, `global/pg_control` staged. Returns the open file and its path.
+    pub fn create_file(&self, parts: &[String], mode: u32, object: &str) -> Result<(fs::File, PathBuf)> {
+        let path = self.member_path(parts, object)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode((mode & 0o777) | 0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::new(
+                    ErrorKind::Unsafe,
+                    format!("{}: is a symlink; refusing to write through it", path.display()),
+                ),
+                _ => Error::local_io(path.display(), &e),
+            })?;
+        Ok((file, path))
+    }
+
+    /// Makes the directory the backup names by `parts` (relative to the data directory)
+    /// a real directory, and its parents.
+    pub fn create_dir(&self, parts: &[String]) -> Result<()> {
+        let (base, skip) = self.destination(parts);
+        self.ensure_path(&base, &parts[skip.min(parts.len())..]).map(|_| ())
+    }
+
     /// Applies a `wi1` increment member (a delta backup's changed pages) to the file a
     /// lower layer of the chain restored ([`super::delta::apply_wi1`]); returns the
     /// file's size.

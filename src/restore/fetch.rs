@@ -179,36 +179,11 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
     let layers = delta::layers(storage.as_ref(), chain)?;
     let name = plan.name();
     let locations = tablespace::plan(plan.backup.sentinel.spec.as_ref(), &opts.tablespace_map)?;
-    let resuming = start == Start::Resume;
-    if resuming {
-        // Before anything in the target changes.
-        journal::check_identity(dir, &identity(plan))?;
-    }
-    let marker = dir.join(INCOMPLETE_MARKER);
-    if !resuming {
-        if start == Start::Replace {
-            tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
-            fsutil::clear_dir(dir)?;
+    let (target, journal, vouched, marker) = match begin(dir, &identity(plan), locations, opts, start)? {
+        Begun::Working(w) => (w.target, w.journal, w.vouched, w.marker),
+        Begun::Finishing(target, marker) => {
+            return finish_interrupted_end(dir, &target, &marker, plan.partitions.all().map(|p| p.size).collect())
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .create(dir)
-            .map_err(|e| Error::local_io(dir.display(), &e))?;
-        fs::write(&marker, journal::marker_text(&identity(plan))?).map_err(|e| Error::local_io(marker.display(), &e))?;
-        if opts.sync {
-            fsutil::fsync_dir(dir)?;
-        }
-    }
-    let target = Target::create(dir, locations, resuming)?;
-    if resuming && journal::is_finishing(dir)? {
-        return finish_interrupted_end(plan, dir, &target, &marker);
-    }
-    let (journal, vouched) = if resuming {
-        target.unstage_pg_control()?;
-        let present = |rel: &str, size: u64| fs::metadata(target.path_of(rel)).is_ok_and(|m| m.len() == size);
-        Journal::resume(dir, &identity(plan), opts.sync, &present)?
-    } else {
-        (Journal::create(dir, &identity(plan), opts.sync)?, Vouched::default())
     };
     if chain.len() > 1 && !vouched.distrusted.is_empty() {
         // Fetching an older layer's partition again would overwrite what newer layers
@@ -231,7 +206,7 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
     let all_parts: Vec<&ObjectMeta> = chain.iter().zip(&layers).flat_map(|(p, l)| layer_partitions(p, l)).collect();
     let skipped: Vec<&ObjectMeta> = all_parts.iter().copied().filter(|p| vouched.partitions.contains(&p.key)).collect();
     let total: u64 = all_parts.iter().map(|p| p.size).sum::<u64>() - skipped.iter().map(|p| p.size).sum::<u64>();
-    if resuming {
+    if start == Start::Resume {
         tracing::info!(backup = %name, skipped = skipped.len(), partitions = all_parts.len(), "resuming: partitions the journal vouches for are not fetched again");
     }
     let reporter = Reporter::start(
@@ -291,6 +266,74 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         written,
         missing_config,
     })
+}
+
+/// A restore under way in its target: the journal, what it vouches for, the marker.
+pub(crate) struct Working {
+    /// The data directory and its tablespaces.
+    pub target: Target,
+    /// The journal of finished partitions.
+    pub journal: Journal,
+    /// What an interrupted restore finished (when resuming).
+    pub vouched: Vouched,
+    /// The marker that says the directory is incomplete.
+    pub marker: std::path::PathBuf,
+}
+
+/// How a restore begins in its target.
+pub(crate) enum Begun {
+    /// Restoring (afresh, or continuing).
+    Working(Working),
+    /// An interrupted restore had finished everything but its last steps.
+    Finishing(Target, std::path::PathBuf),
+}
+
+/// Prepares `dir` for the restore of `identity` (any format): the marker, the
+/// tablespace links, the journal (continued when resuming, after checking it is the same
+/// backup's: before anything in the target changes).
+pub(crate) fn begin(
+    dir: &Path,
+    identity: &Identity,
+    locations: std::collections::BTreeMap<String, std::path::PathBuf>,
+    opts: &Options,
+    start: Start,
+) -> Result<Begun> {
+    let resuming = start == Start::Resume;
+    if resuming {
+        journal::check_identity(dir, identity)?;
+    }
+    let marker = dir.join(INCOMPLETE_MARKER);
+    if !resuming {
+        if start == Start::Replace {
+            tracing::warn!(dir = %dir.display(), "--force: deleting the directory's contents");
+            fsutil::clear_dir(dir)?;
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .map_err(|e| Error::local_io(dir.display(), &e))?;
+        fs::write(&marker, journal::marker_text(identity)?).map_err(|e| Error::local_io(marker.display(), &e))?;
+        if opts.sync {
+            fsutil::fsync_dir(dir)?;
+        }
+    }
+    let target = Target::create(dir, locations, resuming)?;
+    if resuming && journal::is_finishing(dir)? {
+        return Ok(Begun::Finishing(target, marker));
+    }
+    let (journal, vouched) = if resuming {
+        target.unstage_pg_control()?;
+        let present = |rel: &str, size: u64| fs::metadata(target.path_of(rel)).is_ok_and(|m| m.len() == size);
+        Journal::resume(dir, identity, opts.sync, &present)?
+    } else {
+        (Journal::create(dir, identity, opts.sync)?, Vouched::default())
+    };
+    Ok(Begun::Working(Working {
+        target,
+        journal,
+        vouched,
+        marker,
+    }))
 }
 
 /// Fails when a layer of a delta chain applied fewer increments than its
@@ -381,7 +424,7 @@ fn extract_all(work: &Work<'_>) -> Result<Option<Result<ObjectReader>>> {
 /// Makes the restored directory startable: `pg_wal`, the recovery configuration (and a
 /// minimal configuration a WAL-E backup lacks), one sync, then pg_control installed and
 /// the marker removed. Returns what was written and which configuration files are missing.
-fn finish(
+pub(crate) fn finish(
     dir: &Path,
     target: &Target,
     marker: &Path,
@@ -430,18 +473,18 @@ fn final_steps(dir: &Path, target: &Target, marker: &Path, journal: Option<Journ
     Ok(())
 }
 
-/// Completes a restore interrupted during its final steps: nothing is fetched again.
-fn finish_interrupted_end(plan: &RestorePlan, dir: &Path, target: &Target, marker: &Path) -> Result<Summary> {
-    tracing::info!(backup = %plan.name(), "resuming a restore that had restored, checked and synced everything: only the final steps remain");
+/// Completes a restore interrupted during its final steps (its units of work of
+/// `sizes`): nothing is fetched again.
+pub(crate) fn finish_interrupted_end(dir: &Path, target: &Target, marker: &Path, sizes: Vec<u64>) -> Result<Summary> {
+    tracing::info!("resuming a restore that had restored, checked and synced everything: only the final steps remain");
     final_steps(dir, target, marker, None)?;
-    let parts: Vec<&ObjectMeta> = plan.partitions.all().collect();
     Ok(Summary {
         files: 0,
         decoded: 0,
         read: 0,
-        partitions: parts.len(),
-        skipped: parts.len(),
-        skipped_bytes: parts.iter().map(|p| p.size).sum(),
+        partitions: sizes.len(),
+        skipped: sizes.len(),
+        skipped_bytes: sizes.iter().sum(),
         written: Vec::new(),
         missing_config: minimal_config::missing(dir),
     })

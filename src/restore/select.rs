@@ -6,13 +6,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::archive::Archive;
+use crate::config::Format;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::verify::backup_wal;
-use crate::layout::backup::{latest, list_backups, read_backup, Backup};
+use crate::layout::backup::Backup;
 use crate::layout::plan::{plan_chain, RestorePlan};
 use crate::pg::server;
 use crate::restore::journal::Identity;
-use crate::storage::Storage;
 
 /// What a restore asks for.
 #[derive(Debug, Clone)]
@@ -29,10 +30,18 @@ pub struct Request {
     pub pg_bin: Option<PathBuf>,
 }
 
-/// The chain to restore (a full backup alone, or a delta after the backups below it,
-/// oldest first), each fact established said in one line through `say`.
-pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Vec<RestorePlan>> {
-    let backup = pick(storage, req)?;
+/// What a restore takes, in its format.
+pub enum Chosen {
+    /// A wal-g chain: a full backup alone, or a delta after the backups below it, oldest
+    /// first.
+    WalG(Vec<RestorePlan>),
+    /// A pgBackRest backup (its manifest names the backups of its set it needs).
+    PgBackRest(Box<Backup>),
+}
+
+/// The backup to restore, each fact established said in one line through `say`.
+pub fn select(archive: &Arc<dyn Archive>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Chosen> {
+    let backup = pick(archive, req)?;
     if let Some(version) = backup.sentinel.pg_version {
         let major = server::major_of(version);
         if let Some(found) = server::find_for(req.pg_bin.as_deref(), &backup.name.name, major)? {
@@ -41,7 +50,7 @@ pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&st
     }
     tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
     if req.wal_check {
-        let wal = backup_wal(storage, &backup, req.concurrency)?;
+        let wal = backup_wal(archive, &backup, req.concurrency)?;
         let line = wal.describe(&backup.name.name);
         if !wal.missing.is_empty() {
             return Err(Error::new(ErrorKind::Unrestorable, line));
@@ -50,8 +59,13 @@ pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&st
     } else {
         tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
     }
+    if archive.format() == Format::PgBackRest {
+        return Ok(Chosen::PgBackRest(Box::new(backup)));
+    }
+    let storage = archive.storage();
     let full_backups = || {
-        Ok(list_backups(storage, req.concurrency)?
+        Ok(archive
+            .backups(req.concurrency)?
             .into_iter()
             .filter(|b| b.sentinel.delta_from.is_none())
             .map(|b| b.name.name)
@@ -62,19 +76,19 @@ pub fn select(storage: &Arc<dyn Storage>, req: &Request, say: &mut dyn FnMut(&st
         let names: Vec<&str> = chain.iter().map(|p| p.name()).collect();
         say(&format!("delta chain, applied in this order: {}", names.join(", ")));
     }
-    Ok(chain)
+    Ok(Chosen::WalG(chain))
 }
 
 /// The backup the request names.
-fn pick(storage: &Arc<dyn Storage>, req: &Request) -> Result<Backup> {
+fn pick(archive: &Arc<dyn Archive>, req: &Request) -> Result<Backup> {
     if !req.backup.eq_ignore_ascii_case("LATEST") {
-        return read_backup(storage.as_ref(), &req.backup);
+        return archive.backup(&req.backup);
     }
     match &req.interrupted {
         Some(id) => {
             tracing::info!(backup = %id.backup, "LATEST with --resume: the backup this directory was being restored from");
-            read_backup(storage.as_ref(), &id.backup)
+            archive.backup(&id.backup)
         }
-        None => latest(storage, req.concurrency),
+        None => archive.latest(req.concurrency),
     }
 }

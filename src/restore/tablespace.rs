@@ -32,9 +32,16 @@ pub fn parse_mapping(arg: &str) -> Result<(String, PathBuf)> {
 /// A mapping for an OID the backup does not have is an error (a typo would otherwise
 /// silently restore into the source's path).
 pub fn plan(spec: Option<&TablespaceSpec>, mappings: &[(String, PathBuf)]) -> Result<BTreeMap<String, PathBuf>> {
-    let mut out: BTreeMap<String, PathBuf> = spec
+    let sources: BTreeMap<String, PathBuf> = spec
         .map(|s| s.locations.iter().map(|(oid, loc)| (oid.clone(), PathBuf::from(loc))).collect())
         .unwrap_or_default();
+    relocate(sources, mappings)
+}
+
+/// The source locations of a backup's tablespaces (OID to path), overridden by the
+/// mappings (see [`plan`]).
+pub fn relocate(sources: BTreeMap<String, PathBuf>, mappings: &[(String, PathBuf)]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = sources;
     for (oid, path) in mappings {
         match out.get_mut(oid) {
             Some(loc) => *loc = path.clone(),

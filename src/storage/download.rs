@@ -103,9 +103,40 @@ struct State {
     spare: Vec<Vec<u8>>,
 }
 
-/// One object of the download.
+/// A byte range of an object to read: the whole object, or a slice of it (pgBackRest's
+/// bundles hold many files, each a range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// The object's key.
+    pub key: String,
+    /// Where the range starts in the object.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+    /// The whole object's size, when known (listed): every answer is checked against it.
+    pub object_size: Option<u64>,
+}
+
+impl Piece {
+    /// The whole of a listed object.
+    pub fn whole(meta: &ObjectMeta) -> Piece {
+        Piece {
+            key: meta.key.clone(),
+            offset: 0,
+            len: meta.size,
+            object_size: Some(meta.size),
+        }
+    }
+
+    /// Whether this is the whole object.
+    fn is_whole(&self) -> bool {
+        self.offset == 0 && self.object_size == Some(self.len)
+    }
+}
+
+/// One object (or range of one) of the download.
 struct Object {
-    meta: ObjectMeta,
+    meta: Piece,
     parts: Vec<Part>,
     /// Parts started so far (in order).
     started: usize,
@@ -136,11 +167,17 @@ enum Part {
 impl Download {
     /// Starts fetching `objects` (in the order they will be opened) from `storage`.
     pub fn start(storage: Arc<dyn Storage>, objects: Vec<ObjectMeta>, limits: Limits) -> Download {
+        Download::start_pieces(storage, objects.iter().map(Piece::whole).collect(), limits)
+    }
+
+    /// Starts fetching `pieces` (whole objects or ranges of them, in the order they will
+    /// be opened) from `storage`.
+    pub fn start_pieces(storage: Arc<dyn Storage>, pieces: Vec<Piece>, limits: Limits) -> Download {
         let part_size = limits.part_size;
-        let objects = objects
+        let objects = pieces
             .into_iter()
             .map(|meta| Object {
-                parts: (0..meta.size.div_ceil(part_size).max(1)).map(|_| Part::Idle).collect(),
+                parts: (0..meta.len.div_ceil(part_size).max(1)).map(|_| Part::Idle).collect(),
                 meta,
                 started: 0,
                 held: 0,
@@ -180,9 +217,12 @@ impl Download {
             .ok_or_else(|| Error::new(ErrorKind::LocalIo, format!("download: object {index} opened twice or unknown")))?;
         object.opened = true;
         if self.direct {
-            let key = object.meta.key.clone();
+            let piece = object.meta.clone();
             drop(state);
-            return self.shared.storage.open(&key);
+            if piece.is_whole() {
+                return self.shared.storage.open(&piece.key);
+            }
+            return self.shared.storage.open_range(&piece.key, piece.offset, piece.offset + piece.len);
         }
         let name = format!("{}/{}", self.shared.storage.describe(), object.meta.key);
         self.shared.schedule(&mut state);
@@ -222,17 +262,17 @@ impl Shared {
             object.started += 1;
             object.held += 1;
             object.parts[part] = Part::Started;
-            let size = object.meta.size;
-            let start = part as u64 * self.limits.part_size;
-            let end = (start + self.limits.part_size).min(size);
+            let (offset, len) = (object.meta.offset, object.meta.len);
+            let start = offset + part as u64 * self.limits.part_size;
+            let end = (start + self.limits.part_size).min(offset + len);
             let job = Job {
                 index,
                 part,
                 key: object.meta.key.clone(),
-                size,
+                size: object.meta.object_size,
                 start,
                 end,
-                whole: object.parts.len() == 1,
+                whole: object.parts.len() == 1 && object.meta.is_whole(),
                 etag: object.etag.clone(),
                 ticket: state.tickets,
             };
@@ -297,11 +337,18 @@ impl Shared {
                     job.start, job.end
                 ),
             )),
-            Some(total) if total != job.size => Err(Error::new(
+            Some(total) if job.size.is_some_and(|listed| listed != total) => Err(Error::new(
                 ErrorKind::Corrupt,
                 format!(
                     "{url}: the object has {total} bytes but was listed with {}; it changed since it was listed",
-                    job.size
+                    job.size.unwrap_or(0)
+                ),
+            )),
+            Some(total) if total < job.end => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{url}: the object has {total} bytes, fewer than the {} its description says are there",
+                    job.end
                 ),
             )),
             Some(_) => {
@@ -420,8 +467,8 @@ struct Job {
     index: usize,
     part: usize,
     key: String,
-    /// The object's size as listed.
-    size: u64,
+    /// The object's size as listed, when known.
+    size: Option<u64>,
     start: u64,
     end: u64,
     /// The object is one part: fetched with a plain GET.

@@ -164,7 +164,44 @@ impl Storage for FsStorage {
         let mut objects = Vec::new();
         self.walk(&self.root.join(&dir_rel), &dir_rel, prefix, recursive, &mut objects)?;
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Chunk { objects, next: None })
+        let mut folders = Vec::new();
+        if !recursive {
+            if let Ok(entries) = fs::read_dir(self.root.join(&dir_rel)) {
+                for entry in entries.flatten() {
+                    let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                        continue;
+                    };
+                    let key = format!("{dir_rel}{name}/");
+                    if !name.starts_with('.') && key.starts_with(prefix) && entry.path().is_dir() {
+                        folders.push(key);
+                    }
+                }
+            }
+            folders.sort();
+        }
+        Ok(Chunk {
+            objects,
+            folders,
+            next: None,
+        })
+    }
+
+    /// A seek: a directory archive reads any range of a file at once.
+    fn request_range(&self, key: &str, start: u64, end: u64, _etag: Option<&str>) -> Option<super::PendingRange> {
+        let path = self.path(key);
+        let key = key.to_string();
+        let this = FsStorage::with_keys(self.root.clone(), self.keys.clone());
+        Some(Box::new(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = fs::File::open(&path).map_err(|e| this.io_error(&key, &e))?;
+            let total = file.metadata().map_err(|e| this.io_error(&key, &e))?.len();
+            file.seek(SeekFrom::Start(start)).map_err(|e| this.io_error(&key, &e))?;
+            Ok(super::RangeAnswer {
+                reader: Box::new(file.take(end.saturating_sub(start))),
+                total: Some(total),
+                etag: None,
+            })
+        }))
     }
 
     fn list_page(&self, prefix: &str, start_after: Option<&str>, max_keys: usize) -> Result<Page> {

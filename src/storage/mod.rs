@@ -67,6 +67,10 @@ pub struct Page {
 pub struct Chunk {
     /// The objects of this chunk, ascending by key.
     pub objects: Vec<ObjectMeta>,
+    /// In a non-recursive listing, the folders directly below the prefix (keys relative
+    /// to the archive root, ending in `/`): S3's common prefixes, a directory's
+    /// subdirectories.
+    pub folders: Vec<String>,
     /// The continuation token of the next chunk; `None` after the last.
     pub next: Option<String>,
 }
@@ -125,6 +129,36 @@ pub trait Storage: Send + Sync {
             match chunk.next {
                 Some(next) => token = Some(next),
                 None => return Ok(()),
+            }
+        }
+    }
+
+    /// The folders directly below `prefix` (keys relative to the archive root, ending in
+    /// `/`), in key order: how a format finds its stanzas or servers.
+    fn list_folders(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut token: Option<String> = None;
+        let mut folders = Vec::new();
+        loop {
+            let chunk = self.list_chunk(prefix, false, token.as_deref())?;
+            folders.extend(chunk.folders);
+            match chunk.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        folders.sort();
+        folders.dedup();
+        Ok(folders)
+    }
+
+    /// Reads the bytes `[start, end)` of `key`: one ranged request, or a seek.
+    fn open_range(&self, key: &str, start: u64, end: u64) -> Result<ObjectReader> {
+        match self.request_range(key, start, end, None) {
+            Some(pending) => Ok(Box::new(pending()?.reader.take(end.saturating_sub(start)))),
+            None => {
+                let mut whole = self.open(key)?;
+                std::io::copy(&mut (&mut whole).take(start), &mut std::io::sink()).map_err(|e| crate::error::Error::local_io(key, &e))?;
+                Ok(Box::new(whole.take(end.saturating_sub(start))))
             }
         }
     }

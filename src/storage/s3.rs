@@ -75,6 +75,16 @@ impl S3Storage {
         if let Some(bundle) = &settings.s3.ca_cert_file {
             loader = loader.http_client(https_trusting(bundle)?);
         }
+        if let Some(given) = settings.current_credentials()? {
+            // pgBackRest's repo1-s3-key and -key-secret: the settings are the credentials.
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                given.key,
+                given.secret,
+                given.token,
+                None,
+                "pgbackrest-settings",
+            ));
+        }
         let sdk_config = runtime.block_on(loader.load());
         let credentials = sdk_config.credentials_provider();
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk_config)
@@ -488,8 +498,15 @@ impl Storage for S3Storage {
             .next_continuation_token()
             .filter(|_| page.is_truncated().unwrap_or(false))
             .map(str::to_string);
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let folders = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().and_then(|f| f.get(strip..)).map(str::to_string))
+            .collect();
         Ok(Chunk {
             objects: self.objects_of(&page),
+            folders,
             next,
         })
     }

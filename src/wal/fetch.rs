@@ -1,6 +1,7 @@
-//! Fetching one WAL file from the archive into a private temporary: finding it under
-//! whichever codec it was stored with, decoding it, and checking a segment page by page
-//! and record by record before anything can rename it where PostgreSQL reads.
+//! Fetching one WAL file from the archive into a private temporary: the archive's format
+//! finds and decodes it ([`Archive::open_wal`]; for wal-g's layout, [`find`] looks under
+//! whichever codec it was stored with), and a segment is checked page by page and record
+//! by record before anything can rename it where PostgreSQL reads.
 //!
 //! Shared by `wal-fetch` (directly, [`crate::wal::handover`]) and the prefetch fetcher
 //! ([`crate::wal::prefetch`]), so a segment passes the same checks whichever way it came.
@@ -12,10 +13,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::archive::{Archive, WalObject};
 use crate::codec::{Codec, ALL};
 use crate::constants::COPY_BUFFER_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::RemoveOnDrop;
+use crate::layout::timelines::read_error;
 use crate::layout::{wal_key, WAL};
 use crate::storage::{ObjectReader, Storage};
 use crate::wal::name::{Segment, WalFile};
@@ -44,11 +47,9 @@ pub struct Fetched {
 
 /// Downloads, decodes and checks WAL file `name` into the new file `tmp` (removed again
 /// on failure); leaves it there on success.
-pub fn download(storage: &dyn Storage, name: &str, tmp: &Path, expect: Expect) -> Result<Fetched> {
+pub fn download(archive: &dyn Archive, name: &str, tmp: &Path, expect: Expect) -> Result<Fetched> {
     let segment = WalFile::parse(name).and_then(|k| k.segment());
-    let (key, codec, raw) = find(storage, name)?;
-    let url = format!("{}/{key}", storage.describe());
-    let mut decoded = codec.reader(raw, &url, storage.keys());
+    let WalObject { url, reader: mut decoded } = archive.open_wal(name)?;
     let mut check = segment.map(|seg| SegmentCheck::new(&url, seg, expect.segment_size, expect.system_identifier));
     let guard = RemoveOnDrop(Some(tmp.to_path_buf()));
     let mut out = OpenOptions::new()
@@ -67,7 +68,7 @@ pub fn download(storage: &dyn Storage, name: &str, tmp: &Path, expect: Expect) -
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(decoded.classify(&e)),
+                Err(e) => return Err(read_error(&e, &url)),
             }
         }
         if filled == 0 {
@@ -246,7 +247,11 @@ mod tests {
                     modified: None,
                 })
                 .collect();
-            Ok(crate::storage::Chunk { objects, next: None })
+            Ok(crate::storage::Chunk {
+                objects,
+                folders: Vec::new(),
+                next: None,
+            })
         }
         fn list_page(&self, prefix: &str, _: Option<&str>, _: usize) -> Result<crate::storage::Page> {
             Ok(crate::storage::Page {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::archive::Archive;
 use crate::config::absolute;
 use crate::config::StorageSettings;
 use crate::constants::DEFAULT_WAL_SEGMENT_SIZE;
@@ -33,7 +34,6 @@ use crate::layout::WAL;
 use crate::pg::conf::{recovery_state, RecoveryState};
 use crate::pg::controldata;
 use crate::pg::datadir::{looks_like_datadir, pg_major, system_identifier, wal_dir, PgMajor};
-use crate::storage::Storage;
 use crate::wal::fetch::{check_file, check_first_page, download, with_mapped, Expect};
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::prefetch;
@@ -129,7 +129,7 @@ pub struct Served {
 /// there on failure. `settings` describe the archive (for the fetcher this call may
 /// start); `open` opens its storage, only if this call needs it. See the module
 /// documentation.
-pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Result<Arc<dyn Storage>>) -> Result<Served> {
+pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Result<Arc<dyn Archive>>) -> Result<Served> {
     let name = req.name;
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(Error::new(ErrorKind::Config, format!("'{name}' is not a WAL file name")));
@@ -154,7 +154,7 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
     if let Some(dir) = req.destination.parent() {
         fsutil::remove_stale_temporaries(if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
     }
-    let storage = open()?;
+    let archive = open()?;
     if let Some((seg, standby)) = prefetching {
         // This call fetches `seg` itself: the fetcher's window starts after it.
         let size = req
@@ -167,7 +167,7 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         prefetch::ensure_running(standby, settings);
     }
     let guard = RemoveOnDrop(Some(tmp.clone()));
-    let fetched = download(storage.as_ref(), name, &tmp, expect).inspect_err(|_| {
+    let fetched = download(archive.as_ref(), name, &tmp, expect).inspect_err(|_| {
         if let Some((seg, standby)) = prefetching {
             // Not served: the fetcher watches this segment again (and reports a gap).
             standby.spool.set_requested(&seg);

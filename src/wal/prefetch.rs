@@ -30,13 +30,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::archive::{self, Archive};
 use crate::config::StorageSettings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::process_alive;
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier};
-use crate::storage::{self, Storage};
-use crate::wal::fetch::{download, find, with_mapped, Expect, Fetched};
+use crate::storage;
+use crate::wal::fetch::{download, with_mapped, Expect, Fetched};
 use crate::wal::handover::Standby;
 use crate::wal::name::Segment;
 use crate::wal::records::{check_continuation, OpenRecord};
@@ -54,7 +55,7 @@ pub const LOG_LIMIT: u64 = 4 << 20;
 
 /// Environment variables whose values shape what a fetcher does (storage, credentials,
 /// sizes), by prefix. Their values go into [`fingerprint`] as a digest only.
-const SETTING_PREFIXES: [&str; 4] = ["AWS_", "WALG_", "WALE_", "WALFETCH_"];
+const SETTING_PREFIXES: [&str; 5] = ["AWS_", "WALG_", "WALE_", "WALFETCH_", "PGBACKREST_"];
 
 /// Variables with those prefixes that do not change what a fetcher fetches or how.
 const NOT_FETCHING: [&str; 5] = [
@@ -253,14 +254,15 @@ fn owner(chain: &[Span], want: Segment, segno: u64, size: u64) -> Segment {
 /// The chain of the newest timeline after `from` that has a history file in the
 /// archive, if there is one (unreadable histories end the search: PostgreSQL would stop
 /// at them too).
-fn newest_chain(storage: &dyn Storage, from: u32) -> Option<Vec<Span>> {
+fn newest_chain(archive: &dyn Archive, from: u32) -> Option<Vec<Span>> {
     let mut newest = None;
     let mut tli = from;
     while let Some(next) = tli.checked_add(1) {
         let name = format!("{next:08X}.history");
-        let Ok((key, codec, raw)) = find(storage, &name) else { break };
+        let Ok(mut wal) = archive.open_wal(&name) else { break };
+        let key = wal.url.clone();
         let mut text = String::new();
-        if codec.reader(raw, &key, storage.keys()).read_to_string(&mut text).is_err() {
+        if wal.reader.read_to_string(&mut text).is_err() {
             break;
         }
         match parse_history(&text, &key) {
@@ -342,7 +344,7 @@ pub struct Fetcher {
 /// The state of a running fetcher.
 struct Running {
     spool: Spool,
-    storage: Arc<dyn Storage>,
+    archive: Arc<dyn Archive>,
     /// When storage was last reopened for fresh credentials.
     reloaded: Instant,
     repeats: Repeats,
@@ -372,7 +374,7 @@ impl Fetcher {
             started: chrono::Utc::now().to_rfc3339(),
         })?;
         let mut run = Running {
-            storage: storage::open(&self.settings)?,
+            archive: archive::open(storage::open(&self.settings)?, &self.settings)?,
             spool,
             reloaded: Instant::now(),
             repeats: Repeats::default(),
@@ -440,7 +442,7 @@ impl Fetcher {
         let size = self.segment_size();
         if w.look_for_timelines {
             let from = w.chain.last().map_or(want.timeline, |s| s.timeline.max(want.timeline));
-            if let Some(newer) = newest_chain(run.storage.as_ref(), from) {
+            if let Some(newer) = newest_chain(run.archive.as_ref(), from) {
                 tracing::info!(
                     timeline = newer.last().map(|s| s.timeline),
                     "the archive has a newer timeline; reading ahead along it"
@@ -456,7 +458,7 @@ impl Fetcher {
             segment_size: self.segment_size,
         };
         let mut outcomes = Vec::with_capacity(segments.len());
-        for (seg, (outcome, fetched)) in segments.iter().zip(fill(run.storage.as_ref(), &run.spool, &segments, expect)) {
+        for (seg, (outcome, fetched)) in segments.iter().zip(fill(run.archive.as_ref(), &run.spool, &segments, expect)) {
             if let Some(f) = fetched {
                 w.tails.insert(*seg, Tail { url: f.url, open: f.open });
             }
@@ -482,7 +484,7 @@ impl Fetcher {
         if gap != status.gap {
             match &gap {
                 Some(g) => {
-                    tracing::error!(segment = %g, archive = %run.storage.describe(), "gap in the archive: {g} is missing while later segments exist; the standby cannot pass it")
+                    tracing::error!(segment = %g, archive = %run.archive.describe(), "gap in the archive: {g} is missing while later segments exist; the standby cannot pass it")
                 }
                 None if status.gap.is_some() => tracing::info!("the gap is filled"),
                 None => {}
@@ -540,9 +542,9 @@ impl Fetcher {
             return;
         }
         run.reloaded = Instant::now();
-        match storage::open(&self.settings) {
-            Ok(s) => {
-                run.storage = s;
+        match storage::open(&self.settings).and_then(|s| archive::open(s, &self.settings)) {
+            Ok(a) => {
+                run.archive = a;
                 if run.repeats.should_log("reload").is_some() {
                     tracing::warn!("storage rejected the credentials; reloaded them (a renewed credentials file or token is picked up)");
                 }
@@ -597,7 +599,7 @@ fn postmaster_pid(datadir: &Path) -> Option<u32> {
 
 /// Downloads the window's segments that are not ready yet, in parallel; returns each
 /// one's outcome, and what this call downloaded.
-fn fill(storage: &dyn Storage, spool: &Spool, window: &[Segment], expect: Expect) -> Vec<(Outcome, Option<Fetched>)> {
+fn fill(archive: &dyn Archive, spool: &Spool, window: &[Segment], expect: Expect) -> Vec<(Outcome, Option<Fetched>)> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let handles: Vec<_> = window
@@ -620,7 +622,7 @@ fn fill(storage: &dyn Storage, spool: &Spool, window: &[Segment], expect: Expect
                     }
                     let tmp = spool.running_dir().join(format!("{seg}.{}", std::process::id()));
                     let started = Instant::now();
-                    let fetched = download(storage, &seg.to_string(), &tmp, expect).and_then(|f| {
+                    let fetched = download(archive, &seg.to_string(), &tmp, expect).and_then(|f| {
                         spool.put_ready(seg, &tmp, f.open)?;
                         Ok(f)
                     });
@@ -719,6 +721,8 @@ mod tests {
             tuning: Default::default(),
             keys: Default::default(),
             s3: Default::default(),
+            format: Default::default(),
+            credentials: None,
         };
         let mut b = a.clone();
         b.region = Some("eu-west-1".into());

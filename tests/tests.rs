@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod migration;
 mod morning;
 mod openpgp;
+mod pgbackrest;
 mod prefetch;
 mod restore;
 mod resume;

@@ -326,6 +326,7 @@ fn as_backup(entry: &BackupEntry, info: &BackupInfo, stanza: &str) -> Backup {
             uncompressed_size: Some(entry.size),
             compressed_size: Some(entry.repo_size_delta),
             delta_from: entry.prior.clone(),
+            kind: Some(entry.kind.clone()),
             finish_time,
             ..Sentinel::default()
         },

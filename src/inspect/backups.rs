@@ -34,7 +34,7 @@ pub fn render_table(rows: &[BackupSummary]) -> String {
             r.pg_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             human_size(r.uncompressed_size),
             human_size(r.compressed_size),
-            if r.delta_from.is_some() { "delta" } else { "full" },
+            r.kind,
             r.delta_from.as_deref().unwrap_or("-"),
         );
     }

@@ -97,6 +97,8 @@ pub struct BackupSummary {
     pub uncompressed_size: Option<u64>,
     /// Compressed size in bytes.
     pub compressed_size: Option<u64>,
+    /// `full` or `delta` (pgBackRest: `full`, `diff`, `incr`).
+    pub kind: String,
     /// Parent of a delta backup.
     pub delta_from: Option<String>,
     /// Protected from deletion.
@@ -132,6 +134,11 @@ impl Backup {
             system_identifier: self.sentinel.system_identifier,
             uncompressed_size: self.sentinel.uncompressed_size,
             compressed_size: self.sentinel.compressed_size,
+            kind: self
+                .sentinel
+                .kind
+                .clone()
+                .unwrap_or_else(|| if self.sentinel.delta_from.is_some() { "delta" } else { "full" }.to_string()),
             delta_from: self.sentinel.delta_from.clone(),
             is_permanent: self.sentinel.is_permanent.unwrap_or(false),
             hostname: self.sentinel.hostname.clone(),

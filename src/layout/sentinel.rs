@@ -117,6 +117,10 @@ pub struct Sentinel {
     /// incremental files); absent: wal-g's `wi1`.
     #[serde(rename = "IncrementFormat", default, skip_serializing_if = "Option::is_none")]
     pub increment_format: Option<String>,
+    /// The kind another format names (pgBackRest's `full`, `diff`, `incr`); never in a
+    /// sentinel.
+    #[serde(skip)]
+    pub kind: Option<String>,
     /// wal-g's checkpoint number (always `null` in what walfetch writes).
     #[serde(rename = "ChkpNum", default)]
     pub chkp_num: Option<serde_json::Value>,

@@ -6,6 +6,7 @@
 //! every command that touches a data directory runs as the `postgres` user.
 
 pub mod archive;
+pub mod pgbackrest;
 pub mod proxy;
 pub mod wal;
 
@@ -816,4 +817,38 @@ pub fn wale_archive(scratch: &Scratch, env: &[(String, String)], tables: &[(&str
     let expected = tables.iter().map(|(t, o)| primary.table_digest(t, o)).collect();
     primary.stop();
     (lsn, expected)
+}
+
+/// A TLS terminator (socat) on a free port in front of `upstream`, with a certificate
+/// for 127.0.0.1 signed by a CA of its own; returns it, its port and the CA's PEM file.
+pub fn tls_terminator(scratch: &Scratch, upstream: u16) -> (Child, u16, std::path::PathBuf) {
+    let dir = scratch.dir("tls");
+    let sh = |cmd: &str| {
+        let out = Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=walfetch-test-ca 2>/dev/null");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null");
+    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1\n").unwrap();
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null");
+    sh("cat server.pem server.key > server-bundle.pem");
+    let port = free_port();
+    let child = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},reuseaddr,fork,cert={},verify=0",
+            dir.join("server-bundle.pem").display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "socat did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ca = dir.join("ca.pem");
+    give_to_postgres(&dir);
+    (child, port, ca)
 }

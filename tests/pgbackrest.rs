@@ -156,3 +156,253 @@ fn a_tablespace_is_restored_where_the_map_says() {
     standby.wait_replayed(&lsn);
     assert_eq!(standby.table_digest("spaced", "g"), expected);
 }
+
+/// A copy of `src`'s configuration file with `line` removed and `extra` appended.
+fn config_variant(scratch: &Scratch, src: &Source, name: &str, drop_prefix: &str, extra: &str) -> Vec<(String, String)> {
+    let text = fs::read_to_string(&src.config).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| drop_prefix.is_empty() || !l.starts_with(drop_prefix))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = scratch.path().join(name);
+    fs::write(&path, format!("{kept}{extra}")).unwrap();
+    give_to_postgres(&path);
+    vec![("PGBACKREST_CONFIG".into(), path.display().to_string())]
+}
+
+#[test]
+fn settings_that_cannot_work_are_named_in_one_line() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(
+        &scratch,
+        &[("repo1-cipher-type", "aes-256-cbc"), ("repo1-cipher-pass", "the right one")],
+    );
+    src.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    src.backup("full", &[]);
+    let one_line = |out: &std::process::Output| {
+        assert_eq!(stderr(out).lines().count(), 1, "one line: {}", stderr(out));
+    };
+    // No passphrase for an encrypted repository.
+    let env = config_variant(&scratch, &src, "no-pass.conf", "repo1-cipher", "");
+    let out = walfetch(&["backup-list"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is encrypted") && stderr(&out).contains("repo1-cipher-pass"),
+        "{}",
+        stderr(&out)
+    );
+    one_line(&out);
+    // The type without the passphrase.
+    let env = config_variant(&scratch, &src, "type-only.conf", "repo1-cipher-pass", "");
+    let out = walfetch(&["backup-list"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("repo1-cipher-pass"), "{}", stderr(&out));
+    // A wrong passphrase.
+    let env = config_variant(&scratch, &src, "wrong.conf", "repo1-cipher-pass", "repo1-cipher-pass=not it\n");
+    for args in [
+        &["backup-list"][..],
+        &["wal-verify"],
+        &["backup-fetch", scratch.path().join("x").to_str().unwrap(), "LATEST"],
+    ] {
+        let out = walfetch(args, &env);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("passphrase is wrong"), "{}", stderr(&out));
+        one_line(&out);
+    }
+    // A stanza that is not there: those that are are listed.
+    let mut env = src.config_env();
+    env.push(("PGBACKREST_STANZA".into(), "other".into()));
+    let out = walfetch(&["backup-list"], &env);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stanza 'other' is not in") && stderr(&out).contains("holds: main"),
+        "{}",
+        stderr(&out)
+    );
+    one_line(&out);
+}
+
+#[test]
+fn a_damaged_byte_in_any_file_of_a_backup_fails_the_restore_with_the_checksum_error() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("compress-type", "none"), ("repo1-bundle", "y")]);
+    src.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    let label = src.backup("full", &[]);
+    let backup_dir = src.dir().join("backup").join(STANZA).join(&label);
+    // Every object of the backup that holds file data: files of their own and bundles.
+    let mut objects: Vec<std::path::PathBuf> = Vec::new();
+    let mut stack = vec![backup_dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.file_name().unwrap().to_string_lossy().starts_with("backup.manifest") && fs::metadata(&p).unwrap().len() > 100 {
+                objects.push(p);
+            }
+        }
+    }
+    objects.sort();
+    let bundles = objects.iter().filter(|p| p.to_string_lossy().contains("/bundle/")).count();
+    assert!(
+        bundles > 0 && objects.len() > bundles,
+        "the backup has bundles and files of their own: {objects:?}"
+    );
+    for (n, object) in objects.iter().enumerate().filter(|(n, _)| n % 3 == 0 || *n == objects.len() - 1) {
+        let original = fs::read(object).unwrap();
+        let mut damaged = original.clone();
+        let at = (original.len() / 2 + n) % original.len();
+        damaged[at] ^= 0x01;
+        fs::write(object, &damaged).unwrap();
+        let target = scratch.path().join(format!("restore-{n}"));
+        let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &src.config_env());
+        assert_eq!(out.status.code(), Some(7), "{}: {}", object.display(), stderr(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains("SHA-1") && said.contains(&format!("of backup {label}")) && said.contains("file pg_data/"),
+            "names the file and the backup: {said}"
+        );
+        assert!(target.join("WALFETCH_RESTORE_INCOMPLETE").exists(), "a failed restore says so");
+        fs::write(object, &original).unwrap();
+    }
+}
+
+#[test]
+fn a_backup_whose_reference_is_gone_names_it_and_the_full_backup_that_can_be_restored() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("repo1-bundle", "y")]);
+    src.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    let first = src.backup("full", &[]);
+    src.primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let second = src.backup("full", &[]);
+    src.primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let incr = src.backup("incr", &[]);
+    fs::remove_dir_all(src.dir().join("backup").join(STANZA).join(&second)).unwrap();
+    let target = scratch.path().join("restore");
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), &incr], &src.config_env());
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("needs files of backup {second}"))
+            && stderr(&out).contains(&format!("newest full backup that can be restored is {first}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_or_damaged_wal_is_never_absent_and_a_backup_without_its_wal_is_refused_first() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("compress-type", "none")]);
+    src.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    src.backup("full", &[]);
+    let start = src.run(&["info", "--output=json"]);
+    let info: serde_json::Value = serde_json::from_str(&start).unwrap();
+    let needed = info[0]["backup"][0]["archive"]["start"].as_str().unwrap().to_string();
+    src.primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
+    let lsn = src.primary.sql("SELECT pg_current_wal_lsn()");
+    src.primary.archive_through(&lsn);
+    let folder = src.dir().join(format!("archive/{STANZA}/15-1/{}", &needed[..16]));
+    let archived = |name: &str| {
+        fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{name}-")))
+            .unwrap()
+    };
+    let env = src.config_env();
+    let dest = scratch.path().join("RECOVERYXLOG");
+
+    // A damaged segment: its content is not what the SHA-1 in its name says.
+    let next = src.primary.sql(&format!("SELECT pg_walfile_name('{lsn}')"));
+    let victim = archived(&next);
+    let original = fs::read(&victim).unwrap();
+    let mut damaged = original.clone();
+    damaged[100_000] ^= 0x10;
+    fs::write(&victim, &damaged).unwrap();
+    let out = walfetch(&["wal-fetch", &next, dest.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(135), "corrupt, fatal outside a standby: {}", stderr(&out));
+    assert!(stderr(&out).contains("SHA-1"), "{}", stderr(&out));
+    assert!(!dest.exists(), "nothing handed over");
+    fs::write(&victim, &original).unwrap();
+    let out = walfetch(&["wal-fetch", &next, dest.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Absent is proven: exit 1.
+    let out = walfetch(&["wal-fetch", "0000000100000000000000FF", dest.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // The backup's own WAL gone: refused before anything is restored.
+    fs::remove_file(archived(&needed)).unwrap();
+    let target = scratch.path().join("restore");
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &env);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&needed), "{}", stderr(&out));
+    assert!(!target.join("base").exists(), "nothing restored");
+}
+
+#[test]
+fn an_interrupted_restore_resumes_and_the_standby_is_promoted_at_the_final_lsn() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("repo1-bundle", "y"), ("compress-type", "lz4")]);
+    src.primary.pgbench(&["-i", "-s", "2", "-q"]);
+    src.backup("full", &[]);
+    src.primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    let lsn = src.primary.sql("SELECT pg_current_wal_lsn()");
+    src.primary.archive_through(&lsn);
+    let expected = digests(&src.primary);
+    src.primary.sql("SELECT 1");
+    let env = src.config_env();
+    let whole = scratch.path().join("whole");
+    let out = walfetch(&["backup-fetch", whole.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Slowly, then killed once some units are done.
+    let target = scratch.path().join("standby");
+    let mut slow = env.clone();
+    slow.push(("WALG_NETWORK_RATE_LIMIT".into(), "2000000".into()));
+    let t = target.to_str().unwrap().to_string();
+    let mut child = spawn_walfetch(None, &["backup-fetch", &t, "LATEST", "--standby"], &slow);
+    let journal = target.join("WALFETCH_RESTORE_JOURNAL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = fs::read_to_string(&journal).unwrap_or_default().matches("\"done\"").count();
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it could be interrupted"
+        );
+        assert!(std::time::Instant::now() < deadline, "no unit finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill9(&mut child);
+    assert!(!target.join("global/pg_control").exists(), "an interrupted restore cannot start");
+    let out = walfetch(&["backup-fetch", &t, "LATEST", "--standby", "--resume"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed: "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_same_tree(&target, &whole);
+
+    let mut standby = Cluster::attach(&scratch, "standby", target);
+    standby.env = env.clone();
+    standby.start();
+    standby.wait_replayed(&lsn);
+    let out = walfetch(&["status", &t, "--json"], &env);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{status}");
+    assert!(status["archive"].as_str().unwrap().contains("repo"), "{status}");
+    let out = walfetch(&["promote", &t, "--lsn", &lsn, "--timeout", "60s"], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(digests(&standby), expected);
+}

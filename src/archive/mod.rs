@@ -89,10 +89,18 @@ pub fn open(storage: Arc<dyn Storage>, settings: &StorageSettings) -> Result<Arc
     })
 }
 
-/// The format the location holds, by its top folders (wal-g's when it holds neither's:
-/// its errors then say what is missing).
+/// The format the location holds, by its top folders (wal-g's when it holds neither's,
+/// or when the location cannot be listed: wal-g's reads then say what is wrong, and
+/// with a policy that allows reading objects but not listing them, a wal-g archive's
+/// WAL is still fetched by name).
 fn detect(storage: &dyn Storage) -> Result<Format> {
-    let folders = storage.list_folders("")?;
+    let folders = match storage.list_folders("") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(cause = %e, "cannot list the location to recognise its format; reading it as wal-g's");
+            return Ok(Format::WalG);
+        }
+    };
     let has = |name: &str| folders.iter().any(|f| f == name);
     if has(crate::layout::BASEBACKUPS) || has(crate::layout::WAL) {
         return Ok(Format::WalG);

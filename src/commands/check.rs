@@ -22,7 +22,7 @@ impl Run for Check {
     /// Runs the checks; the first failing one decides the exit code.
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let warning = Duration::from_secs(self.expiry_warning_minutes * 60);
-        check(ctx.storage()?.as_ref(), ctx.settings.storage()?, warning, &mut |line| {
+        check(ctx.archive()?.as_ref(), ctx.settings.storage()?, warning, &mut |line| {
             crate::outln!("{line}")
         })?;
         Ok(ExitCode::SUCCESS)

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::archive::Archive;
 use crate::codec::Codec;
-use crate::config::StorageSettings;
+use crate::config::{Format, StorageSettings};
 use crate::crypto::{self, Found};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BASEBACKUPS, SENTINEL_SUFFIX, WAL};
@@ -46,7 +47,11 @@ fn step<T>(label: &str, settings: &StorageSettings, say: &mut dyn FnMut(&str), f
 
 /// Runs the checks, saying each result as one line; the error of the first failing
 /// one is returned (and decides the exit code).
-pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
+pub fn check(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
+    if archive.format() == Format::PgBackRest {
+        return check_pgbackrest(archive, settings, expiry_warning, say);
+    }
+    let storage = archive.storage().as_ref();
     say(&format!("archive: {}", storage.describe()));
     let sentinels = step(&format!("list {BASEBACKUPS}"), settings, say, || {
         let all = storage.list_all(BASEBACKUPS, false)?;
@@ -89,6 +94,47 @@ pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: 
         let line = step("encryption", settings, say, || encryption(storage, key))?;
         say(&format!("ok    encryption: {line}"));
     }
+    credentials(storage, settings, expiry_warning, say)?;
+    say("verdict: OK");
+    Ok(())
+}
+
+/// The checks of a pgBackRest repository: its info files (decrypted when it is
+/// encrypted), its WAL, the newest segment read whole (its SHA-1 checked).
+fn check_pgbackrest(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say(&format!("archive: {}", archive.describe()));
+    let backups = step("read backup.info", settings, say, || archive.backups(8))?;
+    say(&format!(
+        "ok    read backup.info: {} backups{}",
+        backups.len(),
+        backups.last().map(|b| format!(", newest {}", b.name.name)).unwrap_or_default()
+    ));
+    let (inv, size) = step("list the WAL archive", settings, say, || archive.wal_inventory(None, 8))?;
+    say(&format!("ok    list {}: {} objects", archive.wal_folder(), inv.objects));
+    if backups.is_empty() {
+        say(&format!("WARN  base backup: {}", archive.no_backup(8)));
+    }
+    if let Some((_, newest)) = inv.span(size) {
+        let name = newest.to_string();
+        step(&format!("read {name}"), settings, say, || {
+            let mut wal = archive.open_wal(&name)?;
+            std::io::copy(&mut wal.reader, &mut std::io::sink()).map_err(|e| crate::layout::timelines::read_error(&e, &wal.url))?;
+            Ok(())
+        })?;
+        let how = if settings.format.cipher_pass.is_some() {
+            "encrypted (aes-256-cbc), the passphrase opens it"
+        } else {
+            "not encrypted"
+        };
+        say(&format!("ok    read {name}: {how}, its SHA-1 as its name records"));
+    }
+    credentials(archive.storage().as_ref(), settings, expiry_warning, say)?;
+    say("verdict: OK");
+    Ok(())
+}
+
+/// Says when the credentials in use expire.
+fn credentials(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
     match step("load credentials", settings, say, || storage.credentials_expiry())? {
         None => say("ok    credentials: no expiry reported"),
         Some(at) => {
@@ -101,7 +147,6 @@ pub fn check(storage: &dyn Storage, settings: &StorageSettings, expiry_warning: 
             }
         }
     }
-    say("verdict: OK");
     Ok(())
 }
 

@@ -516,35 +516,48 @@ fn units(job: &Job<'_>) -> Result<Vec<Unit>> {
     Ok(out)
 }
 
-/// Refuses a set whose files the repository no longer has, or one in pgBackRest 2.45's
-/// beta block-incremental format (incompatible with the final one).
+/// Refuses a set whose files the repository no longer has (a backup of the set expired
+/// or deleted: listed in `backup.info` or not, its manifest must be there), or one in
+/// pgBackRest 2.45's beta block-incremental format (incompatible with the final one).
 fn check_set(repo: &Repository, manifest: &Manifest) -> Result<()> {
     let info = repo.backup_info()?;
+    let storage = crate::archive::Archive::storage(repo);
+    let present = |label: &str| -> Result<bool> {
+        let key = format!("backup/{}/{label}/backup.manifest", repo.stanza());
+        Ok(storage.stat(&key)?.is_some() || storage.stat(&format!("{key}.copy"))?.is_some())
+    };
     let used: std::collections::BTreeSet<u32> = manifest.files.iter().map(|f| f.backup).collect();
     for i in used {
         let label = manifest.labels.get(i as usize).map(String::as_str).unwrap_or("?");
-        match info.backups.iter().find(|b| b.label == label) {
-            Some(b) if b.version == "2.45" && manifest.files.iter().any(|f| f.backup == i && f.block.is_some()) => {
+        let entry = info.backups.iter().find(|b| b.label == label);
+        if let Some(b) = entry {
+            if b.version == "2.45" && manifest.files.iter().any(|f| f.backup == i && f.block.is_some()) {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(
                         "backup {label} was written by pgBackRest 2.45 with its beta block incremental, a format pgBackRest itself no longer reads; restore an older full backup, or take a new one with pgBackRest 2.46 or later"
                     ),
-                ))
-            }
-            Some(_) => {}
-            None => {
-                let fulls: Vec<&str> = info.backups.iter().filter(|b| b.kind == "full").map(|b| b.label.as_str()).collect();
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "backup {} needs files of backup {label}, which the repository no longer has (expired or deleted); the newest full backup that can be restored is {}",
-                        manifest.label,
-                        fulls.last().copied().unwrap_or("(none)")
-                    ),
                 ));
             }
         }
+        if entry.is_some() && (label == manifest.label || present(label)?) {
+            continue;
+        }
+        let mut restorable = None;
+        for full in info.backups.iter().rev().filter(|b| b.kind == "full") {
+            if present(&full.label)? {
+                restorable = Some(full.label.clone());
+                break;
+            }
+        }
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "backup {} needs files of backup {label}, which the repository no longer has (expired or deleted); the newest full backup that can be restored is {}",
+                manifest.label,
+                restorable.as_deref().unwrap_or("(none)")
+            ),
+        ));
     }
     Ok(())
 }

@@ -14,6 +14,9 @@ fn guide_commands(split: &str) -> (String, String) {
     let mut in_sh = false;
     let mut past = false;
     for line in text.lines() {
+        if line.starts_with("## A provider that writes pgBackRest") {
+            break;
+        }
         if line.starts_with("## ")
             && line[3..]
                 .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
@@ -41,6 +44,94 @@ fn guide_commands(split: &str) -> (String, String) {
         "the guide lost its commands:\n{before}\n---\n{after}"
     );
     (before, after)
+}
+
+/// The `sh` blocks of the guide's section whose title starts with `title`.
+fn section_commands(title: &str) -> String {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/MIGRATING.md")).unwrap();
+    let mut script = String::new();
+    let (mut inside, mut in_sh) = (false, false);
+    for line in text.lines() {
+        if line.starts_with("## ") {
+            inside = line[3..].starts_with(title);
+        }
+        match (inside, in_sh, line.trim_end()) {
+            (true, false, "```sh") => in_sh = true,
+            (_, true, "```") => in_sh = false,
+            (true, true, l) => {
+                script.push_str(l);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        script.contains("backup-fetch") && script.contains("promote"),
+        "the section lost its commands:\n{script}"
+    );
+    script
+}
+
+#[test]
+fn the_pgbackrest_path_of_the_guide_restores_a_provider_repository_and_promotes_it() {
+    use crate::common::pgbackrest::Source;
+    let scratch = Scratch::new();
+    let s3 = S3Server::start(scratch.dir("s3"));
+    // The provider: pgBackRest into its bucket over TLS, encrypted, bundled.
+    let mut source = Source::in_s3(
+        &scratch,
+        &s3,
+        "/cluster-abc",
+        &[
+            ("repo1-bundle", "y"),
+            ("repo1-cipher-type", "aes-256-cbc"),
+            ("repo1-cipher-pass", "provider"),
+        ],
+    );
+    source.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup("full", &[]);
+    source.primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
+    source.backup("diff", &[]);
+    source.primary.sql("CREATE TABLE late AS SELECT generate_series(1, 5000) g");
+    let final_lsn = source.primary.sql("SELECT pg_current_wal_lsn()");
+    source.primary.archive_through(&final_lsn);
+    let expected = [
+        source.primary.table_digest("pgbench_accounts", "aid"),
+        source.primary.table_digest("late", "g"),
+    ];
+    source.primary.stop();
+    let socket = source.primary.socket_dir.clone();
+    let standby = scratch.path().join("standby");
+    let port = free_port();
+    let path = format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        walfetch_bin().parent().unwrap().display(),
+        pg_bin().display()
+    );
+    let out = as_postgres("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nexport PATH='{path}'\n{}",
+            section_commands("A provider that writes pgBackRest")
+        ))
+        .env("PGBACKREST_PROVIDER_CONFIG", &source.config)
+        .env("STANDBY", &standby)
+        .env("STANDBY_PORT", port.to_string())
+        .env("FINAL_LSN", &final_lsn)
+        .current_dir(scratch.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the guide failed:\n{stdout}\n{}", stderr(&out));
+    assert!(stdout.contains("promoted: timeline 1 -> 2") && stdout.contains("ok: "), "{stdout}");
+    let mut promoted = Cluster::attach(&scratch, "standby", standby);
+    promoted.adopt_running();
+    promoted.port = port;
+    promoted.socket_dir = socket;
+    assert_eq!(
+        [promoted.table_digest("pgbench_accounts", "aid"), promoted.table_digest("late", "g")],
+        expected
+    );
 }
 
 #[test]

@@ -406,3 +406,60 @@ fn an_interrupted_restore_resumes_and_the_standby_is_promoted_at_the_final_lsn()
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f");
     assert_eq!(digests(&standby), expected);
 }
+
+#[test]
+fn a_block_incremental_repository_of_pgbackrest_2_59_is_restored_at_each_level() {
+    // fixtures/pgbackrest-block: written by pgBackRest 2.59.1 (block incremental's final
+    // format, bundles, gz, aes-256-cbc), see its `make` script and expected.json.
+    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/pgbackrest-block");
+    let expected: serde_json::Value = serde_json::from_str(&fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let scratch = Scratch::new();
+    let repo = scratch.path().join("repo");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture.join("repo"))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    give_to_postgres(&repo);
+    let env = vec![
+        ("PGBACKREST_REPO1_PATH".to_string(), repo.display().to_string()),
+        ("PGBACKREST_REPO1_CIPHER_TYPE".to_string(), "aes-256-cbc".to_string()),
+        ("PGBACKREST_REPO1_CIPHER_PASS".to_string(), "fixture-passphrase".to_string()),
+    ];
+    let lsn = expected["final_lsn"].as_str().unwrap();
+    let labels: Vec<&str> = expected["labels"].as_str().unwrap().split(' ').collect();
+    assert_eq!(labels.len(), 3, "a full backup and two block-incremental ones");
+    for (n, label) in labels.iter().enumerate() {
+        let mut standby = restore_standby(&scratch, &format!("level-{n}"), label, &env, &[]);
+        standby.start();
+        standby.wait_replayed(lsn);
+        assert_eq!(standby.table_digest("blocks", "g"), expected["blocks"].as_str().unwrap(), "{label}");
+        assert_eq!(
+            standby.table_digest("after_last", "g"),
+            expected["after_last"].as_str().unwrap(),
+            "{label}"
+        );
+        standby.stop();
+    }
+}
+
+#[test]
+fn pgbackrest_2_45_beta_block_incremental_is_refused_in_one_line() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("repo1-bundle", "y"), ("repo1-block", "y"), ("beta", "y")]);
+    src.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    let label = src.backup("full", &[]);
+    let target = scratch.path().join("restore");
+    let out = walfetch(&["backup-fetch", target.to_str().unwrap(), "LATEST"], &src.config_env());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "backup {label} was written by pgBackRest 2.45 with its beta block incremental"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().filter(|l| l.contains("error")).count(), 1, "{}", stderr(&out));
+}

@@ -12,9 +12,9 @@ use super::*;
 /// The stanza every test uses.
 pub const STANZA: &str = "main";
 
-/// The pgBackRest program (`PGBACKREST_BIN`, else Debian's).
+/// The pgBackRest program (`WALFETCH_PGBACKREST`, else Debian's).
 pub fn pgbackrest_bin() -> PathBuf {
-    let path = std::env::var("PGBACKREST_BIN")
+    let path = std::env::var("WALFETCH_PGBACKREST")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/bin/pgbackrest"));
     assert!(

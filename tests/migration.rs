@@ -52,8 +52,8 @@ fn section_commands(title: &str) -> String {
     let mut script = String::new();
     let (mut inside, mut in_sh) = (false, false);
     for line in text.lines() {
-        if line.starts_with("## ") {
-            inside = line[3..].starts_with(title);
+        if let Some(heading) = line.strip_prefix("## ") {
+            inside = heading.starts_with(title);
         }
         match (inside, in_sh, line.trim_end()) {
             (true, false, "```sh") => in_sh = true,

@@ -359,7 +359,7 @@ fn an_interrupted_restore_resumes_and_the_standby_is_promoted_at_the_final_lsn()
     // Slowly, then killed once some units are done.
     let target = scratch.path().join("standby");
     let mut slow = env.clone();
-    slow.push(("WALG_NETWORK_RATE_LIMIT".into(), "2000000".into()));
+    slow.push(("WALG_NETWORK_RATE_LIMIT".into(), "1000000".into()));
     let t = target.to_str().unwrap().to_string();
     let mut child = spawn_walfetch(None, &["backup-fetch", &t, "LATEST", "--standby"], &slow);
     let journal = target.join("WALFETCH_RESTORE_JOURNAL");

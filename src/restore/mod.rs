@@ -28,11 +28,15 @@ pub fn restore(archive: &Arc<dyn Archive>, chosen: &Chosen, dir: &Path, opts: &O
             let name = chain.last().map(|p| p.name().to_string()).unwrap_or_default();
             Ok((fetch::restore(archive.storage(), chain, dir, opts, start)?, name))
         }
-        Chosen::PgBackRest(backup) => {
+        Chosen::PgBackRest(chosen) => {
+            let (backup, manifest) = chosen.as_ref();
             let repo = archive
                 .pgbackrest()
                 .ok_or_else(|| Error::new(ErrorKind::Config, "internal: a pgBackRest backup outside a pgBackRest repository"))?;
-            Ok((pgbackrest::restore(repo, backup, dir, opts, start)?, backup.name.name.clone()))
+            Ok((
+                pgbackrest::restore(repo, backup, manifest, dir, opts, start)?,
+                backup.name.name.clone(),
+            ))
         }
     }
 }

@@ -185,28 +185,18 @@ impl Job<'_> {
     /// Writes `file` from `decoded`, checking its size and SHA-1.
     fn write_file(&self, file: &File, mut decoded: impl Read, url: &str) -> Result<u64> {
         let parts = relative(&file.name).ok_or_else(|| unsafe_name(&file.name, url))?;
-        let (mut out, path) = self.target.create_file(&parts, self.mode(file), url)?;
+        let (out, path) = self.target.create_file(&parts, self.mode(file), url)?;
         if file.size >= 1 << 20 {
             crate::fsutil::preallocate(&out, file.size);
         }
-        let mut hash = Sha1::new();
-        let mut buf = vec![0u8; BUFFER];
-        let mut total = 0u64;
-        loop {
-            let n = match decoded.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_error(&e, url)),
-            };
-            hash.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
-            total += n as u64;
-        }
+        let (total, actual) = if file.size >= PIPELINE_FROM {
+            hash_and_write_beside(&mut decoded, out, &path, url)?
+        } else {
+            hash_and_write(&mut decoded, out, &path, url)?
+        };
         if total != file.size {
             return Err(self.mismatch(file, format!("restored {total} bytes, the manifest records {}", file.size)));
         }
-        let actual: [u8; 20] = hash.finalize().into();
         if actual != file.checksum {
             return Err(self.mismatch(
                 file,
@@ -377,6 +367,74 @@ impl Job<'_> {
         }
         Ok(())
     }
+}
+
+/// Files at least this large are decoded on one thread and hashed and written on
+/// another: a 1 GB relation file is one unit of work, and its decoding, SHA-1 and write
+/// on one core would be the restore's critical path.
+const PIPELINE_FROM: u64 = 8 << 20;
+
+/// Copies `decoded` into `out`, hashing on the way: bytes written and their SHA-1.
+fn hash_and_write(decoded: &mut dyn Read, mut out: std::fs::File, path: &Path, url: &str) -> Result<(u64, [u8; 20])> {
+    let mut hash = Sha1::new();
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match decoded.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(&e, url)),
+        };
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
+        total += n as u64;
+    }
+    Ok((total, hash.finalize().into()))
+}
+
+/// Like [`hash_and_write`], with the hashing and writing on a thread of their own, fed
+/// through a few recycled buffers (memory stays at a handful of them).
+fn hash_and_write_beside(decoded: &mut dyn Read, mut out: std::fs::File, path: &Path, url: &str) -> Result<(u64, [u8; 20])> {
+    const BUFFERS: usize = 4;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(BUFFERS);
+    for _ in 0..BUFFERS {
+        let _ = empty_tx.send(vec![0u8; BUFFER]);
+    }
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || -> Result<(u64, [u8; 20])> {
+            let mut hash = Sha1::new();
+            let mut total = 0u64;
+            for (buf, n) in full_rx {
+                hash.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(|e| Error::local_io(path.display(), &e))?;
+                total += n as u64;
+                let _ = empty_tx.send(buf);
+            }
+            Ok((total, hash.finalize().into()))
+        });
+        let read = (|| -> Result<()> {
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = loop {
+                    match decoded.read(&mut buf) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(read_error(&e, url)),
+                    }
+                };
+                if n == 0 || full_tx.send((buf, n)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::LocalIo, "the writing thread panicked")));
+        read.and(written)
+    })
 }
 
 /// Reads exactly `buf.len()` bytes.
@@ -562,13 +620,19 @@ fn check_set(repo: &Repository, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Restores `backup` of the pgBackRest repository `repo` into `dir` (prepared, see
-/// [`super::fetch::prepare_target`]), afresh or continuing an interrupted restore.
-pub fn restore(repo: &Repository, backup: &Backup, dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+/// Reads the manifest of backup `label` of `repo`.
+pub fn read_manifest(repo: &Repository, label: &str) -> Result<Manifest> {
     let storage = crate::archive::Archive::storage(repo);
     let info = repo.backup_info()?;
-    let manifest = Manifest::read(storage.as_ref(), repo.stanza(), &backup.name.name, info.cipher_pass.as_deref())?;
-    check_set(repo, &manifest)?;
+    Manifest::read(storage.as_ref(), repo.stanza(), label, info.cipher_pass.as_deref())
+}
+
+/// Restores `backup` (with its `manifest`) of the pgBackRest repository `repo` into
+/// `dir` (prepared, see [`super::fetch::prepare_target`]), afresh or continuing an
+/// interrupted restore.
+pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+    let storage = crate::archive::Archive::storage(repo);
+    check_set(repo, manifest)?;
     let identity = Identity {
         backup: manifest.label.clone(),
         start_lsn: manifest.lsn_start.clone(),
@@ -592,7 +656,7 @@ pub fn restore(repo: &Repository, backup: &Backup, dir: &Path, opts: &Options, s
     let job = Job {
         storage,
         stanza: repo.stanza(),
-        manifest: &manifest,
+        manifest,
         target: &working.target,
         working: &working,
         pass: manifest.cipher_pass.as_deref(),
@@ -609,12 +673,12 @@ pub fn restore(repo: &Repository, backup: &Backup, dir: &Path, opts: &Options, s
     }
     let todo: Vec<Unit> = all
         .iter()
-        .filter(|u| !working.vouched.partitions.contains(&u.id(&manifest)))
+        .filter(|u| !working.vouched.partitions.contains(&u.id(manifest)))
         .cloned()
         .collect();
     let skipped = all.len() - todo.len();
-    let skipped_bytes: u64 = all.iter().map(|u| u.size(&manifest)).sum::<u64>() - todo.iter().map(|u| u.size(&manifest)).sum::<u64>();
-    let total: u64 = todo.iter().map(|u| u.size(&manifest)).sum();
+    let skipped_bytes: u64 = all.iter().map(|u| u.size(manifest)).sum::<u64>() - todo.iter().map(|u| u.size(manifest)).sum::<u64>();
+    let total: u64 = todo.iter().map(|u| u.size(manifest)).sum();
     let reporter = Reporter::start(
         &format!("restoring {}", manifest.label),
         Arc::clone(&job.counters),
@@ -692,6 +756,7 @@ fn work(job: &Job<'_>, units: &[Unit], opts: &Options) -> Result<()> {
     let cancel = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let workers = opts.parallelism.partitions.max(opts.parallelism.transfers.min(16)).max(1);
+    let durable = Durable::default();
     std::thread::scope(|s| {
         for _ in 0..workers.min(units.len()).max(1) {
             s.spawn(|| loop {
@@ -711,15 +776,12 @@ fn work(job: &Job<'_>, units: &[Unit], opts: &Options) -> Result<()> {
                     Unit::Block { file } => job.block(*file, &id),
                 }
                 .and_then(|()| {
-                    if job.sync {
-                        job.target.sync()?;
-                    }
                     let files = match unit {
                         Unit::Plain { files, .. } => files.len() as u64,
                         Unit::Block { .. } => 1,
                     };
                     job.counters.parts_done.fetch_add(1, Ordering::Relaxed);
-                    job.working.journal.done(&id, files, unit.size(job.manifest))
+                    durable.done(job, id.clone(), files, unit.size(job.manifest))
                 });
                 if let Err(e) = done {
                     let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -734,7 +796,61 @@ fn work(job: &Job<'_>, units: &[Unit], opts: &Options) -> Result<()> {
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => durable.flush(job),
+    }
+}
+
+/// Units finished but not yet recorded in the journal: a unit is recorded only once what
+/// it wrote is on disk, and one `syncfs` makes many units durable at once (a unit per
+/// file of its own would otherwise cost a sync each).
+#[derive(Default)]
+struct Durable {
+    pending: Mutex<Pending>,
+}
+
+/// Finished units waiting for a sync (id, files, bytes), their bytes, and since when.
+type Pending = (Vec<(String, u64, u64)>, u64, Option<std::time::Instant>);
+
+/// Bytes of finished units that trigger a sync and their journal lines.
+const SYNC_EVERY_BYTES: u64 = 256 << 20;
+/// The longest a finished unit waits for its journal line.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Durable {
+    /// Notes a finished unit; syncs and records the pending ones when enough are pending.
+    fn done(&self, job: &Job<'_>, id: String, files: u64, bytes: u64) -> Result<()> {
+        if !job.sync {
+            return job.working.journal.done(&id, files, bytes);
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.0.push((id, files, bytes));
+        p.1 += bytes;
+        let since = *p.2.get_or_insert_with(std::time::Instant::now);
+        if p.1 < SYNC_EVERY_BYTES && since.elapsed() < SYNC_EVERY {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut p.0);
+        p.1 = 0;
+        p.2 = None;
+        drop(p);
+        Durable::record(job, batch)
+    }
+
+    /// Syncs and records whatever is pending.
+    fn flush(&self, job: &Job<'_>) -> Result<()> {
+        let batch = std::mem::take(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()).0);
+        Durable::record(job, batch)
+    }
+
+    fn record(job: &Job<'_>, batch: Vec<(String, u64, u64)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        job.target.sync()?;
+        for (id, files, bytes) in batch {
+            job.working.journal.done(&id, files, bytes)?;
+        }
+        Ok(())
     }
 }
 

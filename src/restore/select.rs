@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::archive::Archive;
-use crate::config::Format;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::verify::backup_wal;
 use crate::layout::backup::Backup;
@@ -35,8 +34,9 @@ pub enum Chosen {
     /// A wal-g chain: a full backup alone, or a delta after the backups below it, oldest
     /// first.
     WalG(Vec<RestorePlan>),
-    /// A pgBackRest backup (its manifest names the backups of its set it needs).
-    PgBackRest(Box<Backup>),
+    /// A pgBackRest backup and its manifest (which names the backups of its set it
+    /// needs).
+    PgBackRest(Box<(Backup, crate::pgbackrest::manifest::Manifest)>),
 }
 
 /// The backup to restore, each fact established said in one line through `say`.
@@ -49,18 +49,26 @@ pub fn select(archive: &Arc<dyn Archive>, req: &Request, say: &mut dyn FnMut(&st
         }
     }
     tracing::info!(backup = %backup.name.name, finish_lsn = ?backup.finish().map(|l| l.to_string()), "restoring");
-    if req.wal_check {
-        let wal = backup_wal(archive, &backup, req.concurrency)?;
-        let line = wal.describe(&backup.name.name);
-        if !wal.missing.is_empty() {
-            return Err(Error::new(ErrorKind::Unrestorable, line));
-        }
+    // A pgBackRest backup's manifest is read while the WAL is checked: on a distant
+    // link each is a few round trips.
+    let (checked, manifest) = std::thread::scope(|s| {
+        let manifest = archive
+            .pgbackrest()
+            .map(|repo| s.spawn(|| crate::restore::pgbackrest::read_manifest(repo, &backup.name.name)));
+        let checked = check_wal(archive, &backup, req);
+        (
+            checked,
+            manifest.map(|m| {
+                m.join()
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::LocalIo, "reading the manifest panicked")))
+            }),
+        )
+    });
+    if let Some(line) = checked? {
         say(&line);
-    } else {
-        tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
     }
-    if archive.format() == Format::PgBackRest {
-        return Ok(Chosen::PgBackRest(Box::new(backup)));
+    if let Some(manifest) = manifest {
+        return Ok(Chosen::PgBackRest(Box::new((backup, manifest?))));
     }
     let storage = archive.storage();
     let full_backups = || {
@@ -77,6 +85,20 @@ pub fn select(archive: &Arc<dyn Archive>, req: &Request, say: &mut dyn FnMut(&st
         say(&format!("delta chain, applied in this order: {}", names.join(", ")));
     }
     Ok(Chosen::WalG(chain))
+}
+
+/// The WAL check before the first byte: the line to say, or the refusal.
+fn check_wal(archive: &Arc<dyn Archive>, backup: &Backup, req: &Request) -> Result<Option<String>> {
+    if !req.wal_check {
+        tracing::warn!(backup = %backup.name.name, "--no-wal-check: not checking that the archive holds the WAL this backup needs");
+        return Ok(None);
+    }
+    let wal = backup_wal(archive, backup, req.concurrency)?;
+    let line = wal.describe(&backup.name.name);
+    if !wal.missing.is_empty() {
+        return Err(Error::new(ErrorKind::Unrestorable, line));
+    }
+    Ok(Some(line))
 }
 
 /// The backup the request names.

@@ -23,6 +23,7 @@ mod restore;
 mod resume;
 mod s3options;
 mod status;
+mod targets;
 mod verify;
 mod versions;
 mod wale;

@@ -11,7 +11,7 @@ use super::Run;
 use crate::config::absolute;
 use crate::context::Context;
 use crate::error::Result;
-use crate::pg::recovery::{restore_command, RecoveryMode};
+use crate::pg::recovery::{restore_command, RecoveryMode, RecoveryTarget, Target};
 use crate::restore::fetch::{prepare_target, Options, Start};
 use crate::restore::journal::identity_in;
 use crate::restore::restore;
@@ -23,8 +23,12 @@ use crate::restore::tablespace::parse_mapping;
 pub struct BackupFetch {
     /// Directory to restore into (created if missing; must be empty unless --force or --resume).
     pub dir: PathBuf,
-    /// Backup name, or LATEST for the backup with the highest finish LSN.
-    pub backup: String,
+    /// Backup name, or LATEST for the backup with the highest finish LSN; with a --target-*, leave it out and walfetch takes the newest backup that ends before the target.
+    #[arg(required_unless_present_any = ["target_time", "target_lsn", "target_xid", "target_name"])]
+    pub backup: Option<String>,
+    /// Where recovery stops.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Leave a standby behind: signal file / recovery.conf with walfetch as restore_command.
     #[arg(long, conflicts_with = "recovery")]
     pub standby: bool,
@@ -56,11 +60,60 @@ pub struct BackupFetch {
     pub pg_bin: Option<PathBuf>,
 }
 
+/// A recovery target: where replay stops, and what PostgreSQL does there.
+#[derive(Debug, Args)]
+#[group(multiple = true)]
+pub struct TargetArgs {
+    /// Recover to this time (2026-12-07 14:02:00+00): the newest backup that ends before it is taken
+    #[arg(long, group = "point")]
+    pub target_time: Option<String>,
+    /// Recover to this LSN
+    #[arg(long, group = "point")]
+    pub target_lsn: Option<String>,
+    /// Recover to the commit (or abort) of this transaction, found in the WAL
+    #[arg(long, group = "point")]
+    pub target_xid: Option<String>,
+    /// Recover to this named restore point (pg_create_restore_point), found in the WAL
+    #[arg(long, group = "point")]
+    pub target_name: Option<String>,
+    /// The timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long)]
+    pub target_timeline: Option<String>,
+    /// Stop just after the target (true) or just before it (false)
+    #[arg(long, default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub target_inclusive: bool,
+    /// What PostgreSQL does at the target: pause, promote or shutdown
+    #[arg(long, default_value = "pause", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: String,
+}
+
+impl TargetArgs {
+    /// The recovery target asked for, if any.
+    pub fn target(&self) -> Option<RecoveryTarget> {
+        let point = if let Some(t) = &self.target_time {
+            Target::Time(t.clone())
+        } else if let Some(l) = &self.target_lsn {
+            Target::Lsn(l.clone())
+        } else if let Some(x) = &self.target_xid {
+            Target::Xid(x.clone())
+        } else {
+            Target::Name(self.target_name.clone()?)
+        };
+        Some(RecoveryTarget {
+            target: point,
+            inclusive: self.target_inclusive,
+            timeline: self.target_timeline.clone(),
+            action: self.target_action.clone(),
+        })
+    }
+}
+
 impl BackupFetch {
+    /// The recovery to leave behind: as asked, and a target implies archive recovery.
     fn mode(&self) -> Option<RecoveryMode> {
-        match (self.standby, self.recovery) {
-            (true, _) => Some(RecoveryMode::Standby),
-            (_, true) => Some(RecoveryMode::Recovery),
+        match (self.standby, self.recovery, self.target.target().is_some()) {
+            (true, _, _) => Some(RecoveryMode::Standby),
+            (_, true, _) | (_, _, true) => Some(RecoveryMode::Recovery),
             _ => None,
         }
     }
@@ -76,6 +129,7 @@ impl Run for BackupFetch {
         let parallelism = ctx.settings.restore_parallelism(self.concurrency, storage.is_remote());
         let request = Request {
             backup: self.backup.clone(),
+            target: self.target.target(),
             interrupted: match start {
                 Start::Resume => identity_in(&dir)?,
                 Start::Fresh | Start::Replace => None,
@@ -95,6 +149,7 @@ impl Run for BackupFetch {
             part_size: ctx.settings.storage()?.tuning.range_part_size,
             tablespace_map: self.tablespace_map.iter().map(|m| parse_mapping(m)).collect::<Result<_>>()?,
             recovery,
+            target: self.target.target(),
             sync: !self.no_sync,
         };
         let (summary, name) = restore(&archive, &chosen, &dir, &opts, start)?;

@@ -115,7 +115,11 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
             .map(|(seg, why)| format!("{seg} was refused as damaged: {why}"));
         let blocked: Vec<String> = gap.into_iter().chain(refused).collect();
         let timeline = status.timeline;
+        // Paused at the recovery target its configuration names: that is where the
+        // restore was asked to stop.
+        let at_target = paused_at_target(db, datadir)?;
         let ready = match opts.lsn {
+            _ if at_target.is_some() => at_target.clone(),
             Some(target) if replayed >= target => Some(format!("replayed {replayed}, past {target}")),
             Some(target) => {
                 if let Some(b) = blocked.first() {
@@ -154,7 +158,13 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
         };
         if let Some(why) = ready {
             say(&format!("ready: {why}"));
-            return finish(db, opts, status.archive_head, timeline, size, started, collations.changes);
+            let facts = Facts {
+                head: status.archive_head,
+                timeline,
+                size,
+                collation_changes: collations.changes,
+            };
+            return finish(db, at_target.is_some(), opts, facts, started);
         }
         if started.elapsed() >= opts.timeout {
             return Ok(Outcome::Refused(format!(
@@ -177,6 +187,20 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
     }
 }
 
+/// Whether the server is paused at the recovery target its data directory configures:
+/// the line to say when it is.
+fn paused_at_target(db: &Db, datadir: &Path) -> Result<Option<String>> {
+    let version = pg_major(datadir)?;
+    let configured = crate::pg::conf::recovery_target(datadir, version);
+    let Some(target) = configured else { return Ok(None) };
+    let paused = db.value("SELECT pg_is_wal_replay_paused()::text")?.as_deref() == Some("true");
+    if !paused {
+        return Ok(None);
+    }
+    let replayed = replay_lsn(db)?;
+    Ok(Some(format!("paused at its recovery target ({target}), replayed {replayed}")))
+}
+
 /// The last replayed position.
 fn replay_lsn(db: &Db) -> Result<Lsn> {
     let text = db.value("SELECT pg_last_wal_replay_lsn()::text")?.unwrap_or_else(|| "0/0".into());
@@ -184,16 +208,37 @@ fn replay_lsn(db: &Db) -> Result<Lsn> {
 }
 
 /// Promotes and reads back what happened.
-fn finish(
-    db: &Db,
-    opts: &Options,
+/// What the sign-off reports besides what the server says after promotion.
+struct Facts {
+    /// The archive's newest segment.
     head: Option<String>,
+    /// The timeline replayed on.
     timeline: u32,
+    /// The segment size.
     size: u64,
-    started: Instant,
+    /// Collations whose version changed with the move.
     collation_changes: Vec<Change>,
-) -> Result<Outcome> {
-    let promoted = db.value("SELECT pg_promote(true, 300)::text")?;
+}
+
+fn finish(db: &Db, paused: bool, opts: &Options, facts: Facts, started: Instant) -> Result<Outcome> {
+    let Facts {
+        head,
+        timeline,
+        size,
+        collation_changes,
+    } = facts;
+    // Paused at a recovery target: before PostgreSQL 14 a paused server is promoted by
+    // resuming (recovery then ends at the target); from 14 on pg_promote() works paused.
+    let promoted = if paused && db.version < 140000 {
+        db.value("SELECT pg_wal_replay_resume()::text")?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while db.in_recovery()? && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some("true".to_string())
+    } else {
+        db.value("SELECT pg_promote(true, 300)::text")?
+    };
     if promoted.as_deref() != Some("true") || db.in_recovery()? {
         return Err(Error::new(
             ErrorKind::Database,

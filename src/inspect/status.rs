@@ -129,6 +129,21 @@ pub struct StatusReport {
     /// The restored catalog's collation versions against this machine's, when the
     /// server runs (`None`: not compared, see the notes).
     pub collations: Option<collation::Report>,
+    /// The recovery target the configuration names, and whether the server reached it.
+    pub recovery_target: Option<TargetState>,
+}
+
+/// Where a recovery asked to stop stands.
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct TargetState {
+    /// The setting (`recovery_target_time = '…'`).
+    pub setting: String,
+    /// Whether the server paused there (or ended recovery).
+    pub reached: bool,
+    /// The last replayed LSN.
+    pub replayed_lsn: Option<String>,
+    /// The time of the last replayed commit.
+    pub last_commit: Option<String>,
 }
 
 /// Builds reports; collects problems by class on the way.
@@ -242,6 +257,25 @@ pub fn add_server_facts(report: &mut StatusReport, datadir: &Path, settings: &Se
             return Ok(());
         }
     };
+    if let Some(setting) = crate::pg::conf::recovery_target(datadir, pg_major(datadir)?) {
+        let state = target_state(&db, setting)?;
+        report.notes.push(if state.reached {
+            format!(
+                "recovery target {} reached: replayed to {}, last replayed commit {}; promote with walfetch promote {}",
+                state.setting,
+                state.replayed_lsn.as_deref().unwrap_or("?"),
+                state.last_commit.as_deref().unwrap_or("(none)"),
+                datadir.display()
+            )
+        } else {
+            format!(
+                "recovery target {} not reached yet: replayed to {}",
+                state.setting,
+                state.replayed_lsn.as_deref().unwrap_or("?")
+            )
+        });
+        report.recovery_target = Some(state);
+    }
     match collation::compare(datadir, &settings.libpq, &db) {
         Ok(found) => {
             report.notes.extend(found.lines());
@@ -257,6 +291,23 @@ pub fn add_server_facts(report: &mut StatusReport, datadir: &Path, settings: &Se
         Err(e) => report.notes.push(format!("collation versions not compared: {e}")),
     }
     Ok(())
+}
+
+/// Whether the server paused at its recovery target, from the server itself.
+fn target_state(db: &crate::pg::db::Db, setting: String) -> Result<TargetState> {
+    let row = db.rows(
+        "SELECT pg_is_in_recovery()::text,
+                CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused()::text END,
+                pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text",
+        &[],
+    )?;
+    let col = |i: usize| row.first().and_then(|r| r.get(i).cloned().flatten());
+    Ok(TargetState {
+        setting,
+        reached: col(1).as_deref() == Some("true") || col(0).as_deref() == Some("false"),
+        replayed_lsn: col(2),
+        last_commit: col(3),
+    })
 }
 
 /// A restore_command call that failed: what blocks replay while PostgreSQL keeps calling

@@ -118,6 +118,31 @@ pub fn restore_command(datadir: &Path, version: PgMajor) -> Option<String> {
     .filter(|c| !c.trim().is_empty())
 }
 
+/// The recovery target the data directory configures (`recovery_target_time = '…'`,
+/// `_lsn`, `_xid`, `_name`, or `recovery_target = 'immediate'`), as `name = value`.
+pub fn recovery_target(datadir: &Path, version: PgMajor) -> Option<String> {
+    let files: &[&str] = if version.uses_signal_files() {
+        &["postgresql.auto.conf", "postgresql.conf"]
+    } else {
+        &["recovery.conf"]
+    };
+    for file in files {
+        let text = read(datadir, file);
+        for name in [
+            "recovery_target_time",
+            "recovery_target_lsn",
+            "recovery_target_xid",
+            "recovery_target_name",
+            "recovery_target",
+        ] {
+            if let Some(v) = setting(&text, name).filter(|v| !v.trim().is_empty()) {
+                return Some(format!("{name} = '{v}'"));
+            }
+        }
+    }
+    None
+}
+
 /// Splits a shell command line into words (single and double quotes, backslashes).
 pub fn shell_words(cmd: &str) -> Vec<String> {
     let mut words = Vec::new();

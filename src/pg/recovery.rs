@@ -26,14 +26,68 @@ pub enum RecoveryMode {
     Recovery,
 }
 
-/// Settings walfetch writes into `postgresql.auto.conf`; earlier lines for them are replaced.
+/// Settings walfetch writes into `postgresql.auto.conf`; earlier lines for them are
+/// replaced (a restored source's own recovery targets never stay behind).
 const MANAGED_SETTINGS: &[&str] = &[
     "restore_command",
     "archive_mode",
     "standby_mode",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_inclusive",
+    "recovery_target_action",
     "recovery_target_timeline",
     "wal_retrieve_retry_interval",
 ];
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A time (`recovery_target_time`), as PostgreSQL reads it.
+    Time(String),
+    /// An LSN (`recovery_target_lsn`).
+    Lsn(String),
+    /// A transaction id (`recovery_target_xid`).
+    Xid(String),
+    /// A named restore point (`recovery_target_name`).
+    Name(String),
+}
+
+/// A recovery target and what to do there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryTarget {
+    /// Where to stop.
+    pub target: Target,
+    /// Stop just after the target (`on`), or just before it.
+    pub inclusive: bool,
+    /// `latest`, `current` or a timeline number.
+    pub timeline: Option<String>,
+    /// `pause`, `promote` or `shutdown`.
+    pub action: String,
+}
+
+impl RecoveryTarget {
+    /// The settings, as PostgreSQL names them.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![match &self.target {
+            Target::Time(t) => ("recovery_target_time", t.clone()),
+            Target::Lsn(l) => ("recovery_target_lsn", l.clone()),
+            Target::Xid(x) => ("recovery_target_xid", x.clone()),
+            Target::Name(n) => ("recovery_target_name", n.clone()),
+        }];
+        if !matches!(self.target, Target::Name(_)) {
+            out.push(("recovery_target_inclusive", if self.inclusive { "on" } else { "off" }.into()));
+        }
+        out.push(("recovery_target_action", self.action.clone()));
+        if let Some(t) = &self.timeline {
+            out.push(("recovery_target_timeline", t.clone()));
+        }
+        out
+    }
+}
 
 /// How long a standby waits, after the archive had no next segment, before asking
 /// again. PostgreSQL's default (5 s) alone makes a segment wait 2.5 s on average after
@@ -61,8 +115,14 @@ fn without_settings(text: &str, names: &[&str]) -> String {
     out
 }
 
-/// Writes the configuration for `mode` into `datadir`; returns one line per file written.
-pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command: &str) -> Result<Vec<String>> {
+/// Writes the configuration for `mode` (and `target`, when recovery stops at one) into
+/// `datadir`; returns one line per file written.
+pub fn write_recovery_config(
+    datadir: &Path,
+    mode: RecoveryMode,
+    restore_command: &str,
+    target: Option<&RecoveryTarget>,
+) -> Result<Vec<String>> {
     let version = pg_major(datadir)?;
     let mut written = Vec::new();
     let auto_conf = datadir.join("postgresql.auto.conf");
@@ -93,6 +153,9 @@ pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command
             ));
         }
         auto.push_str(&format!("restore_command = {}\n", conf_string(restore_command)));
+        for (k, v) in target.map(RecoveryTarget::settings).unwrap_or_default() {
+            auto.push_str(&format!("{k} = {}\n", conf_string(&v)));
+        }
         let signal = match mode {
             RecoveryMode::Standby => "standby.signal",
             RecoveryMode::Recovery => "recovery.signal",
@@ -102,10 +165,14 @@ pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command
         written.push(format!("{}: empty signal file", path.display()));
     } else {
         let path = datadir.join("recovery.conf");
-        let mut conf = format!(
-            "{MARKER}\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n",
-            conf_string(restore_command)
-        );
+        let mut conf = format!("{MARKER}\nrestore_command = {}\n", conf_string(restore_command));
+        let settings = target.map(RecoveryTarget::settings).unwrap_or_default();
+        if !settings.iter().any(|(k, _)| *k == "recovery_target_timeline") {
+            conf.push_str("recovery_target_timeline = 'latest'\n");
+        }
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {}\n", conf_string(&v)));
+        }
         if mode == RecoveryMode::Standby {
             conf.push_str("standby_mode = 'on'\n");
         }
@@ -121,15 +188,21 @@ pub fn write_recovery_config(datadir: &Path, mode: RecoveryMode, restore_command
         ));
     }
     write_atomically(&auto_conf, |f| std::io::Write::write_all(f, auto.as_bytes()), false)?;
+    let targets = target.map(|t| t.settings().iter().map(|(k, v)| format!(", {k} = '{v}'")).collect::<String>());
     written.push(format!(
-        "{}: archive_mode = 'off'{}{}",
+        "{}: archive_mode = 'off'{}{}{}",
         auto_conf.display(),
         if mode == RecoveryMode::Standby {
             format!(", wal_retrieve_retry_interval = '{STANDBY_RETRY_INTERVAL}'")
         } else {
             String::new()
         },
-        if version.uses_signal_files() { ", restore_command" } else { "" }
+        if version.uses_signal_files() { ", restore_command" } else { "" },
+        if version.uses_signal_files() {
+            targets.unwrap_or_default()
+        } else {
+            String::new()
+        }
     ));
     Ok(written)
 }
@@ -190,7 +263,7 @@ mod tests {
     fn signal_files_from_12_to_18() {
         for v in ["12", "13", "14", "15", "16", "17", "18"] {
             let dir = fixture(v);
-            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD, None).unwrap();
             let auto = read(dir.path(), "postgresql.auto.conf");
             assert!(dir.path().join("standby.signal").exists(), "{v}");
             assert!(!dir.path().join("recovery.signal").exists(), "{v}");
@@ -204,7 +277,7 @@ mod tests {
             assert_eq!(auto.matches("restore_command").count(), 1, "{v}: old restore_command kept: {auto}");
             assert!(auto.contains("work_mem = '64MB'"), "{v}: unrelated settings must stay");
 
-            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
+            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD, None).unwrap();
             assert!(dir.path().join("recovery.signal").exists(), "{v}");
             assert!(!dir.path().join("standby.signal").exists(), "{v}");
             assert_eq!(read(dir.path(), "postgresql.auto.conf").matches(MARKER).count(), 1, "{v}");
@@ -223,7 +296,7 @@ mod tests {
     fn recovery_conf_before_12() {
         for v in ["9.6", "10", "11"] {
             let dir = fixture(v);
-            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+            write_recovery_config(dir.path(), RecoveryMode::Standby, CMD, None).unwrap();
             let conf = read(dir.path(), "recovery.conf");
             assert!(conf.contains("standby_mode = 'on'"), "{v}");
             assert!(conf.contains("restore_command = '/usr/bin/walfetch"), "{v}");
@@ -233,7 +306,7 @@ mod tests {
             assert!(!auto.contains("restore_command"), "{v}: restore_command is not a GUC before 12");
             assert!(auto.contains("archive_mode = 'off'"), "{v}");
 
-            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD).unwrap();
+            write_recovery_config(dir.path(), RecoveryMode::Recovery, CMD, None).unwrap();
             assert!(!read(dir.path(), "recovery.conf").contains("standby_mode"), "{v}");
         }
     }
@@ -242,7 +315,7 @@ mod tests {
     fn a_leftover_recovery_conf_is_moved_aside_from_12() {
         let dir = fixture("12");
         fs::write(dir.path().join("recovery.conf"), "standby_mode = on\n").unwrap();
-        let written = write_recovery_config(dir.path(), RecoveryMode::Standby, CMD).unwrap();
+        let written = write_recovery_config(dir.path(), RecoveryMode::Standby, CMD, None).unwrap();
         assert!(!dir.path().join("recovery.conf").exists());
         assert!(dir.path().join("recovery.conf.walfetch-disabled").exists());
         assert!(written.iter().any(|w| w.contains("renamed")));

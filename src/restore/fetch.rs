@@ -33,7 +33,7 @@ use crate::inspect::backups::human_size;
 use crate::layout::plan::RestorePlan;
 use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
-use crate::pg::recovery::{write_recovery_config, RecoveryMode};
+use crate::pg::recovery::{write_recovery_config, RecoveryMode, RecoveryTarget};
 use crate::progress::{self, Reporter};
 use crate::restore::checks::{check_backup_label, check_files_extracted, rewrite_tablespace_map};
 use crate::restore::delta::{self, Layer};
@@ -54,6 +54,8 @@ pub struct Options {
     pub tablespace_map: Vec<(String, PathBuf)>,
     /// Leave a standby or an archive recovery behind, with this restore_command.
     pub recovery: Option<(RecoveryMode, String)>,
+    /// Where that recovery stops.
+    pub target: Option<RecoveryTarget>,
     /// Sync the filesystem before installing pg_control (off: faster, not crash-safe).
     pub sync: bool,
 }
@@ -440,7 +442,7 @@ pub(crate) fn finish(
     let mut written = Vec::new();
     let missing_config = minimal_config::missing(dir);
     if let Some((mode, restore_command)) = &opts.recovery {
-        written = write_recovery_config(dir, *mode, restore_command)?;
+        written = write_recovery_config(dir, *mode, restore_command, opts.target.as_ref())?;
         written.extend(minimal_config::write_missing(dir, pg_major(dir)?, &dir.join(STAGED_PG_CONTROL))?);
     }
     if opts.sync {

@@ -10,6 +10,7 @@ pub mod journal;
 pub mod pgbackrest;
 pub mod select;
 pub mod tablespace;
+pub mod target;
 
 use std::path::Path;
 use std::sync::Arc;

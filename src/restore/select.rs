@@ -17,8 +17,10 @@ use crate::restore::journal::Identity;
 /// What a restore asks for.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// A backup name, or `LATEST`.
-    pub backup: String,
+    /// A backup name, or `LATEST`; `None` with a target: the newest that ends before it.
+    pub backup: Option<String>,
+    /// Where recovery stops, if it does.
+    pub target: Option<crate::pg::recovery::RecoveryTarget>,
     /// The restore the target holds, when resuming.
     pub interrupted: Option<Identity>,
     /// Check the backup's WAL before downloading (off: `--no-wal-check`).
@@ -41,7 +43,17 @@ pub enum Chosen {
 
 /// The backup to restore, each fact established said in one line through `say`.
 pub fn select(archive: &Arc<dyn Archive>, req: &Request, say: &mut dyn FnMut(&str)) -> Result<Chosen> {
-    let backup = pick(archive, req)?;
+    let backup = match &req.target {
+        // The target's own WAL check covers the backup's (from its start, and further).
+        Some(t) if req.interrupted.is_none() => {
+            crate::restore::target::choose(archive, req.backup.as_deref(), t, req.concurrency, say)?.backup
+        }
+        _ => pick(archive, req)?,
+    };
+    let req = &Request {
+        wal_check: req.wal_check && (req.target.is_none() || req.interrupted.is_some()),
+        ..req.clone()
+    };
     if let Some(version) = backup.sentinel.pg_version {
         let major = server::major_of(version);
         if let Some(found) = server::find_for(req.pg_bin.as_deref(), &backup.name.name, major)? {
@@ -103,8 +115,9 @@ fn check_wal(archive: &Arc<dyn Archive>, backup: &Backup, req: &Request) -> Resu
 
 /// The backup the request names.
 fn pick(archive: &Arc<dyn Archive>, req: &Request) -> Result<Backup> {
-    if !req.backup.eq_ignore_ascii_case("LATEST") {
-        return archive.backup(&req.backup);
+    let named = req.backup.as_deref().unwrap_or("LATEST");
+    if !named.eq_ignore_ascii_case("LATEST") {
+        return archive.backup(named);
     }
     match &req.interrupted {
         Some(id) => {

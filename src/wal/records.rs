@@ -213,6 +213,12 @@ impl Walker<'_> {
 
     /// Walks the segment.
     fn walk(&self) -> Result<Checked> {
+        self.walk_with(&mut |_, _, _| {})
+    }
+
+    /// Walks the segment, handing every whole record with a good CRC to `visit` (its
+    /// offset, header and length).
+    fn walk_with(&self, visit: &mut dyn FnMut(usize, &[u8; RECORD_HEADER], usize)) -> Result<Checked> {
         let d = self.data;
         let p = self.page_size;
         let mut out = Checked::default();
@@ -283,6 +289,7 @@ impl Walker<'_> {
             }
             prev_start = Some(lsn);
             out.records += 1;
+            visit(start, &header, tot_len as usize);
             if header[17] == RM_XLOG_ID && header[16] & 0xF0 == XLOG_SWITCH {
                 // A segment switch: the rest of the segment is padding.
                 return Ok(out);
@@ -360,6 +367,124 @@ impl Walker<'_> {
         }
         Ok(None)
     }
+}
+
+impl Walker<'_> {
+    /// The bytes of the whole record at `start` (`len` bytes), without the page headers
+    /// it crosses.
+    fn collect(&self, start: usize, len: usize) -> Vec<u8> {
+        let (d, p) = (self.data, self.page_size);
+        let mut out = Vec::with_capacity(len);
+        let mut pos = start;
+        while out.len() < len && pos < d.len() {
+            if pos % p == 0 {
+                let long = u16_at(d, pos + 2) & XLP_LONG_HEADER != 0;
+                pos += if long { LONG_HEADER } else { SHORT_HEADER };
+                continue;
+            }
+            let take = (len - out.len()).min(p - pos % p).min(d.len() - pos);
+            out.extend_from_slice(&d[pos..pos + take]);
+            pos += take;
+        }
+        out
+    }
+}
+
+/// A record a recovery target can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A transaction committed (`recovery_target_xid`, `recovery_target_time`).
+    Commit {
+        /// Where its record starts.
+        lsn: u64,
+        /// The transaction.
+        xid: u32,
+        /// Its commit time (microseconds since 2000-01-01, PostgreSQL's epoch).
+        time: i64,
+    },
+    /// A transaction aborted (PostgreSQL stops at it for `recovery_target_xid` too).
+    Abort {
+        /// Where its record starts.
+        lsn: u64,
+        /// The transaction.
+        xid: u32,
+        /// Its abort time.
+        time: i64,
+    },
+    /// A named restore point (`pg_create_restore_point`).
+    RestorePoint {
+        /// Where its record starts.
+        lsn: u64,
+        /// Its name.
+        name: String,
+        /// When it was made.
+        time: i64,
+    },
+}
+
+const RM_XACT_ID: u8 = 1;
+const XLOG_RESTORE_POINT: u8 = 0x70;
+const XLOG_XACT_OPMASK: u8 = 0x70;
+const XLOG_XACT_COMMIT: u8 = 0x00;
+const XLOG_XACT_ABORT: u8 = 0x20;
+
+/// The main data of a record (its bytes after the block headers), when the record has
+/// no block references (commit, abort and restore point records have none).
+fn main_data(record: &[u8]) -> Option<&[u8]> {
+    let mut pos = RECORD_HEADER;
+    loop {
+        match *record.get(pos)? {
+            255 => {
+                let len = usize::from(*record.get(pos + 1)?);
+                return record.get(record.len().checked_sub(len)?..);
+            }
+            254 => {
+                let len = u32_at(record.get(pos + 1..pos + 5)?, 0) as usize;
+                return record.get(record.len().checked_sub(len)?..);
+            }
+            253 => pos += 3,
+            252 => pos += 5,
+            _ => return None,
+        }
+    }
+}
+
+/// What `record` (a whole one, header first) is, if a recovery target can name it.
+fn event(lsn: u64, record: &[u8]) -> Option<Event> {
+    let (info, rmid) = (*record.get(16)?, *record.get(17)?);
+    let xid = u32_at(record.get(4..8)?, 0);
+    let data = main_data(record)?;
+    let time = i64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    match (rmid, info & 0xF0, info & XLOG_XACT_OPMASK) {
+        (RM_XLOG_ID, XLOG_RESTORE_POINT, _) => {
+            let raw = data.get(8..)?;
+            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+            Some(Event::RestorePoint {
+                lsn,
+                name: String::from_utf8_lossy(&raw[..end]).into_owned(),
+                time,
+            })
+        }
+        (RM_XACT_ID, _, XLOG_XACT_COMMIT) => Some(Event::Commit { lsn, xid, time }),
+        (RM_XACT_ID, _, XLOG_XACT_ABORT) => Some(Event::Abort { lsn, xid, time }),
+        _ => None,
+    }
+}
+
+/// The commits, aborts and restore points whose records lie whole in the decoded
+/// segment `data` (`name`), in order; the segment is checked as [`check_segment`] does.
+pub fn events(data: &[u8], name: Segment, object: &str) -> Result<Vec<Event>> {
+    let walker = walker(data, name, object)?;
+    let mut found = Vec::new();
+    walker.walk_with(&mut |start, header, len| {
+        if matches!(header[17], RM_XLOG_ID | RM_XACT_ID) && len <= 1 << 20 {
+            let record = walker.collect(start, len);
+            if let Some(e) = event(walker.start_lsn + start as u64, &record) {
+                found.push(e);
+            }
+        }
+    })?;
+    Ok(found)
 }
 
 /// How feeding a record's bytes ended.

@@ -193,3 +193,138 @@ fn a_target_the_archive_cannot_reach_is_refused_before_any_download() {
     assert_eq!(partitions, 0, "nothing of the backup was downloaded");
     assert!(!dir.join("base").exists());
 }
+
+#[test]
+fn restore_only_one_database_of_three_with_a_restore_spec_moving_two_tablespaces() {
+    let scratch = Scratch::new();
+    let s3 = S3Server::start(scratch.dir("s3"));
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &env, &[]);
+    let (ts1, ts2) = (scratch.dir("ts1"), scratch.dir("ts2"));
+    primary.sql(&format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts1.display()));
+    primary.sql(&format!("CREATE TABLESPACE ts2 LOCATION '{}'", ts2.display()));
+    for db in ["app1", "app2", "app3"] {
+        primary.sql(&format!("CREATE DATABASE {db}"));
+        primary.sql_in(
+            db,
+            "CREATE TABLE filler AS SELECT g, md5(g::text) m FROM generate_series(1, 30000) g",
+        );
+    }
+    primary.sql_in(
+        "app2",
+        "CREATE TABLE one TABLESPACE ts1 AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    primary.sql_in(
+        "app2",
+        "CREATE TABLE two TABLESPACE ts2 AS SELECT g FROM generate_series(1, 7000) g",
+    );
+    let oid = |what: &str| primary.sql(&format!("SELECT oid FROM {what}"));
+    let (oid1, oid3) = (oid("pg_database WHERE datname = 'app1'"), oid("pg_database WHERE datname = 'app3'"));
+    let (t1, t2) = (
+        oid("pg_tablespace WHERE spcname = 'ts1'"),
+        oid("pg_tablespace WHERE spcname = 'ts2'"),
+    );
+    let mut push_env = env.clone();
+    push_env.push(("WALG_TAR_SIZE_THRESHOLD".into(), (1u64 << 20).to_string()));
+    primary.backup_push(walfetch_bin(), &push_env);
+    primary.sql_in("app2", "INSERT INTO one SELECT generate_series(5001, 6000)");
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let expected = [
+        primary.sql_in("app2", "SELECT count(*) || ':' || sum(g) FROM one"),
+        primary.sql_in("app2", "SELECT count(*) || ':' || sum(g) FROM two"),
+        primary.sql_in("app2", "SELECT count(*) || ':' || md5(string_agg(m, ',' ORDER BY g)) FROM filler"),
+    ];
+    primary.stop();
+
+    // The partitions that hold nothing but app1's and app3's files.
+    let backups = s3.data.join(BUCKET).join("pg/basebackups_005");
+    let backup_dir = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(backup_dir.join("files_metadata.json")).unwrap()).unwrap();
+    let left_out: Vec<String> = meta["TarFileSets"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, files)| {
+            files.as_array().unwrap().iter().all(|f| {
+                let f = f.as_str().unwrap();
+                [&oid1, &oid3].iter().any(|o| f.starts_with(&format!("base/{o}/")))
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(left_out.len() >= 2, "app1 and app3 have partitions of their own: {left_out:?}");
+
+    let spec = scratch.path().join("spec.json");
+    let (new1, new2) = (scratch.dir("ts1-moved"), scratch.dir("ts2-moved"));
+    std::fs::write(
+        &spec,
+        format!(
+            r#"{{"base_prefix": "/ignored", "tablespaces": ["{t1}", "{t2}"], "{t1}": {{"loc": "{}", "link": "pg_tblspc/{t1}"}}, "{t2}": {{"Loc": "{}", "Link": "pg_tblspc/{t2}"}}}}"#,
+            new1.display(),
+            new2.display()
+        ),
+    )
+    .unwrap();
+    let proxy = FaultProxy::start(s3.port);
+    let through = via(&env, &proxy.endpoint());
+    let dir = scratch.path().join("standby");
+    let d = dir.to_str().unwrap();
+    let s = spec.to_str().unwrap();
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            d,
+            "LATEST",
+            "--standby",
+            "--restore-only",
+            "app2",
+            "--restore-spec",
+            s,
+        ],
+        &through,
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    assert!(
+        said.contains("restore-only: restored") && said.contains("DROP DATABASE app1; DROP DATABASE app3;"),
+        "{said}"
+    );
+    let fetched: Vec<String> = proxy.seen().iter().map(|s| s.line.clone()).collect();
+    for part in &left_out {
+        assert!(
+            !fetched.iter().any(|l| l.contains(part.as_str())),
+            "{part} was fetched: {fetched:?}"
+        );
+    }
+    assert_eq!(std::fs::read_link(dir.join(format!("pg_tblspc/{t1}"))).unwrap(), new1);
+    assert_eq!(std::fs::read_link(dir.join(format!("pg_tblspc/{t2}"))).unwrap(), new2);
+    let mut standby = Cluster::attach(&scratch, "standby", dir.clone());
+    standby.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    standby.start();
+    standby.wait_replayed(&lsn);
+    let actual = [
+        standby.sql_in("app2", "SELECT count(*) || ':' || sum(g) FROM one"),
+        standby.sql_in("app2", "SELECT count(*) || ':' || sum(g) FROM two"),
+        standby.sql_in("app2", "SELECT count(*) || ':' || md5(string_agg(m, ',' ORDER BY g)) FROM filler"),
+    ];
+    assert_eq!(actual, expected, "app2 is the source's");
+
+    // A spec naming a tablespace the backup does not have is refused before any download.
+    std::fs::write(&spec, r#"{"99999": {"loc": "/tmp/nowhere"}}"#).unwrap();
+    let before = proxy.seen().len();
+    let other = scratch.path().join("refused");
+    let out = walfetch(&["backup-fetch", other.to_str().unwrap(), "LATEST", "--restore-spec", s], &through);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no tablespace 99999"), "{}", stderr(&out));
+    let downloads = proxy.seen()[before..]
+        .iter()
+        .filter(|s| s.line.contains("/tar_partitions/"))
+        .count();
+    assert_eq!(downloads, 0, "no partition downloaded");
+}

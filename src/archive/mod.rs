@@ -90,12 +90,14 @@ pub fn open(storage: Arc<dyn Storage>, settings: &StorageSettings) -> Result<Arc
 }
 
 /// The format the location holds, by its top folders (wal-g's when it holds neither's,
-/// or when the location cannot be listed: wal-g's reads then say what is wrong, and
-/// with a policy that allows reading objects but not listing them, a wal-g archive's
-/// WAL is still fetched by name).
+/// or when the listing is refused: wal-g's reads then say what is wrong, and with a
+/// policy that allows reading objects but not listing them, a wal-g archive's WAL is
+/// still fetched by name). A location that cannot be reached is that error at once.
 fn detect(storage: &dyn Storage) -> Result<Format> {
     let folders = match storage.list_folders("") {
         Ok(f) => f,
+        // Unreachable: whatever comes next would be too; said once, at once.
+        Err(e) if e.kind() == crate::error::ErrorKind::Unreachable => return Err(e),
         Err(e) => {
             tracing::debug!(cause = %e, "cannot list the location to recognise its format; reading it as wal-g's");
             return Ok(Format::WalG);

@@ -16,7 +16,7 @@ use crate::restore::fetch::{prepare_target, Options, Start};
 use crate::restore::journal::identity_in;
 use crate::restore::restore;
 use crate::restore::select::{select, Request};
-use crate::restore::tablespace::parse_mapping;
+use crate::restore::tablespace::{parse_mapping, read_spec};
 
 /// Options of `backup-fetch`.
 #[derive(Debug, Args)]
@@ -48,6 +48,12 @@ pub struct BackupFetch {
     /// Restore tablespace OID into PATH instead of its source location (repeatable).
     #[arg(long = "tablespace-map", value_name = "OID=PATH")]
     pub tablespace_map: Vec<String>,
+    /// Tablespace locations as wal-g's and WAL-E's --restore-spec JSON gives them ({"<oid>": {"loc": PATH, "link": "pg_tblspc/<oid>"}, "tablespaces": [...]})
+    #[arg(long, value_name = "FILE")]
+    pub restore_spec: Option<PathBuf>,
+    /// Restore only these databases (and the system's): the others' files are not downloaded and are left as empty placeholders, to drop once promoted
+    #[arg(long, value_name = "DB[,DB]", value_delimiter = ',')]
+    pub restore_only: Vec<String>,
     /// Restore even if the archive lacks WAL the backup needs to become consistent
     /// (checked before the download; without that WAL the restore can never be started).
     #[arg(long)]
@@ -108,6 +114,15 @@ impl TargetArgs {
     }
 }
 
+/// The tablespace relocations of `--tablespace-map` and `--restore-spec` together.
+fn tablespace_map(mappings: &[String], spec: Option<&std::path::Path>) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = mappings.iter().map(|m| parse_mapping(m)).collect::<Result<_>>()?;
+    if let Some(path) = spec {
+        out.extend(read_spec(path)?);
+    }
+    Ok(out)
+}
+
 impl BackupFetch {
     /// The recovery to leave behind: as asked, and a target implies archive recovery.
     fn mode(&self) -> Option<RecoveryMode> {
@@ -147,7 +162,8 @@ impl Run for BackupFetch {
         let opts = Options {
             parallelism,
             part_size: ctx.settings.storage()?.tuning.range_part_size,
-            tablespace_map: self.tablespace_map.iter().map(|m| parse_mapping(m)).collect::<Result<_>>()?,
+            tablespace_map: tablespace_map(&self.tablespace_map, self.restore_spec.as_deref())?,
+            restore_only: self.restore_only.clone(),
             recovery,
             target: self.target.target(),
             sync: !self.no_sync,
@@ -156,6 +172,9 @@ impl Run for BackupFetch {
         crate::outln!("{}", summary.line(&name, &dir, start == Start::Resume, started.elapsed()));
         for line in &summary.written {
             crate::outln!("wrote {line}");
+        }
+        if let Some(line) = &summary.restore_only {
+            crate::outln!("{line}");
         }
         if storage.keys().any() && self.mode().is_some() {
             crate::outln!(

@@ -43,6 +43,9 @@ pub struct FilesMetadataDoc {
     /// Partition file name → member names.
     #[serde(rename = "TarFileSets")]
     pub tar_file_sets: BTreeMap<String, Vec<String>>,
+    /// Database name → OID (as wal-g writes it for `--restore-only`).
+    #[serde(rename = "DatabasesByNames", skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases_by_names: BTreeMap<String, DatabaseEntry>,
 }
 
 /// What the streaming read collected besides the per-file callback.
@@ -52,6 +55,29 @@ pub struct FilesMetadata {
     pub files: u64,
     /// Partition names from `TarFileSets` (walrus omits the codec extension).
     pub tar_sets: Vec<String>,
+    /// For each partition of `TarFileSets`, the databases (OIDs) whose files it holds,
+    /// and whether it holds anything outside a database directory.
+    pub partition_databases: BTreeMap<String, (std::collections::BTreeSet<u32>, bool)>,
+    /// `DatabasesByNames` (wal-g, walfetch): database name to OID.
+    pub databases: BTreeMap<String, u32>,
+}
+
+/// The database a file belongs to, by its name: `base/<oid>/…` or
+/// `pg_tblspc/<tablespace>/<version dir>/<oid>/…`.
+pub fn database_of(name: &str) -> Option<u32> {
+    let parts: Vec<&str> = name.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    match parts.as_slice() {
+        ["base", oid, _, ..] => oid.parse().ok(),
+        ["pg_tblspc", _, _, oid, _, ..] => oid.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A `DatabasesByNames` value.
+#[derive(Debug, Deserialize, Serialize, Clone, Copy)]
+pub struct DatabaseEntry {
+    /// The database's OID.
+    pub oid: u32,
 }
 
 /// A file name as the metadata gives it, spelled as a tar member's name is after
@@ -108,8 +134,12 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                     })?;
                 }
                 "TarFileSets" => {
-                    let sets: std::collections::BTreeMap<String, IgnoredAny> = map.next_value()?;
-                    out.tar_sets.extend(sets.into_keys());
+                    // One partition's names at a time: the whole map can be large.
+                    map.next_value_seed(SetsSeed { out: &mut out })?;
+                }
+                "DatabasesByNames" => {
+                    let dbs: BTreeMap<String, DatabaseEntry> = map.next_value()?;
+                    out.databases = dbs.into_iter().map(|(k, v)| (k, v.oid)).collect();
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -117,6 +147,45 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
             }
         }
         Ok(out)
+    }
+}
+
+struct SetsSeed<'a> {
+    out: &'a mut FilesMetadata,
+}
+
+impl<'de> DeserializeSeed<'de> for SetsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SetsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of partitions to file names")
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(set) = map.next_key::<String>()? {
+            let names: Vec<String> = map.next_value()?;
+            let mut dbs = std::collections::BTreeSet::new();
+            let mut other = false;
+            for n in &names {
+                match database_of(n) {
+                    Some(oid) => {
+                        dbs.insert(oid);
+                    }
+                    None => other = true,
+                }
+            }
+            self.out.partition_databases.insert(set.clone(), (dbs, other));
+            self.out.tar_sets.push(set);
+        }
+        Ok(())
     }
 }
 

@@ -271,6 +271,15 @@ impl Db {
         self.query_one(sql, &[])?.try_get(0).map_err(|e| db_error(sql, e))
     }
 
+    /// The cluster's databases: name and OID (what `--restore-only` selects by).
+    pub fn databases(&self) -> Result<Vec<(String, u32)>> {
+        let rows = self.rows("SELECT datname::text, oid::text FROM pg_database ORDER BY oid", &[])?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?.parse().ok()?)))
+            .collect())
+    }
+
     /// The cluster's system identifier.
     pub fn system_identifier(&self) -> Result<u64> {
         Ok(self

@@ -26,7 +26,7 @@ use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
-use crate::layout::files_metadata::{FileEntry, FilesMetadataDoc};
+use crate::layout::files_metadata::{database_of, DatabaseEntry, FileEntry, FilesMetadataDoc};
 use crate::layout::sentinel::{BackupMetadata, Sentinel, TablespaceSpec};
 use crate::layout::{backup_file_key, partitions_prefix, sentinel_key};
 use crate::pg::db::Db;
@@ -145,15 +145,20 @@ fn walk(dir: &Path, prefix: &str, top: bool, out: &mut Vec<Member>, tablespaces:
     Ok(())
 }
 
-/// Splits members into partitions of about `threshold` bytes (directories ride along).
+/// Splits members into partitions of about `threshold` bytes (directories ride along),
+/// a new one also where the files of another database begin: a restore of some
+/// databases (`--restore-only`) then skips whole partitions of the others.
 fn partition(members: Vec<Member>, threshold: u64) -> Vec<Vec<Member>> {
     let mut parts = vec![Vec::new()];
     let mut size = 0;
+    let mut database = None;
     for m in members {
-        if size > 0 && size + m.size > threshold {
+        let of = if m.dir { database } else { database_of(&m.name) };
+        if size > 0 && (size + m.size > threshold || of != database) {
             parts.push(Vec::new());
             size = 0;
         }
+        database = of;
         size += m.size;
         parts.last_mut().expect("one partition").push(m);
     }
@@ -454,7 +459,7 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options, base:
         });
     }
     let sets = uploaded.sets.into_inner().unwrap_or_else(|p| p.into_inner());
-    describe(storage, &backup, &sentinel, &sets)?;
+    describe(storage, &backup, &sentinel, &sets, db.databases()?)?;
     Ok(Pushed {
         name: backup,
         partitions: sets.len(),
@@ -494,8 +499,17 @@ fn upload_parts(parts: &[Vec<Member>], opts: &Options, uploaded: &Uploaded<'_>, 
 
 /// Uploads `files_metadata.json`, `metadata.json` and, last, the sentinel that marks
 /// the backup complete.
-fn describe(storage: &dyn Storage, backup: &str, sentinel: &Sentinel, sets: &BTreeMap<String, Vec<Written>>) -> Result<()> {
-    let mut files = FilesMetadataDoc::default();
+fn describe(
+    storage: &dyn Storage,
+    backup: &str,
+    sentinel: &Sentinel,
+    sets: &BTreeMap<String, Vec<Written>>,
+    databases: Vec<(String, u32)>,
+) -> Result<()> {
+    let mut files = FilesMetadataDoc {
+        databases_by_names: databases.into_iter().map(|(n, oid)| (n, DatabaseEntry { oid })).collect(),
+        ..FilesMetadataDoc::default()
+    };
     for (set, written) in sets {
         for w in written {
             let entry = FileEntry {

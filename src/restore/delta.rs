@@ -27,6 +27,9 @@ pub enum Action {
     Whole,
     /// Apply it, a `wi1` increment, to the file a lower layer restored.
     Increment,
+    /// Leave an empty file of its size: it belongs to a database `--restore-only` leaves
+    /// out.
+    Placeholder,
 }
 
 /// Flags of one file in a layer's `files_metadata.json`.
@@ -45,6 +48,8 @@ pub struct Layer {
     flags: HashMap<String, Flags>,
     /// Whether this is the newest layer (the backup asked for).
     newest: bool,
+    /// `--restore-only`: the databases whose files are placeholders.
+    only: Option<std::sync::Arc<crate::restore::only::Selection>>,
 }
 
 /// Files only the backup asked for may provide.
@@ -57,7 +62,14 @@ impl Layer {
             needed: None,
             flags: HashMap::new(),
             newest: true,
+            only: None,
         }
+    }
+
+    /// The same layer, its files of the databases `only` leaves out as placeholders.
+    pub fn with_only(mut self, only: Option<std::sync::Arc<crate::restore::only::Selection>>) -> Layer {
+        self.only = only;
+        self
     }
 
     /// Whether this layer is the backup asked for.
@@ -83,6 +95,9 @@ impl Layer {
             if !needed.contains(name) {
                 return Action::Skip;
             }
+        }
+        if self.only.as_ref().is_some_and(|o| o.excludes(name)) {
+            return Action::Placeholder;
         }
         match self.flags.get(name) {
             Some(f) if f.incremented => Action::Increment,
@@ -138,6 +153,7 @@ pub fn layers(storage: &dyn Storage, plans: &[RestorePlan]) -> Result<Vec<Layer>
         let mut own = own;
         own.retain(|_, f| f.incremented);
         layers.push(Layer {
+            only: None,
             needed: needed.take(),
             flags: own,
             newest,
@@ -223,6 +239,7 @@ mod tests {
 
     fn layer(needed: Option<&[&str]>, flags: &[(&str, bool, bool)], newest: bool) -> Layer {
         Layer {
+            only: None,
             needed: needed.map(|n| n.iter().map(|s| s.to_string()).collect()),
             flags: flags
                 .iter()

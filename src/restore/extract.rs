@@ -400,6 +400,12 @@ impl Target {
                 EntryType::Regular | EntryType::Continuous => {
                     let bytes = match layer.action(&shown) {
                         Action::Skip => continue,
+                        Action::Placeholder => {
+                            let size = entry.size();
+                            let (file, path) = self.create_file(&parts, 0o600, object)?;
+                            file.set_len(size).map_err(|e| Error::local_io(path.display(), &e))?;
+                            size
+                        }
                         Action::Whole => self.write_member(&mut entry, &parts, object, &mut buf)?,
                         Action::Increment => {
                             stats.increments += 1;

@@ -56,6 +56,8 @@ pub struct Options {
     pub recovery: Option<(RecoveryMode, String)>,
     /// Where that recovery stops.
     pub target: Option<RecoveryTarget>,
+    /// `--restore-only`: the databases to restore (empty: all).
+    pub restore_only: Vec<String>,
     /// Sync the filesystem before installing pg_control (off: faster, not crash-safe).
     pub sync: bool,
 }
@@ -79,6 +81,8 @@ pub struct Summary {
     pub written: Vec<String>,
     /// Configuration files the backup lacks (WAL-E leaves them out).
     pub missing_config: Vec<&'static str>,
+    /// With `--restore-only`: what was left out and what to do about it.
+    pub restore_only: Option<String>,
 }
 
 /// How a restore begins.
@@ -203,9 +207,18 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
         journal.redo(partition)?;
     }
+    let (only, left_out) = restore_only(storage, chain, &target, opts)?;
+    let layers: Vec<Layer> = layers.into_iter().map(|l| l.with_only(only.clone())).collect();
+    let mut skip = vouched.partitions.clone();
+    skip.extend(left_out.iter().cloned());
 
     let progress = Progress::default();
-    let all_parts: Vec<&ObjectMeta> = chain.iter().zip(&layers).flat_map(|(p, l)| layer_partitions(p, l)).collect();
+    let all_parts: Vec<&ObjectMeta> = chain
+        .iter()
+        .zip(&layers)
+        .flat_map(|(p, l)| layer_partitions(p, l))
+        .filter(|p| !left_out.contains(&p.key))
+        .collect();
     let skipped: Vec<&ObjectMeta> = all_parts.iter().copied().filter(|p| vouched.partitions.contains(&p.key)).collect();
     let total: u64 = all_parts.iter().map(|p| p.size).sum::<u64>() - skipped.iter().map(|p| p.size).sum::<u64>();
     if start == Start::Resume {
@@ -230,22 +243,16 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
             opts,
             progress: &progress,
             journal: &journal,
-            skip: &vouched.partitions,
+            skip: &skip,
         };
         progress.increments.store(0, Ordering::Relaxed);
         metadata = extract_all(&work)?;
-        check_increments(
-            layer_plan,
-            layer,
-            &layer_partitions(layer_plan, layer),
-            &vouched.partitions,
-            &progress,
-        )?;
+        check_increments(layer_plan, layer, &layer_partitions(layer_plan, layer), &skip, &progress)?;
     }
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
     if let Some(expected) = plan.backup.sentinel.uncompressed_size {
-        if skipped.is_empty() && chain.len() == 1 && expected != decoded && plan.backup.name.wale_offset.is_none() {
+        if skipped.is_empty() && only.is_none() && chain.len() == 1 && expected != decoded && plan.backup.name.wale_offset.is_none() {
             tracing::warn!(backup = %name, expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
         }
     }
@@ -267,7 +274,36 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         skipped_bytes: skipped.iter().map(|p| p.size).sum(),
         written,
         missing_config,
+        restore_only: only.map(|o| {
+            let bytes = chain
+                .iter()
+                .flat_map(|p| p.partitions.data.iter())
+                .filter(|p| left_out.contains(&p.key))
+                .map(|p| p.size)
+                .sum();
+            o.advice(bytes)
+        }),
     })
+}
+
+/// With `--restore-only`: the selection (every layer's members of the databases left
+/// out become placeholders) and the partitions that hold nothing else (not fetched);
+/// the placeholders of files in those partitions are made now.
+fn restore_only(
+    storage: &Arc<dyn Storage>,
+    chain: &[RestorePlan],
+    target: &Target,
+    opts: &Options,
+) -> Result<(Option<Arc<super::only::Selection>>, BTreeSet<String>)> {
+    if opts.restore_only.is_empty() {
+        return Ok((None, BTreeSet::new()));
+    }
+    let (selection, left_out) = super::only::plan_walg(storage.as_ref(), chain, &opts.restore_only, &mut |name, size| {
+        let parts: Vec<String> = name.split('/').map(str::to_string).collect();
+        let (file, path) = target.create_file(&parts, 0o600, "a placeholder")?;
+        file.set_len(size).map_err(|e| Error::local_io(path.display(), &e))
+    })?;
+    Ok((Some(Arc::new(selection)), left_out))
 }
 
 /// A restore under way in its target: the journal, what it vouches for, the marker.
@@ -489,6 +525,7 @@ pub(crate) fn finish_interrupted_end(dir: &Path, target: &Target, marker: &Path,
         skipped_bytes: sizes.iter().sum(),
         written: Vec::new(),
         missing_config: minimal_config::missing(dir),
+        restore_only: None,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod delta;
 pub mod extract;
 pub mod fetch;
 pub mod journal;
+pub mod only;
 pub mod pgbackrest;
 pub mod select;
 pub mod tablespace;

@@ -34,6 +34,7 @@ use super::checks::check_backup_label;
 use super::extract::Target;
 use super::fetch::{begin, finish, finish_interrupted_end, Begun, Options, Start, Summary, Working};
 use super::journal::Identity;
+use super::only::Selection;
 use super::tablespace;
 use crate::archive::pgbackrest::Repository;
 use crate::codec::Codec;
@@ -132,6 +133,16 @@ struct Job<'a> {
     files: AtomicU64,
     bytes: AtomicU64,
     sync: bool,
+    /// `--restore-only`: the databases whose files are placeholders.
+    only: Option<&'a Selection>,
+}
+
+impl Job<'_> {
+    /// Whether `file` belongs to a database left as a placeholder.
+    fn excluded(&self, file: &File) -> bool {
+        self.only
+            .is_some_and(|o| relative(&file.name).is_some_and(|p| o.excludes(&p.join("/"))))
+    }
 }
 
 impl Job<'_> {
@@ -519,7 +530,7 @@ fn units(job: &Job<'_>) -> Result<Vec<Unit>> {
     let mut out = Vec::new();
     let mut bundles: BTreeMap<(u32, u64), Vec<usize>> = BTreeMap::new();
     for (i, f) in m.files.iter().enumerate() {
-        if f.size == 0 {
+        if f.size == 0 || job.excluded(f) {
             continue;
         }
         if f.block.is_some() {
@@ -653,7 +664,19 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
             return finish_interrupted_end(dir, &target, &marker, sizes);
         }
     };
+    let selection = match opts.restore_only.as_slice() {
+        [] => None,
+        wanted => {
+            let dbs: BTreeMap<String, u32> = manifest.databases.clone();
+            Some(crate::restore::only::select(
+                wanted,
+                &dbs,
+                &format!("the manifest of {}", manifest.label),
+            )?)
+        }
+    };
     let job = Job {
+        only: selection.as_ref(),
         storage,
         stanza: repo.stanza(),
         manifest,
@@ -688,6 +711,8 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
     work(&job, &todo, opts)?;
     drop(reporter);
     check_backup_label(&working.target, backup)?;
+    let left_out: u64 = manifest.files.iter().filter(|f| job.excluded(f)).map(|f| f.repo_size).sum();
+    let restore_only = selection.as_ref().map(|s| s.advice(left_out));
     let (files, decoded, read) = (
         job.files.load(Ordering::Relaxed) + manifest.files.iter().filter(|f| f.size == 0).count() as u64,
         job.bytes.load(Ordering::Relaxed),
@@ -707,6 +732,7 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
         skipped_bytes,
         written,
         missing_config,
+        restore_only,
     })
 }
 
@@ -721,9 +747,11 @@ fn make_paths(job: &Job<'_>) -> Result<()> {
         }
         job.target.create_dir(&parts)?;
     }
-    for f in job.manifest.files.iter().filter(|f| f.size == 0) {
+    for f in job.manifest.files.iter().filter(|f| f.size == 0 || job.excluded(f)) {
         let parts = relative(&f.name).ok_or_else(|| unsafe_name(&f.name, "the manifest"))?;
-        job.target.create_file(&parts, job.mode(f), &f.name)?;
+        let (file, path) = job.target.create_file(&parts, job.mode(f), &f.name)?;
+        // A placeholder of a database left out: its size, no data (sparse).
+        file.set_len(f.size).map_err(|e| Error::local_io(path.display(), &e))?;
     }
     Ok(())
 }

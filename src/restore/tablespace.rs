@@ -2,7 +2,7 @@
 //! sentinel's spec, relocated by `--tablespace-map OID=PATH`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::sentinel::TablespaceSpec;
@@ -26,6 +26,41 @@ pub fn parse_mapping(arg: &str) -> Result<(String, PathBuf)> {
         ));
     }
     Ok((oid.to_string(), path))
+}
+
+/// The relocations a `--restore-spec` file gives, in the format wal-g and WAL-E read
+/// and write (`{"<oid>": {"loc": PATH, "link": "pg_tblspc/<oid>"}, "tablespaces": [...],
+/// "base_prefix": ...}`, wal-g's capitalised `Loc`, `Link`, `Tablespaces` too): each
+/// tablespace's `loc`. The data directory stays where backup-fetch is told.
+pub fn read_spec(path: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let bad = |why: String| Error::new(ErrorKind::Config, format!("--restore-spec {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let obj = value.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+    let mut out = Vec::new();
+    for (key, v) in obj {
+        if matches!(key.as_str(), "base_prefix" | "BasePrefix" | "tablespaces" | "Tablespaces") {
+            continue;
+        }
+        if !key.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!("'{key}' is neither a tablespace OID nor base_prefix/tablespaces")));
+        }
+        let loc = v
+            .get("loc")
+            .or_else(|| v.get("Loc"))
+            .and_then(|l| l.as_str())
+            .ok_or_else(|| bad(format!("tablespace {key} has no \"loc\"")))?;
+        let link = v.get("link").or_else(|| v.get("Link")).and_then(|l| l.as_str());
+        if let Some(link) = link.filter(|l| *l != format!("pg_tblspc/{key}")) {
+            return Err(bad(format!("tablespace {key}: link '{link}' is not pg_tblspc/{key}")));
+        }
+        let loc = PathBuf::from(loc.trim_end_matches('/'));
+        if !loc.is_absolute() {
+            return Err(bad(format!("tablespace {key}: loc '{}' is not absolute", loc.display())));
+        }
+        out.push((key.clone(), loc));
+    }
+    Ok(out)
 }
 
 /// Final location of every tablespace: the spec's, overridden by the mappings.

@@ -463,3 +463,52 @@ fn pgbackrest_2_45_beta_block_incremental_is_refused_in_one_line() {
     );
     assert_eq!(stderr(&out).lines().filter(|l| l.contains("error")).count(), 1, "{}", stderr(&out));
 }
+
+#[test]
+fn a_named_restore_point_and_one_database_of_a_pgbackrest_repository() {
+    let scratch = Scratch::new();
+    let src = Source::in_directory(&scratch, &[("repo1-bundle", "y")]);
+    let p = &src.primary;
+    for db in ["keep", "drop1"] {
+        p.sql(&format!("CREATE DATABASE {db}"));
+        p.sql_in(db, "CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g");
+    }
+    src.backup("full", &[]);
+    p.sql_in("keep", "INSERT INTO t VALUES (-1)");
+    p.sql("SELECT pg_create_restore_point('cut')");
+    p.sql_in("keep", "INSERT INTO t VALUES (-2)");
+    let lsn = p.sql("SELECT pg_current_wal_lsn()");
+    p.archive_through(&lsn);
+    let dir = scratch.path().join("restored");
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            dir.to_str().unwrap(),
+            "--target-name",
+            "cut",
+            "--restore-only",
+            "keep",
+        ],
+        &src.config_env(),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    assert!(said.contains("DROP DATABASE drop1;"), "{said}");
+    let mut c = Cluster::attach(&scratch, "restored", dir);
+    c.env = src.config_env();
+    c.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while c.sql("SELECT pg_is_wal_replay_paused()") != "t" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused at the restore point\n{}",
+            c.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        c.sql_in("keep", "SELECT count(*) || ':' || min(g) FROM t"),
+        "20001:-1",
+        "-1 is in, -2 is not"
+    );
+}

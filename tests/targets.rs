@@ -328,3 +328,81 @@ fn restore_only_one_database_of_three_with_a_restore_spec_moving_two_tablespaces
         .count();
     assert_eq!(downloads, 0, "no partition downloaded");
 }
+
+#[test]
+fn a_target_across_a_timeline_switch_follows_the_history() {
+    let scratch = Scratch::new();
+    let s3 = S3Server::start(scratch.dir("s3"));
+    let mut env = s3.env();
+    env.push(("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")));
+    let push = push_command(walfetch_bin());
+    let mut primary = Cluster::archiving(&scratch, "primary", walfetch_bin(), &env, &[]);
+    primary.sql("CREATE TABLE marks (n int, m text)");
+    primary.backup_push(walfetch_bin(), &env);
+    primary.sql("INSERT INTO marks VALUES (1, 'one')");
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    primary.stop();
+    // A standby of that archive is promoted and writes on, archiving timeline 2.
+    let dir = scratch.path().join("new-primary");
+    let out = walfetch(&["backup-fetch", dir.to_str().unwrap(), "LATEST", "--standby"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut promoted = Cluster::attach(&scratch, "new-primary", dir);
+    promoted.env = env.clone();
+    promoted.configure(&[("archive_mode", "on"), ("archive_command", &push)]);
+    promoted.start();
+    promoted.wait_replayed(&lsn);
+    let out = as_postgres(pg_bin().join("pg_ctl"))
+        .arg("-D")
+        .arg(&promoted.data)
+        .args(["-w", "promote"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    promoted.sql("INSERT INTO marks VALUES (2, 'two')");
+    let target = promoted.sql("SELECT pg_current_wal_insert_lsn()");
+    promoted.sql("SELECT pg_switch_wal()");
+    promoted.sql("INSERT INTO marks VALUES (3, 'three')");
+    let end = promoted.sql("SELECT pg_current_wal_lsn()");
+    promoted.archive_through(&end);
+    promoted.stop();
+
+    // The only backup is on timeline 1; the target is on timeline 2.
+    let dir = scratch.path().join("to-target");
+    let out = walfetch(&["backup-fetch", dir.to_str().unwrap(), "--target-lsn", &target], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let mut c = Cluster::attach(&scratch, "to-target", dir);
+    c.env = env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    c.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while c.sql("SELECT pg_is_wal_replay_paused()") != "t" {
+        assert!(std::time::Instant::now() < deadline, "never paused at the target\n{}", c.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        marks(&c),
+        "one,two",
+        "replayed through the switch to timeline 2, and not past the target"
+    );
+    // Recovering along timeline 1 only cannot reach it: refused before any download.
+    let dir = scratch.path().join("current");
+    let out = walfetch(
+        &[
+            "backup-fetch",
+            dir.to_str().unwrap(),
+            "--target-lsn",
+            &target,
+            "--target-timeline",
+            "current",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is missing"), "{}", stderr(&out));
+}

@@ -81,11 +81,19 @@ impl Source {
     }
 
     /// Slows every partition's download to 16 KiB per `pause` per connection, and the
-    /// first data partition to 16 KiB per 300 ms: parts of all partitions download at
+    /// largest data partition to 16 KiB per 300 ms: parts of all partitions download at
     /// once and would end together, and an interruption must find one unfinished.
     /// Returns that partition.
     fn slow(&self, pause: Duration) -> String {
-        let laggard = self.partitions.keys().find(|k| k.starts_with("part_")).cloned().unwrap_or_default();
+        // The largest: a partition may hold a single small file (backup-push starts one
+        // where a database's files begin).
+        let laggard = self
+            .partitions
+            .iter()
+            .filter(|(k, _)| k.starts_with("part_"))
+            .max_by_key(|(_, size)| **size)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
         self.proxy
             .inject(&laggard, Fault::Throttle(16 * 1024, Duration::from_millis(300)), 100_000);
         self.proxy.inject("tar_partitions", Fault::Throttle(16 * 1024, pause), 100_000);

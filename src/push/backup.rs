@@ -146,19 +146,23 @@ fn walk(dir: &Path, prefix: &str, top: bool, out: &mut Vec<Member>, tablespaces:
 }
 
 /// Splits members into partitions of about `threshold` bytes (directories ride along),
-/// a new one also where the files of another database begin: a restore of some
-/// databases (`--restore-only`) then skips whole partitions of the others.
+/// a new one also where the files of another database begin, so no partition holds two
+/// databases' files: a restore of some databases (`--restore-only`) then skips whole
+/// partitions of the others. Files of no database join any partition.
 fn partition(members: Vec<Member>, threshold: u64) -> Vec<Vec<Member>> {
     let mut parts = vec![Vec::new()];
     let mut size = 0;
-    let mut database = None;
+    // The database whose files the current partition holds.
+    let mut holds = None;
     for m in members {
-        let of = if m.dir { database } else { database_of(&m.name) };
-        if size > 0 && (size + m.size > threshold || of != database) {
+        let of = if m.dir { None } else { database_of(&m.name) };
+        let another = matches!((of, holds), (Some(a), Some(b)) if a != b);
+        if size > 0 && (size + m.size > threshold || another) {
             parts.push(Vec::new());
             size = 0;
+            holds = None;
         }
-        database = of;
+        holds = of.or(holds);
         size += m.size;
         parts.last_mut().expect("one partition").push(m);
     }
@@ -566,6 +570,37 @@ mod tests {
         };
         let parts = partition(vec![m(5), m(5), m(5), m(20), m(1)], 10);
         assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [2, 1, 1, 1]);
+    }
+
+    #[test]
+    fn no_partition_holds_two_databases_and_files_of_none_join_any() {
+        let m = |name: &str| Member {
+            name: name.into(),
+            path: format!("/{name}").into(),
+            dir: false,
+            size: 1,
+            mode: 0o600,
+            mtime: SystemTime::UNIX_EPOCH,
+        };
+        let names = [
+            "PG_VERSION",
+            "base/1/1259",
+            "base/1/1249",
+            "base/5/1259",
+            "global/1262",
+            "base/5/2600",
+            "base/7/1",
+        ];
+        let parts = partition(names.iter().map(|n| m(n)).collect(), 100);
+        let shown: Vec<Vec<&str>> = parts.iter().map(|p| p.iter().map(|m| m.name.as_str()).collect()).collect();
+        assert_eq!(
+            shown,
+            [
+                vec!["PG_VERSION", "base/1/1259", "base/1/1249"],
+                vec!["base/5/1259", "global/1262", "base/5/2600"],
+                vec!["base/7/1"]
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use crate::archive::{self, Archive};
 use crate::config::Settings;
 use crate::error::Result;
+use crate::objects::Objects;
 use crate::storage::{self, Storage};
 
 /// Settings and lazily opened storage.
@@ -34,6 +35,11 @@ impl Context {
         }
         let opened = storage::open(self.settings.storage()?)?;
         Ok(Arc::clone(self.storage.get_or_init(|| opened)))
+    }
+
+    /// The archive's objects: its storage and the keys of its encrypted objects.
+    pub fn objects(&self) -> Result<Objects> {
+        Ok(Objects::new(self.storage()?, self.settings.storage()?.keys.clone()))
     }
 
     /// The archive in its format (recognised on the first call), over [`Context::storage`].

@@ -20,9 +20,11 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::config::{Format, StorageSettings};
+use crate::crypto::{Keys, NO_KEYS};
 use crate::error::{Error, Result};
 use crate::layout::backup::Backup;
 use crate::layout::wal_inventory::Inventory;
+use crate::objects::Objects;
 use crate::storage::Storage;
 
 /// One WAL file, opened: its contents stream out decrypted, decompressed and, where the
@@ -38,6 +40,17 @@ pub struct WalObject {
 pub trait Archive: Send + Sync {
     /// The storage it lives in.
     fn storage(&self) -> &Arc<dyn Storage>;
+
+    /// The keys its objects are read with ([`crate::crypto`]; a pgBackRest repository's
+    /// cipher is its own).
+    fn keys(&self) -> &Keys {
+        &NO_KEYS
+    }
+
+    /// Its objects: storage and keys, the one read path ([`crate::objects`]).
+    fn objects(&self) -> Objects {
+        Objects::new(Arc::clone(self.storage()), self.keys().clone())
+    }
 
     /// Its format.
     fn format(&self) -> Format;
@@ -84,7 +97,7 @@ pub fn open(storage: Arc<dyn Storage>, settings: &StorageSettings) -> Result<Arc
         None => detect(storage.as_ref())?,
     };
     Ok(match kind {
-        Format::WalG => Arc::new(walg::WalG::new(storage)),
+        Format::WalG => Arc::new(walg::WalG::new(Objects::new(storage, settings.keys.clone()))),
         Format::PgBackRest => Arc::new(pgbackrest::Repository::open(storage, &settings.format)?),
     })
 }

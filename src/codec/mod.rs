@@ -27,7 +27,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use crate::crypto::{Integrity, Keys, Revealing};
 use crate::error::{Error, ErrorKind, Result};
 
 mod lz4_guard;
@@ -110,17 +109,6 @@ impl Codec {
         (name, Codec::None)
     }
 
-    /// Wraps `raw`, an object as stored (perhaps encrypted, see [`crate::crypto`]), in a
-    /// streaming decoder: how every object is read. `object` names it in errors.
-    pub fn reader(self, raw: Box<dyn Read + Send>, object: &str, keys: &Keys) -> Decoded {
-        let revealing = Revealing::new(raw, self, keys, object);
-        let integrity = revealing.integrity();
-        Decoded {
-            integrity: Some(integrity),
-            ..self.decoder(Box::new(revealing), object)
-        }
-    }
-
     /// Wraps `raw` (plain, compressed data) in a streaming decoder. `object` names the
     /// source for error messages.
     pub fn decoder(self, raw: Box<dyn Read + Send>, object: &str) -> Decoded {
@@ -154,7 +142,7 @@ impl Codec {
             slot: tracker,
             object: object.to_string(),
             codec: self,
-            integrity: None,
+            explain: None,
         }
     }
 
@@ -256,11 +244,23 @@ pub struct Decoded {
     slot: ErrorSlot,
     object: String,
     codec: Codec,
-    /// For an encrypted object: whether its ciphertext was intact.
-    integrity: Option<Integrity>,
+    /// Asked when decoding fails: a better explanation of the failure from below the
+    /// decoder (an encrypted object's damaged ciphertext), if there is one.
+    explain: Option<Explain>,
 }
 
+/// What [`Decoded`] asks for a better cause when decoding fails.
+pub type Explain = Box<dyn Fn() -> Option<Error> + Send>;
+
 impl Decoded {
+    /// The same decoder, asking `explain` for a better cause when decoding fails.
+    pub fn explained_by(self, explain: Explain) -> Decoded {
+        Decoded {
+            explain: Some(explain),
+            ..self
+        }
+    }
+
     /// Classifies an I/O error that came out of this decoder.
     pub fn classify(&self, err: &io::Error) -> Error {
         if let Some(storage) = self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -269,8 +269,8 @@ impl Decoded {
         if let Some(inner) = Error::from_io_ref(err) {
             return inner;
         }
-        // Garbage from a damaged OpenPGP ciphertext: its integrity check says so.
-        if let Some(damaged) = self.integrity.as_ref().and_then(Integrity::check) {
+        // Garbage from a damaged ciphertext: its integrity check says so.
+        if let Some(damaged) = self.explain.as_ref().and_then(|explain| explain()) {
             return damaged;
         }
         let what = match self.codec {

@@ -176,10 +176,10 @@ impl Run for BackupFetch {
         if let Some(line) = &summary.restore_only {
             crate::outln!("{line}");
         }
-        if storage.keys().any() && self.mode().is_some() {
+        if archive.keys().any() && self.mode().is_some() {
             crate::outln!(
                 "note: the restore_command carries no key: give the server the archive's key in its environment ({}), as it has the credentials",
-                storage.keys().reader_settings()
+                archive.keys().reader_settings()
             );
         }
         if !summary.missing_config.is_empty() && self.mode().is_none() {

@@ -62,7 +62,7 @@ impl Run for BackupPush {
             origin: self.delta_origin.parse()?,
         };
         let base = delta::choose(&storage, &deltas, db.system_identifier()?, i64::from(db.version), opts.concurrency)?;
-        let pushed = push(storage.as_ref(), &absolute(&self.pgdata), &db, &opts, base)?;
+        let pushed = push(&ctx.objects()?, &absolute(&self.pgdata), &db, &opts, base)?;
         crate::outln!(
             "backed up {}{} ({} partitions, {:.1} MiB as {:.1} MiB {}) in {:.1}s",
             pushed.name,

@@ -1,5 +1,5 @@
 //! `walfetch follow PGDATA`: the prefetch fetcher that keeps a standby fed
-//! ([`crate::wal::prefetch`]).
+//! ([`crate::standby::prefetch`]).
 //!
 //! It runs as a service (`--foreground`, see `docs/walfetch-follow@.service`) or on
 //! demand: `wal-fetch` starts it detached when none runs, and it exits once PostgreSQL
@@ -17,8 +17,8 @@ use crate::config::absolute;
 use crate::context::Context;
 use crate::error::Result;
 use crate::pg::datadir::wal_dir;
-use crate::wal::prefetch::Fetcher;
-use crate::wal::spool::Spool;
+use crate::standby::prefetch::Fetcher;
+use crate::standby::spool::Spool;
 
 /// Options of `follow`.
 #[derive(Debug, Args)]

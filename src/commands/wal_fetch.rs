@@ -11,7 +11,7 @@
 //! - any other failure in archive recovery (or outside a data directory): 128 + its
 //!   kind's code, so PostgreSQL stops instead of promoting early at the wrong point.
 //!
-//! The work is [`crate::wal::handover::serve`]: spool or direct download, the gate every
+//! The work is [`crate::standby::handover::serve`]: spool or direct download, the gate every
 //! segment passes, the atomic rename.
 
 use std::path::PathBuf;
@@ -24,7 +24,8 @@ use super::Run;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::conf::RecoveryState;
-use crate::wal::handover::{record_call, serve, Request, Source, Standby};
+use crate::standby::handover::{record_call, serve, Request, Source};
+use crate::standby::Standby;
 
 /// How a failure is reported to PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

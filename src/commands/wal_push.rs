@@ -28,7 +28,7 @@ impl Run for WalPush {
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let started = Instant::now();
         let codec = Codec::for_writing(self.compression.as_deref())?;
-        match push(ctx.storage()?.as_ref(), &self.path, codec)? {
+        match push(&ctx.objects()?, &self.path, codec)? {
             Pushed::Stored(object) => {
                 tracing::info!(file = %self.path.display(), object = %object, ms = started.elapsed().as_millis() as u64, "archived")
             }

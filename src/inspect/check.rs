@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::archive::Archive;
 use crate::codec::Codec;
 use crate::config::{Format, StorageSettings};
-use crate::crypto::{self, Found};
+use crate::crypto::{self, Found, Keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::{BASEBACKUPS, SENTINEL_SUFFIX, WAL};
 use crate::storage::Storage;
@@ -87,11 +87,11 @@ pub fn check(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: 
         // A standby restored some other way can live on WAL alone: said, not failed.
         say(&format!(
             "WARN  base backup: {}",
-            crate::layout::wal_inventory::no_backup(storage, 8)
+            crate::layout::wal_inventory::no_backup(&archive.objects(), 8)
         ));
     }
     if let Some(key) = &newest_segment {
-        let line = step("encryption", settings, say, || encryption(storage, key))?;
+        let line = step("encryption", settings, say, || encryption(storage, archive.keys(), key))?;
         say(&format!("ok    encryption: {line}"));
     }
     credentials(storage, settings, expiry_warning, say)?;
@@ -152,10 +152,10 @@ fn credentials(storage: &dyn Storage, settings: &StorageSettings, expiry_warning
 
 /// Samples `key` (its first chunk): the line to say when it can be read with the keys
 /// set, the error otherwise.
-fn encryption(storage: &dyn Storage, key: &str) -> Result<String> {
+fn encryption(storage: &dyn Storage, keys: &Keys, key: &str) -> Result<String> {
     let url = format!("{}/{key}", storage.describe());
-    let keyed = storage.keys().any();
-    match crypto::sample(storage.open(key)?, Codec::split(key).1, storage.keys(), &url)? {
+    let keyed = keys.any();
+    match crypto::sample(storage.open(key)?, Codec::split(key).1, keys, &url)? {
         Found::Sealed { key_set: false } => Err(Error::new(
             ErrorKind::Config,
             format!(

@@ -28,7 +28,7 @@ use crate::pg::datadir::{pg_major, wal_dir};
 use crate::pg::db::connect_datadir;
 use crate::storage;
 use crate::wal::name::{Segment, WalFile};
-use crate::wal::spool::{Call, FollowStatus, Spool};
+use crate::standby::spool::{Call, FollowStatus, Spool};
 
 /// Exit code: something blocks replay (a gap, a refused or failing segment).
 pub const EXIT_BLOCKED: u8 = 15;

@@ -238,14 +238,6 @@ fn order_key(
     (b.finish(), b.sentinel.finished_at(), b.object.modified, b.name.name.clone())
 }
 
-/// The backup `LATEST` means (see the module doc), or a `NotFound` error that says
-/// what the archive holds instead.
-pub fn latest(storage: &Arc<dyn Storage>, concurrency: usize) -> Result<Backup> {
-    list_backups(storage, concurrency)?
-        .pop()
-        .ok_or_else(|| crate::layout::wal_inventory::no_backup(storage.as_ref(), concurrency))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

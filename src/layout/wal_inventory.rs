@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use crate::codec::Codec;
 use crate::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::error::{Error, ErrorKind, Result};
+use crate::objects::Objects;
 use crate::storage::keyspace::{self, Shape};
-use crate::storage::{ObjectMeta, Storage};
+use crate::storage::ObjectMeta;
 use crate::wal::name::{Segment, WalFile};
 
 /// Keys in the first listing page, which decides whether to fan out.
@@ -190,10 +191,9 @@ impl Inventory {
 }
 
 /// Reads the segment size from the first page header of the archived segment `key`.
-fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
-    let url = format!("{}/{key}", storage.describe());
-    let (_, codec) = Codec::split(key);
-    let mut decoded = codec.reader(storage.open(key)?, &url, storage.keys());
+fn detect_segment_size(objects: &Objects, key: &str) -> Result<u64> {
+    let url = format!("{}/{key}", objects.storage().describe());
+    let mut decoded = objects.open(key)?;
     let mut header = [0u8; 40];
     decoded.read_exact(&mut header).map_err(|e| decoded.classify(&e))?;
     crate::wal::segment::segment_size_in_header(&header).ok_or_else(|| {
@@ -207,7 +207,8 @@ fn detect_segment_size(storage: &dyn Storage, key: &str) -> Result<u64> {
 /// Lists `wal_005/` once into an inventory. Without a known segment size, it is read from
 /// the header of the first segment listed. Remote stores list key ranges `concurrency` at
 /// a time after the first page ([`keyspace`]); a directory is read in one pass.
-pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize) -> Result<(Inventory, u64)> {
+pub fn scan(objects: &Objects, segment_size: Option<u64>, concurrency: usize) -> Result<(Inventory, u64)> {
+    let storage = objects.storage().as_ref();
     let mut inv = Inventory::default();
     let mut size = segment_size;
     let mut add_page = |page: &[ObjectMeta], size: &mut Option<u64>| -> Result<()> {
@@ -216,7 +217,7 @@ pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize
                 let name = o.key.strip_prefix(super::WAL).unwrap_or(&o.key);
                 matches!(WalFile::parse(Codec::split(name).0), Some(WalFile::Segment(_)))
             }) {
-                let detected = detect_segment_size(storage, &first.key)?;
+                let detected = detect_segment_size(objects, &first.key)?;
                 tracing::debug!(segment_size = detected, object = %first.key, "segment size read from an archived segment");
                 *size = Some(detected);
             }
@@ -244,7 +245,8 @@ pub fn scan(storage: &dyn Storage, segment_size: Option<u64>, concurrency: usize
 /// The error for an archive without a complete backup, saying what the archive holds
 /// instead: WAL with no base backup is what a provider that keeps disk snapshots
 /// leaves, and only the provider can add a base backup.
-pub fn no_backup(storage: &dyn Storage, concurrency: usize) -> Error {
+pub fn no_backup(objects: &Objects, concurrency: usize) -> Error {
+    let storage = objects.storage();
     let base = format!(
         "no complete backup in {} (no *_backup_stop_sentinel.json under basebackups_005/)",
         storage.describe()
@@ -253,9 +255,9 @@ pub fn no_backup(storage: &dyn Storage, concurrency: usize) -> Error {
     // check the prefix when the network or the credentials are at fault.
     // The segment size comes from an archived segment; one that cannot be read as
     // WAL still has a name, read with the default size.
-    let scanned = match scan(storage, None, concurrency) {
+    let scanned = match scan(objects, None, concurrency) {
         Err(e) if !matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::Credentials) => {
-            scan(storage, Some(DEFAULT_WAL_SEGMENT_SIZE), concurrency)
+            scan(objects, Some(DEFAULT_WAL_SEGMENT_SIZE), concurrency)
         }
         other => other,
     };

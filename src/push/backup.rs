@@ -26,6 +26,7 @@ use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
+use crate::objects::Objects;
 use crate::layout::files_metadata::{database_of, DatabaseEntry, FileEntry, FilesMetadataDoc};
 use crate::layout::sentinel::{BackupMetadata, Sentinel, TablespaceSpec};
 use crate::layout::{backup_file_key, partitions_prefix, sentinel_key};
@@ -353,6 +354,8 @@ pub struct Pushed {
 /// files in each.
 struct Uploaded<'a> {
     storage: &'a dyn Storage,
+    /// The keys partitions are encrypted with.
+    keys: &'a Keys,
     /// The partitions' prefix.
     prefix: String,
     codec: Codec,
@@ -365,7 +368,7 @@ impl Uploaded<'_> {
     /// Tars and compresses `members` and `extra` files (against the `delta` base, if
     /// any) into partition `file`, uploads it, and records it.
     fn upload(&self, file: String, members: &[Member], extra: &[(&str, &[u8])], delta: Option<&Base>) -> Result<()> {
-        let (spool, t, c, names) = build_tar(members, self.codec, self.storage.keys(), extra, delta)?;
+        let (spool, t, c, names) = build_tar(members, self.codec, self.keys, extra, delta)?;
         self.storage.put(&format!("{}{file}", self.prefix), &spool)?;
         self.tar_bytes.fetch_add(t, Ordering::Relaxed);
         self.compressed.fetch_add(c, Ordering::Relaxed);
@@ -378,7 +381,8 @@ impl Uploaded<'_> {
 /// Takes a base backup of the cluster in `pgdata` (served by `db`) into `storage`: a
 /// delta against `base` when one is given and the cluster is still on its timeline
 /// ([`delta::choose`]), a full backup otherwise.
-pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options, base: Option<Base>) -> Result<Pushed> {
+pub fn push(objects: &Objects, pgdata: &Path, db: &Db, opts: &Options, base: Option<Base>) -> Result<Pushed> {
+    let storage = objects.storage().as_ref();
     let start_time = SystemTime::now();
     let sysid = db.system_identifier()?;
     let (start_lsn, segment) = db.start_backup(&format!("walfetch {}", rfc3339(start_time)))?;
@@ -404,6 +408,7 @@ pub fn push(storage: &dyn Storage, pgdata: &Path, db: &Db, opts: &Options, base:
     let parts = partition(members, opts.tar_size_threshold.max(1));
     let uploaded = Uploaded {
         storage,
+        keys: objects.keys(),
         prefix: partitions_prefix(&backup),
         codec: opts.codec,
         tar_bytes: AtomicU64::new(0),

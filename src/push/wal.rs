@@ -16,8 +16,8 @@ use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
+use crate::objects::Objects;
 use crate::layout::wal_key;
-use crate::storage::Storage;
 
 /// SHA-256 of everything `reader` yields; `describe` classifies read errors.
 fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Result<[u8; 32]> {
@@ -64,7 +64,8 @@ pub enum Pushed {
 }
 
 /// Archives the WAL file at `path` with `codec`.
-pub fn push(storage: &dyn Storage, path: &Path, codec: Codec) -> Result<Pushed> {
+pub fn push(objects: &Objects, path: &Path, codec: Codec) -> Result<Pushed> {
+    let storage = objects.storage();
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -77,7 +78,7 @@ pub fn push(storage: &dyn Storage, path: &Path, codec: Codec) -> Result<Pushed> 
 
     if storage.stat(&key)?.is_some() {
         let local = digest(&mut source, &|e| Error::local_io(&shown, &e))?;
-        let mut existing = codec.reader(storage.open(&key)?, &url, storage.keys());
+        let mut existing = objects.open(&key)?;
         let remote = digest(&mut existing, &|e| existing_error(&url, e))?;
         if local == remote {
             return Ok(Pushed::AlreadyThere(url));
@@ -89,7 +90,7 @@ pub fn push(storage: &dyn Storage, path: &Path, codec: Codec) -> Result<Pushed> 
             ),
         ));
     }
-    let spool = spool_compressed(&mut source, codec, storage.keys(), &shown)?;
+    let spool = spool_compressed(&mut source, codec, objects.keys(), &shown)?;
     storage.put(&key, &spool)?;
     Ok(Pushed::Stored(url))
 }

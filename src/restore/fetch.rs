@@ -28,8 +28,10 @@ use crate::codec::Codec;
 use crate::config::Parallelism;
 use crate::constants::INCOMPLETE_MARKER;
 use crate::error::{Error, ErrorKind, Result};
+use crate::crypto::Keys;
 use crate::fsutil;
 use crate::inspect::backups::human_size;
+use crate::objects::{decoded, Objects};
 use crate::layout::plan::RestorePlan;
 use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
@@ -178,7 +180,8 @@ pub fn identity(plan: &RestorePlan) -> Identity {
 /// Restores the backup `chain` ends with (a full backup alone, or a delta after the
 /// backups below it, oldest first: see [`super::delta`]) into `dir` (already prepared,
 /// see [`prepare_target`]), from the start or continuing an interrupted restore.
-pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+pub fn restore(objects: &Objects, chain: &[RestorePlan], dir: &Path, opts: &Options, start: Start) -> Result<Summary> {
+    let storage = objects.storage();
     let Some(plan) = chain.last() else {
         return Err(Error::new(ErrorKind::Config, "nothing to restore"));
     };
@@ -237,6 +240,7 @@ pub fn restore(storage: &Arc<dyn Storage>, chain: &[RestorePlan], dir: &Path, op
         }
         let work = Work {
             storage,
+            keys: objects.keys(),
             plan: layer_plan,
             layer,
             target: &target,
@@ -415,6 +419,8 @@ fn layer_partitions<'a>(plan: &'a RestorePlan, layer: &Layer) -> Vec<&'a ObjectM
 /// What the partition workers share.
 struct Work<'a> {
     storage: &'a Arc<dyn Storage>,
+    /// The keys of its encrypted objects.
+    keys: &'a Keys,
     /// The backup of the layer being restored.
     plan: &'a RestorePlan,
     /// What the layer gives (everything, for a full backup alone).
@@ -583,7 +589,7 @@ fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &A
     // thread of its own per partition cost more (a copy of every decoded byte, a
     // wake-up per buffer) than it gained, whatever the source.
     let decoded = Decoded {
-        inner: codec.reader(Box::new(counted), &url, work.storage.keys()),
+        inner: decoded(Box::new(counted), codec, &url, work.keys),
         total: 0,
     };
     let mut written = |rel: &str, size: u64| work.journal.file(&part.key, rel, size);

@@ -28,7 +28,7 @@ pub fn restore(archive: &Arc<dyn Archive>, chosen: &Chosen, dir: &Path, opts: &O
     match chosen {
         Chosen::WalG(chain) => {
             let name = chain.last().map(|p| p.name().to_string()).unwrap_or_default();
-            Ok((fetch::restore(archive.storage(), chain, dir, opts, start)?, name))
+            Ok((fetch::restore(&archive.objects(), chain, dir, opts, start)?, name))
         }
         Chosen::PgBackRest(chosen) => {
             let (backup, manifest) = chosen.as_ref();

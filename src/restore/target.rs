@@ -27,7 +27,7 @@ use crate::layout::backup::Backup;
 use crate::layout::timelines::{name, Histories};
 use crate::layout::wal_inventory::Inventory;
 use crate::pg::recovery::{RecoveryTarget, Target};
-use crate::wal::fetch::{download, with_mapped, Expect};
+use crate::standby::fetch::{download, with_mapped, Expect};
 use crate::wal::name::{Lsn, Segment};
 use crate::wal::records::{events, Event};
 

@@ -69,10 +69,6 @@ impl<S: Storage> Storage for ProvenAbsence<S> {
         self.inner.describe()
     }
 
-    fn keys(&self) -> &crate::crypto::Keys {
-        self.inner.keys()
-    }
-
     fn open(&self, key: &str) -> Result<ObjectReader> {
         self.proven(self.inner.open(key))
     }

@@ -13,25 +13,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Chunk, ObjectMeta, ObjectReader, Page, Storage};
-use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 
 /// Archive storage in a local directory.
 pub struct FsStorage {
     root: PathBuf,
-    keys: Keys,
 }
 
 impl FsStorage {
     /// Storage rooted at `root` (which need not exist until something is written).
     pub fn new(root: PathBuf) -> Self {
-        FsStorage::with_keys(root, Keys::default())
-    }
-
-    /// Storage rooted at `root` whose objects are read and written with `keys`.
-    pub fn with_keys(root: PathBuf, keys: Keys) -> Self {
-        FsStorage { root, keys }
+        FsStorage { root }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -122,10 +115,6 @@ impl FsStorage {
 }
 
 impl Storage for FsStorage {
-    fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
@@ -190,7 +179,7 @@ impl Storage for FsStorage {
     fn request_range(&self, key: &str, start: u64, end: u64, _etag: Option<&str>) -> Option<super::PendingRange> {
         let path = self.path(key);
         let key = key.to_string();
-        let this = FsStorage::with_keys(self.root.clone(), self.keys.clone());
+        let this = FsStorage::new(self.root.clone());
         Some(Box::new(move || {
             use std::io::{Read, Seek, SeekFrom};
             let mut file = fs::File::open(&path).map_err(|e| this.io_error(&key, &e))?;

@@ -31,7 +31,6 @@ pub mod ratelimit;
 pub mod retry;
 pub mod s3;
 
-use crate::crypto::{Keys, NO_KEYS};
 use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
@@ -96,11 +95,6 @@ pub type PendingRange = Box<dyn FnOnce() -> Result<RangeAnswer> + Send>;
 pub trait Storage: Send + Sync {
     /// Human-readable archive root, for messages (`s3://bucket/prefix`, `file:///dir`).
     fn describe(&self) -> String;
-
-    /// The keys the archive's objects are read and written with (see [`crate::crypto`]).
-    fn keys(&self) -> &Keys {
-        &NO_KEYS
-    }
 
     /// Opens `key` for streaming reads. Absence is an error of kind `NotFound`.
     fn open(&self, key: &str) -> Result<ObjectReader>;
@@ -205,7 +199,7 @@ pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
     let limit = settings.tuning.rate_limit;
     Ok(match &settings.location {
         Location::File { root } => {
-            let fs = fs::FsStorage::with_keys(root.clone(), settings.keys.clone());
+            let fs = fs::FsStorage::new(root.clone());
             match limit {
                 Some(rate) => Arc::new(ProvenAbsence::new(ratelimit::RateLimited::new(fs, rate))),
                 None => Arc::new(ProvenAbsence::new(fs)),

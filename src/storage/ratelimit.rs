@@ -98,10 +98,6 @@ impl<S: Storage> Storage for RateLimited<S> {
         self.inner.describe()
     }
 
-    fn keys(&self) -> &crate::crypto::Keys {
-        self.inner.keys()
-    }
-
     fn open(&self, key: &str) -> Result<ObjectReader> {
         Ok(self.limited(self.inner.open(key)?))
     }

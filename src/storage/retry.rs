@@ -130,10 +130,6 @@ impl<S: Storage + 'static> Storage for Retrying<S> {
         self.inner.describe()
     }
 
-    fn keys(&self) -> &crate::crypto::Keys {
-        self.inner.keys()
-    }
-
     fn open(&self, key: &str) -> Result<ObjectReader> {
         with_retries(self.max_retries, &self.url(key), || self.inner.open(key))
     }

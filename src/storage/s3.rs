@@ -31,7 +31,6 @@ use super::retry::{is_transient, Schedule};
 use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, RangeAnswer, Storage};
 use crate::config::{Location, S3Options, StorageSettings};
 use crate::constants::CONNECT_TIMEOUT;
-use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
 
 /// An S3 bucket (and key prefix) as archive storage.
@@ -45,8 +44,6 @@ pub struct S3Storage {
     remote: Arc<Remote>,
     /// Resumes of a body cut short, at most (`WALFETCH_MAX_RETRIES`).
     max_retries: usize,
-    /// Keys for encrypted objects.
-    keys: Keys,
 }
 
 impl S3Storage {
@@ -108,7 +105,6 @@ impl S3Storage {
                 options: settings.s3.clone(),
             }),
             max_retries: settings.tuning.max_retries,
-            keys: settings.keys.clone(),
         })
     }
 
@@ -446,10 +442,6 @@ fn classify_status(remote: &Remote, op: Op, what: &str, status: u16, code: &str,
 }
 
 impl Storage for S3Storage {
-    fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     fn describe(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)

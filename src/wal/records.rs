@@ -67,7 +67,7 @@ pub struct Checked {
 
 /// A record that starts in one segment and ends in the next, as far as the first holds it.
 /// Serialisable, so a hand-over can leave it for the next one
-/// ([`crate::wal::handover`]).
+/// ([`crate::standby::handover`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenRecord {
     /// Where the record starts.

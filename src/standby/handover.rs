@@ -20,77 +20,27 @@
 //! recovery, retried by a standby).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::archive::Archive;
-use crate::config::absolute;
 use crate::config::StorageSettings;
 use crate::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
 use crate::layout::WAL;
-use crate::pg::conf::{recovery_state, RecoveryState};
-use crate::pg::controldata;
-use crate::pg::datadir::{looks_like_datadir, pg_major, system_identifier, wal_dir, PgMajor};
-use crate::wal::fetch::{check_file, check_first_page, download, with_mapped, Expect};
+use crate::pg::datadir::{system_identifier, wal_dir};
+use crate::standby::fetch::{check_file, check_first_page, download, with_mapped, Expect};
 use crate::wal::name::{Segment, WalFile};
-use crate::wal::prefetch;
+use crate::standby::fetcher;
+use crate::standby::Standby;
 use crate::wal::records::{check_continuation, OpenRecord};
-use crate::wal::spool::{Call, HandedOver, Spool};
+use crate::standby::spool::{Call, HandedOver, Spool};
 
 /// How long a call waits for a segment the fetcher is downloading before fetching it itself.
 const SPOOL_WAIT: Duration = Duration::from_secs(60);
 
-/// The data directory a `wal-fetch` call serves, found from `%p`.
-#[derive(Debug, Clone)]
-pub struct Standby {
-    /// The data directory.
-    pub datadir: PathBuf,
-    /// Its `PG_VERSION`.
-    pub version: Option<PgMajor>,
-    /// Its spool and state files.
-    pub spool: Spool,
-}
-
-impl Standby {
-    /// The data directory of `%p`: PostgreSQL runs restore_command in the data directory
-    /// with `%p` = `pg_wal/RECOVERYXLOG`. `None` when `%p` is not in the `pg_wal` (or
-    /// `pg_xlog`) directory of a data directory: then there is no spool, no fetcher and
-    /// no state to keep, and nothing is created around `%p`. The path is taken as given,
-    /// never resolved: `pg_wal` is often a symlink to a WAL disk.
-    pub fn of_destination(destination: &Path, prefetch_dir: Option<&Path>) -> Option<Standby> {
-        let wal_dir = match destination.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = wal_dir.file_name().and_then(|n| n.to_str())?;
-        if !matches!(name, "pg_wal" | "pg_xlog") {
-            return None;
-        }
-        let datadir = absolute(wal_dir.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")));
-        let datadir = datadir.components().collect::<PathBuf>();
-        if !looks_like_datadir(&datadir) {
-            return None;
-        }
-        Some(Standby {
-            spool: Spool::for_wal_dir(&datadir.join(name), prefetch_dir),
-            version: pg_major(&datadir).ok(),
-            datadir,
-        })
-    }
-
-    /// How the server in this data directory recovers.
-    pub fn recovery_state(&self) -> RecoveryState {
-        recovery_state(&self.datadir, self.version)
-    }
-
-    /// The cluster's WAL segment size, from `global/pg_control`.
-    pub fn segment_size(&self) -> Option<u64> {
-        controldata::read(&self.datadir, self.version?).ok().map(|c| c.segment_size)
-    }
-}
 
 /// One `wal-fetch` call.
 #[derive(Debug)]
@@ -146,7 +96,7 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
     };
     if let Some((seg, standby)) = prefetching {
         standby.spool.set_requested(&seg);
-        prefetch::retire_if_stale(standby, settings);
+        fetcher::retire_if_stale(standby, settings);
         if let Some(served) = from_spool(req, standby, seg, &tmp, settings, expect)? {
             return Ok(served);
         }
@@ -164,7 +114,7 @@ pub fn serve(req: &Request, settings: &StorageSettings, open: &dyn Fn() -> Resul
         if let Some(next) = seg.next(size) {
             standby.spool.set_requested(&next);
         }
-        prefetch::ensure_running(standby, settings);
+        fetcher::ensure_running(standby, settings);
     }
     let guard = RemoveOnDrop(Some(tmp.clone()));
     let fetched = download(archive.as_ref(), name, &tmp, expect).inspect_err(|_| {

@@ -1,5 +1,5 @@
 //! The prefetch fetcher (`walfetch follow PGDATA`): it keeps the next segments a standby
-//! will ask for downloaded, decoded and checked in the spool ([`crate::wal::spool`]), so
+//! will ask for downloaded, decoded and checked in the spool ([`crate::standby::spool`]), so
 //! `wal-fetch` mostly renames a ready file.
 //!
 //! It keeps a window of segments after the one PostgreSQL asked for last (on the
@@ -11,14 +11,14 @@
 //! - started on demand by `wal-fetch`, it serves the PostgreSQL server that was running
 //!   when it started and exits as soon as that server stops (a restarted server, with
 //!   new settings in its environment, starts a fresh fetcher on its first call);
-//! - it records a digest of its settings ([`fingerprint`]: storage flags, the walfetch
+//! - it records a digest of its settings ([`super::fetcher::fingerprint`]: storage flags, the walfetch
 //!   binary, the `AWS_*`/`WALG_*`/`WALE_*`/`WALFETCH_*` environment); a `wal-fetch` whose
-//!   digest differs stops it and clears its spool ([`retire_if_stale`]);
+//!   digest differs stops it and clears its spool ([`super::fetcher::retire_if_stale`]);
 //! - when storage rejects its credentials it reloads them (a credentials file renewed in
 //!   place, a `credential_process`, a web identity token), at most every
 //!   [`CREDENTIALS_RELOAD_EVERY`];
 //! - a failure that keeps repeating is logged once a minute with a count, and its log
-//!   file is rotated past [`LOG_LIMIT`], so the log stays bounded however long it fails.
+//!   file is rotated past [`super::fetcher::LOG_LIMIT`], so the log stays bounded however long it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 
 use crate::archive::{self, Archive};
 use crate::config::StorageSettings;
@@ -37,168 +36,15 @@ use crate::fsutil::process_alive;
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier};
 use crate::storage;
-use crate::wal::fetch::{download, with_mapped, Expect, Fetched};
-use crate::wal::handover::Standby;
+use crate::standby::fetch::{download, with_mapped, Expect, Fetched};
+use crate::standby::fetcher::{fingerprint, LogFile, REPEAT_LOG_EVERY};
 use crate::wal::name::Segment;
 use crate::wal::records::{check_continuation, OpenRecord};
-use crate::wal::spool::{Failing, FetcherInfo, FollowStatus, Spool};
+use crate::standby::spool::{Failing, FetcherInfo, FollowStatus, Spool};
 use crate::wal::timeline::{chain, parse_history, Span};
 
 /// Storage is reopened (credentials reloaded) at most this often while it rejects them.
 pub const CREDENTIALS_RELOAD_EVERY: Duration = Duration::from_secs(10);
-
-/// A repeated failure is logged at most this often (with how often it happened since).
-pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// The fetcher's log file is rotated (to `.1`, replacing the one before) past this size.
-pub const LOG_LIMIT: u64 = 4 << 20;
-
-/// Environment variables whose values shape what a fetcher does (storage, credentials,
-/// sizes), by prefix. Their values go into [`fingerprint`] as a digest only.
-const SETTING_PREFIXES: [&str; 5] = ["AWS_", "WALG_", "WALE_", "WALFETCH_", "PGBACKREST_"];
-
-/// Variables with those prefixes that do not change what a fetcher fetches or how.
-const NOT_FETCHING: [&str; 5] = [
-    "WALFETCH_LOG_LEVEL",
-    "WALG_LOG_LEVEL",
-    "WALFETCH_RECOVERY_MODE",
-    "WALFETCH_FOLLOW_IDLE",
-    "WALFETCH_PREFETCH",
-];
-
-/// A digest of everything a fetcher's behaviour depends on: the storage settings, the
-/// walfetch binary (path and modification time) and the settings in the environment.
-/// Two processes with the same digest would fetch the same objects the same way.
-pub fn fingerprint(settings: &StorageSettings) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(format!("{settings:?}\n"));
-    if let Ok(exe) = std::env::current_exe() {
-        let modified = fs::metadata(&exe).and_then(|m| m.modified()).ok();
-        hasher.update(format!("{} {modified:?}\n", exe.display()));
-    }
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)) && !NOT_FETCHING.contains(&k.as_str()))
-        .collect();
-    vars.sort();
-    for (k, v) in vars {
-        hasher.update(format!("{k}={v}\n"));
-    }
-    hasher.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Stops the fetcher when it was started with other settings than `settings` (and this
-/// process's environment), and drops what it prefetched; the next direct fetch starts a
-/// fresh one. A service (`--foreground`) is managed by its service manager and never
-/// stopped here: what it prefetched still passes every check of the hand-over.
-pub fn retire_if_stale(standby: &Standby, settings: &StorageSettings) {
-    let spool = &standby.spool;
-    let Some(info) = spool.fetcher() else { return };
-    if info.foreground || info.fingerprint == fingerprint(settings) {
-        return;
-    }
-    if let Some(alive) = spool.fetcher_alive() {
-        tracing::info!(pid = alive.pid, "the running fetcher has other settings; replacing it");
-        // SAFETY: kill sends a signal to a process verified to be this spool's fetcher.
-        unsafe {
-            libc::kill(alive.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while spool.fetcher_alive().is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    spool.clear_ready();
-}
-
-/// Starts a fetcher for `standby` unless one runs.
-pub fn ensure_running(standby: &Standby, settings: &StorageSettings) {
-    if !standby.spool.fetcher_running() {
-        spawn(&standby.datadir, &standby.spool, settings);
-    }
-}
-
-/// Starts `walfetch follow` for `datadir` in its own session, detached from PostgreSQL,
-/// with the same storage settings; it logs to the spool's log file.
-fn spawn(datadir: &Path, spool: &Spool, settings: &StorageSettings) {
-    use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    if spool.create().is_err() {
-        return;
-    }
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(settings.to_flags())
-        .arg("follow")
-        .arg(datadir)
-        .arg("--log-file")
-        .arg(spool.log_path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    match cmd.spawn() {
-        Ok(child) => tracing::debug!(pid = child.id(), "started the prefetch fetcher"),
-        Err(e) => {
-            tracing::warn!(cause = %e, "could not start the prefetch fetcher; fetching segments one by one")
-        }
-    }
-}
-
-/// Sends standard error to `path` (appending), rotating it when it has grown past
-/// [`LOG_LIMIT`].
-pub struct LogFile {
-    path: PathBuf,
-    checked: Instant,
-}
-
-impl LogFile {
-    /// Opens `path` as this process's standard error.
-    pub fn open(path: PathBuf) -> Result<LogFile> {
-        let log = LogFile {
-            path,
-            checked: Instant::now(),
-        };
-        log.reopen()?;
-        Ok(log)
-    }
-
-    fn reopen(&self) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| Error::local_io(self.path.display(), &e))?;
-        // SAFETY: dup2 onto standard error of a descriptor we own; the old one is closed by dup2.
-        if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
-            return Err(Error::local_io(self.path.display(), &std::io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-
-    /// Rotates the log if it has grown past the limit (looked at once a minute).
-    pub fn maybe_rotate(&mut self) {
-        if self.checked.elapsed() < REPEAT_LOG_EVERY {
-            return;
-        }
-        self.checked = Instant::now();
-        if fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0) <= LOG_LIMIT {
-            return;
-        }
-        let old = self.path.with_extension("log.1");
-        if fs::rename(&self.path, &old).is_ok() {
-            let _ = self.reopen();
-            tracing::info!(previous = %old.display(), "log rotated");
-        }
-    }
-}
 
 /// Logs a failure that may repeat: the first time at once, then at most once per
 /// [`REPEAT_LOG_EVERY`] with the number of times it happened since.
@@ -656,7 +502,7 @@ fn fill(archive: &dyn Archive, spool: &Spool, window: &[Segment], expect: Expect
 /// For each ready segment of `window` whose predecessor this fetcher downloaded and left
 /// with an open record: checks the record's CRC over both parts. A mismatch refuses the
 /// segment (it leaves the spool, and wal-fetch stops recovery with the reason). This is
-/// the early warning; `wal-fetch` checks every hand-over itself ([`crate::wal::handover`]).
+/// the early warning; `wal-fetch` checks every hand-over itself ([`crate::standby::handover`]).
 fn check_heads(spool: &Spool, window: &[Segment], size: u64, tails: &BTreeMap<Segment, Tail>, checked: &mut BTreeSet<Segment>) {
     for seg in window {
         if checked.contains(seg) || !spool.ready_path(seg).exists() {

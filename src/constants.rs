@@ -64,3 +64,8 @@ pub const DOWNLOAD_MEMORY: u64 = 24 << 20;
 /// smaller parts leave more of them requested ahead, which hides round trips better than
 /// larger parts hide per-request overhead.
 pub const RANGE_PART_SIZE: u64 = 1 << 20;
+
+/// How long before the credentials in use expire `check` and `status` start to warn
+/// (exit 19): an hour, time to renew a provider's token before a fetch fails.
+/// `--credentials-margin` / `WALFETCH_CREDENTIALS_MARGIN` override it.
+pub const CREDENTIALS_MARGIN: Duration = Duration::from_secs(3600);

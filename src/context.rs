@@ -33,7 +33,7 @@ impl Context {
         if let Some(s) = self.storage.get() {
             return Ok(Arc::clone(s));
         }
-        let opened = storage::open(self.settings.storage()?)?;
+        let opened = storage::open(&self.settings.storage()?.connection()?)?;
         Ok(Arc::clone(self.storage.get_or_init(|| opened)))
     }
 

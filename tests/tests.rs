@@ -14,6 +14,7 @@ mod failures;
 mod faults;
 mod fixtures;
 mod fuzz_corpus;
+mod layers;
 mod migration;
 mod morning;
 mod openpgp;

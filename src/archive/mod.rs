@@ -14,6 +14,7 @@
 //! without a request.
 
 pub mod pgbackrest;
+pub mod timelines;
 pub mod walg;
 
 use std::io::Read;

@@ -44,6 +44,8 @@ pub enum Pgp {
     KeyRing {
         /// The key (id, fingerprint or user id) objects are encrypted to.
         key_id: String,
+        /// The gpg program (`WALFETCH_GPG`, else `gpg` from `PATH`).
+        program: String,
     },
 }
 
@@ -70,7 +72,7 @@ impl fmt::Debug for Pgp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Pgp::Key(k) => write!(f, "Pgp::Key({} {})", k.setting, k.fingerprint),
-            Pgp::KeyRing { key_id } => write!(f, "Pgp::KeyRing({key_id})"),
+            Pgp::KeyRing { key_id, .. } => write!(f, "Pgp::KeyRing({key_id})"),
         }
     }
 }
@@ -79,7 +81,7 @@ impl PartialEq for Pgp {
     fn eq(&self, other: &Pgp) -> bool {
         match (self, other) {
             (Pgp::Key(a), Pgp::Key(b)) => a.fingerprint == b.fingerprint && a.secrets.len() == b.secrets.len(),
-            (Pgp::KeyRing { key_id: a }, Pgp::KeyRing { key_id: b }) => a == b,
+            (Pgp::KeyRing { key_id: a, program: pa }, Pgp::KeyRing { key_id: b, program: pb }) => a == b && pa == pb,
             _ => false,
         }
     }
@@ -110,8 +112,10 @@ impl Pgp {
             return KeyData::parse(&data, &passphrase, "WALG_PGP_KEY_PATH").map(|k| Some(Pgp::Key(Arc::new(k))));
         }
         let key_id = set("WALG_GPG_KEY_ID").or_else(|| set("WALE_GPG_KEY_ID"));
+        let program = set("WALFETCH_GPG").unwrap_or_else(|| "gpg".to_string());
         Ok(key_id.map(|id| Pgp::KeyRing {
             key_id: id.trim().to_string(),
+            program,
         }))
     }
 
@@ -134,7 +138,7 @@ impl Pgp {
         };
         match self {
             Pgp::Key(key) => key.open(watched, object, slot),
-            Pgp::KeyRing { .. } => GpgReader::start(watched, object, slot).map(|r| Box::new(r) as Box<dyn Read + Send>),
+            Pgp::KeyRing { program, .. } => GpgReader::start(program, watched, object, slot).map(|r| Box::new(r) as Box<dyn Read + Send>),
         }
     }
 
@@ -143,7 +147,7 @@ impl Pgp {
     pub fn seal(&self, plain: &mut (dyn Read + Send), out: &mut dyn Write) -> io::Result<()> {
         match self {
             Pgp::Key(key) => key.seal(plain, out),
-            Pgp::KeyRing { key_id } => gpg_encrypt(key_id, plain, out),
+            Pgp::KeyRing { key_id, program } => gpg_encrypt(program, key_id, plain, out),
         }
     }
 }
@@ -367,13 +371,8 @@ struct GpgReader {
     done: bool,
 }
 
-fn gpg_program() -> String {
-    std::env::var("WALFETCH_GPG").unwrap_or_else(|_| "gpg".to_string())
-}
-
-fn spawn_gpg(args: &[&str], what: &str) -> Result<Child> {
-    let program = gpg_program();
-    Command::new(&program)
+fn spawn_gpg(program: &str, args: &[&str], what: &str) -> Result<Child> {
+    Command::new(program)
         .args(["--batch", "--no-tty", "--quiet"])
         .args(args)
         .stdin(Stdio::piped())
@@ -416,8 +415,8 @@ fn last_line(stderr: &[u8]) -> String {
 }
 
 impl GpgReader {
-    fn start(mut watched: Watched, object: &str, slot: Slot) -> Result<GpgReader> {
-        let mut child = spawn_gpg(&["--decrypt"], "reading an OpenPGP-encrypted object")?;
+    fn start(program: &str, mut watched: Watched, object: &str, slot: Slot) -> Result<GpgReader> {
+        let mut child = spawn_gpg(program, &["--decrypt"], "reading an OpenPGP-encrypted object")?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();
             return Err(Error::new(ErrorKind::Config, "gpg started without its pipes"));
@@ -495,8 +494,9 @@ impl Drop for GpgReader {
 }
 
 /// `gpg --encrypt -z 0 -r ID` from `plain` into `out`, as WAL-E encrypts.
-fn gpg_encrypt(key_id: &str, plain: &mut (dyn Read + Send), out: &mut dyn Write) -> io::Result<()> {
+fn gpg_encrypt(program: &str, key_id: &str, plain: &mut (dyn Read + Send), out: &mut dyn Write) -> io::Result<()> {
     let mut child = spawn_gpg(
+        program,
         &["--encrypt", "-z", "0", "--trust-model", "always", "-r", key_id],
         "writing with a gpg key",
     )

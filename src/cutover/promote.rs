@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Error, ErrorKind, Result};
-use crate::inspect::status::report;
+use crate::inspect::status::{report, StatusReport};
 use crate::pg::collation::{self, Change};
 use crate::pg::controldata;
 use crate::pg::datadir::pg_major;
@@ -81,22 +81,7 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
     }
     let version = pg_major(datadir)?;
     let size = controldata::read(datadir, version)?.segment_size;
-    let collations = match collation::compare(datadir, &settings.libpq, db) {
-        Ok(report) => report,
-        Err(e) => {
-            say(&format!("warning: collation versions not compared: {e}"));
-            collation::Report::default()
-        }
-    };
-    for line in collations.lines() {
-        say(&format!("warning: {line}"));
-    }
-    if !collations.changes.is_empty() {
-        say(&format!(
-            "warning: indexes on these collations may no longer be in order: run walfetch check-indexes {} (now on the standby, and again after promotion)",
-            datadir.display()
-        ));
-    }
+    let collations = compare_collations(datadir, settings, db, say);
     let started = Instant::now();
     let mut head_since: Option<(String, Instant)> = None;
     let mut last_said = String::new();
@@ -107,13 +92,7 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
         // report may predate a segment put back): the segment PostgreSQL needs is missing
         // while later ones exist, or a segment ahead was refused as damaged. A call that
         // fails (credentials, network) may resolve: it is waited out until the timeout.
-        let gap = (!status.next_segment_in_archive && status.behind_segments > 0)
-            .then(|| format!("{} is missing from the archive while later segments exist", status.next_segment));
-        let refused = status
-            .refused
-            .first()
-            .map(|(seg, why)| format!("{seg} was refused as damaged: {why}"));
-        let blocked: Vec<String> = gap.into_iter().chain(refused).collect();
+        let blocked = blockers(&status);
         let timeline = status.timeline;
         // Paused at the recovery target its configuration names: that is where the
         // restore was asked to stop.
@@ -133,27 +112,7 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
                 if let Some(b) = blocked.first() {
                     return Ok(Outcome::Refused(format!("not promoting: replayed {replayed}, and {b}")));
                 }
-                match &status.archive_head {
-                    None => None,
-                    Some(head) => {
-                        let head_no = Segment::parse(head).and_then(|s| s.number(size)).unwrap_or(u64::MAX);
-                        let wants = Segment::parse(&status.next_segment).and_then(|s| s.number(size)).unwrap_or(0);
-                        let since = match &head_since {
-                            Some((h, at)) if h == head => *at,
-                            _ => {
-                                head_since = Some((head.clone(), Instant::now()));
-                                Instant::now()
-                            }
-                        };
-                        let consumed = wants > head_no && status.next_segment_source == "restore_command";
-                        (consumed && since.elapsed() >= opts.quiet).then(|| {
-                            format!(
-                                "replayed {replayed}: everything up to the archive's newest segment {head}, and none newer for {}s",
-                                since.elapsed().as_secs()
-                            )
-                        })
-                    }
-                }
+                quiet_head(&status, size, &mut head_since, opts.quiet, replayed)
             }
         };
         if let Some(why) = ready {
@@ -185,6 +144,71 @@ pub fn promote(datadir: &Path, settings: &Settings, db: &Db, opts: &Options, say
         }
         std::thread::sleep(opts.poll);
     }
+}
+
+/// Compares the collation versions the catalog recorded with this machine's, and warns
+/// of each change (a comparison that fails is a warning, not a refusal).
+fn compare_collations(datadir: &Path, settings: &Settings, db: &Db, say: &mut dyn FnMut(&str)) -> collation::Report {
+    let collations = match collation::compare(datadir, &settings.libpq, db) {
+        Ok(report) => report,
+        Err(e) => {
+            say(&format!("warning: collation versions not compared: {e}"));
+            collation::Report::default()
+        }
+    };
+    for line in collations.lines() {
+        say(&format!("warning: {line}"));
+    }
+    if !collations.changes.is_empty() {
+        say(&format!(
+            "warning: indexes on these collations may no longer be in order: run walfetch check-indexes {} (now on the standby, and again after promotion)",
+            datadir.display()
+        ));
+    }
+    collations
+}
+
+/// What cannot resolve itself, from status's own fresh listing (the fetcher's report may
+/// predate a segment put back): the segment PostgreSQL needs is missing while later ones
+/// exist, or a segment ahead was refused as damaged. A call that fails (credentials,
+/// network) may resolve, so it is not here: it is waited out until the timeout.
+fn blockers(status: &StatusReport) -> Vec<String> {
+    let gap = (!status.next_segment_in_archive && status.behind_segments > 0)
+        .then(|| format!("{} is missing from the archive while later segments exist", status.next_segment));
+    let refused = status
+        .refused
+        .first()
+        .map(|(seg, why)| format!("{seg} was refused as damaged: {why}"));
+    gap.into_iter().chain(refused).collect()
+}
+
+/// Ready without a target LSN: PostgreSQL has consumed the archive's newest segment
+/// through restore_command and no newer one has appeared for `quiet` (`head_since`
+/// remembers since when the head has been the same). The line to say when it is.
+fn quiet_head(
+    status: &StatusReport,
+    size: u64,
+    head_since: &mut Option<(String, Instant)>,
+    quiet: Duration,
+    replayed: Lsn,
+) -> Option<String> {
+    let head = status.archive_head.as_ref()?;
+    let head_no = Segment::parse(head).and_then(|s| s.number(size)).unwrap_or(u64::MAX);
+    let wants = Segment::parse(&status.next_segment).and_then(|s| s.number(size)).unwrap_or(0);
+    let since = match head_since {
+        Some((h, at)) if h == head => *at,
+        _ => {
+            *head_since = Some((head.clone(), Instant::now()));
+            Instant::now()
+        }
+    };
+    let consumed = wants > head_no && status.next_segment_source == "restore_command";
+    (consumed && since.elapsed() >= quiet).then(|| {
+        format!(
+            "replayed {replayed}: everything up to the archive's newest segment {head}, and none newer for {}s",
+            since.elapsed().as_secs()
+        )
+    })
 }
 
 /// Whether the server is paused at the recovery target its data directory configures:

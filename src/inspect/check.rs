@@ -118,7 +118,7 @@ fn check_pgbackrest(archive: &dyn Archive, settings: &StorageSettings, expiry_wa
         let name = newest.to_string();
         step(&format!("read {name}"), settings, say, || {
             let mut wal = archive.open_wal(&name)?;
-            std::io::copy(&mut wal.reader, &mut std::io::sink()).map_err(|e| crate::layout::timelines::read_error(&e, &wal.url))?;
+            std::io::copy(&mut wal.reader, &mut std::io::sink()).map_err(|e| crate::archive::timelines::read_error(&e, &wal.url))?;
             Ok(())
         })?;
         let how = if settings.format.cipher_pass.is_some() {
@@ -187,7 +187,7 @@ fn encryption(storage: &dyn Storage, keys: &Keys, key: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Location;
+    use crate::storage::settings::Location;
 
     #[test]
     fn hints_for_the_usual_mistakes() {

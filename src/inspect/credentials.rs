@@ -18,9 +18,6 @@ use crate::storage::Storage;
 /// Exit code: the credentials in use expire within the margin.
 pub const EXIT_CREDENTIALS_EXPIRING: u8 = 19;
 
-/// The default margin.
-pub const DEFAULT_MARGIN: Duration = Duration::from_secs(3600);
-
 /// When the credentials expire.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Expiry {
@@ -93,18 +90,19 @@ pub fn expiry_gauge(gauges: &mut Gauges, e: &Expiry) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constants::CREDENTIALS_MARGIN;
 
     #[test]
     fn the_margin_decides_and_the_line_says_when() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let soon = Expiry::at(now + Duration::from_secs(1800), now, DEFAULT_MARGIN);
+        let soon = Expiry::at(now + Duration::from_secs(1800), now, CREDENTIALS_MARGIN);
         assert!(soon.within_margin);
         assert_eq!(soon.seconds_left, 1800);
         assert!(soon.line().contains("(in 0h30m): renew them"), "{}", soon.line());
-        let later = Expiry::at(now + Duration::from_secs(36 * 3600), now, DEFAULT_MARGIN);
+        let later = Expiry::at(now + Duration::from_secs(36 * 3600), now, CREDENTIALS_MARGIN);
         assert!(!later.within_margin);
         assert!(later.line().ends_with("(in 36h00m)"), "{}", later.line());
-        let gone = Expiry::at(now - Duration::from_secs(120), now, DEFAULT_MARGIN);
+        let gone = Expiry::at(now - Duration::from_secs(120), now, CREDENTIALS_MARGIN);
         assert!(gone.within_margin && gone.seconds_left == -120);
         assert!(gone.line().contains("expired at"), "{}", gone.line());
         assert!(prometheus_gauge(Some(&soon), "archive=\"x\"").contains("walfetch_credentials_expiry_seconds{archive=\"x\"} 1800"));

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::archive::timelines::{ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::archive::Archive;
 use crate::error::Result;
-use crate::layout::timelines::{ranges, summarize, Histories, MissingRange, TimelineSummary};
 
 /// One timeline as shown.
 #[derive(Debug, Serialize)]

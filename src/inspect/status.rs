@@ -16,19 +16,19 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::archive::timelines::Histories;
 use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
 use crate::error::{ErrorKind, Result};
 use crate::inspect::credentials::{expiry, expiry_gauge, Expiry};
 use crate::inspect::prometheus::Gauges;
-use crate::layout::timelines::Histories;
 use crate::pg::collation;
 use crate::pg::conf::{recovery_state, redact, restore_command, RecoveryState, RestoreCommand};
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, wal_dir};
 use crate::pg::db::connect_datadir;
+use crate::standby::spool::{Call, FollowStatus, Spool};
 use crate::storage;
 use crate::wal::name::{Segment, WalFile};
-use crate::standby::spool::{Call, FollowStatus, Spool};
 
 /// Exit code: something blocks replay (a gap, a refused or failing segment).
 pub const EXIT_BLOCKED: u8 = 15;
@@ -424,13 +424,12 @@ fn archive_settings(b: &mut Builder, command: Option<&str>, fallback: &StorageFl
 /// Makes this process see the variables the restore_command sets (and, after `env -i`,
 /// none of the settings it does not set), so the archive is read with its credentials.
 fn apply_environment(vars: &std::collections::BTreeMap<String, String>, clears: bool) {
-    let relevant = |k: &str| ["AWS_", "WALG_", "WALE_", "WALFETCH_"].iter().any(|p| k.starts_with(p));
     if clears {
-        for (k, _) in std::env::vars().filter(|(k, _)| relevant(k)) {
+        for (k, _) in crate::config::setting_vars() {
             std::env::remove_var(k);
         }
     }
-    for (k, v) in vars.iter().filter(|(k, _)| relevant(k)) {
+    for (k, v) in vars.iter().filter(|(k, _)| crate::config::is_setting(k)) {
         std::env::set_var(k, v);
     }
 }
@@ -504,7 +503,7 @@ fn with_archive(
     size: u64,
     margin: Duration,
 ) -> Result<()> {
-    let storage = storage::open(settings)?;
+    let storage = storage::open(&settings.connection()?)?;
     let archive = crate::archive::open(std::sync::Arc::clone(&storage), settings)?;
     // Credentials that cannot be loaded show in the listing below, as a problem of their own.
     if let Ok(Some(expiry)) = expiry(storage.as_ref(), margin) {

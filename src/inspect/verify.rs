@@ -18,12 +18,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::archive::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::archive::Archive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::credentials::{expiry, expiry_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
 use crate::inspect::prometheus::Gauges;
 use crate::layout::backup::Backup;
-use crate::layout::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::layout::wal_inventory::Inventory;
 use crate::wal::name::{Lsn, Segment};
 use crate::wal::timeline::Span;

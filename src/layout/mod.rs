@@ -15,7 +15,6 @@ pub mod backup;
 pub mod files_metadata;
 pub mod plan;
 pub mod sentinel;
-pub mod timelines;
 pub mod wal_inventory;
 
 /// Folder of base backups.

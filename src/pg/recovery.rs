@@ -164,28 +164,7 @@ pub fn write_recovery_config(
         write_atomically(&path, |_| Ok(()), false)?;
         written.push(format!("{}: empty signal file", path.display()));
     } else {
-        let path = datadir.join("recovery.conf");
-        let mut conf = format!("{MARKER}\nrestore_command = {}\n", conf_string(restore_command));
-        let settings = target.map(RecoveryTarget::settings).unwrap_or_default();
-        if !settings.iter().any(|(k, _)| *k == "recovery_target_timeline") {
-            conf.push_str("recovery_target_timeline = 'latest'\n");
-        }
-        for (k, v) in settings {
-            conf.push_str(&format!("{k} = {}\n", conf_string(&v)));
-        }
-        if mode == RecoveryMode::Standby {
-            conf.push_str("standby_mode = 'on'\n");
-        }
-        write_atomically(&path, |f| std::io::Write::write_all(f, conf.as_bytes()), false)?;
-        written.push(format!(
-            "{}: restore_command{}",
-            path.display(),
-            if mode == RecoveryMode::Standby {
-                ", standby_mode = 'on'"
-            } else {
-                ""
-            }
-        ));
+        written.push(write_recovery_conf(datadir, mode, restore_command, target)?);
     }
     write_atomically(&auto_conf, |f| std::io::Write::write_all(f, auto.as_bytes()), false)?;
     let targets = target.map(|t| t.settings().iter().map(|(k, v)| format!(", {k} = '{v}'")).collect::<String>());
@@ -205,6 +184,30 @@ pub fn write_recovery_config(
         }
     ));
     Ok(written)
+}
+
+/// Writes `recovery.conf` (PostgreSQL before 12): the restore_command, the target
+/// (timeline `latest` unless the target names one), standby mode; the line that says so.
+fn write_recovery_conf(datadir: &Path, mode: RecoveryMode, restore_command: &str, target: Option<&RecoveryTarget>) -> Result<String> {
+    let path = datadir.join("recovery.conf");
+    let mut conf = format!("{MARKER}\nrestore_command = {}\n", conf_string(restore_command));
+    let settings = target.map(RecoveryTarget::settings).unwrap_or_default();
+    if !settings.iter().any(|(k, _)| *k == "recovery_target_timeline") {
+        conf.push_str("recovery_target_timeline = 'latest'\n");
+    }
+    for (k, v) in settings {
+        conf.push_str(&format!("{k} = {}\n", conf_string(&v)));
+    }
+    if mode == RecoveryMode::Standby {
+        conf.push_str("standby_mode = 'on'\n");
+    }
+    write_atomically(&path, |f| std::io::Write::write_all(f, conf.as_bytes()), false)?;
+    let standby = if mode == RecoveryMode::Standby {
+        ", standby_mode = 'on'"
+    } else {
+        ""
+    };
+    Ok(format!("{}: restore_command{standby}", path.display()))
 }
 
 /// The restore_command that calls this same binary with `flags` (the storage settings

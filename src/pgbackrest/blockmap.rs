@@ -20,6 +20,8 @@
 //! block offset varint when `t & 1`); without it the super block holds all its blocks.
 //! Then one checksum of `bic` bytes per block.
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where one block of a file is.
@@ -90,119 +92,159 @@ fn unzigzag(v: u64) -> i64 {
 /// Decodes a block map (`block_size` = `bi x 8192`, `checksum_size` = `bic`): every
 /// block of the file, in order. `object` names the map in errors.
 pub fn decode(map: &[u8], block_size: u64, checksum_size: usize, object: &str) -> Result<Vec<Block>> {
-    let mut r = Bytes { data: map, at: 0, object };
+    let mut d = Decoder {
+        r: Bytes { data: map, at: 0, object },
+        refs: BTreeMap::new(),
+        size_last: 0,
+        block_size,
+        checksum_size,
+        out: Vec::new(),
+    };
     if block_size == 0 {
-        return Err(r.err("block size 0"));
+        return Err(d.r.err("block size 0"));
     }
-    if r.varint()? & 1 != 0 {
-        return Err(r.err("version is not 0 (a format this walfetch does not know)"));
+    if d.r.varint()? & 1 != 0 {
+        return Err(d.r.err("version is not 0 (a format this walfetch does not know)"));
     }
-    let mut refs: std::collections::BTreeMap<u64, RefState> = std::collections::BTreeMap::new();
-    let mut size_last = 0u64;
-    let mut out = Vec::new();
     loop {
-        let enc = r.varint()?;
+        let enc = d.r.varint()?;
         let reference = enc >> 3;
-        let last_ref = enc & 1 != 0;
-        // (continuation, its implied LAST flag, offset of the super block)
-        let (continuation, continue_last, mut offset) = match refs.get_mut(&reference) {
+        let (continuation, continue_last, mut offset) = d.reference(enc)?;
+        let mut first_super = true;
+        loop {
+            let (last_super, total_offset) = if continuation && first_super {
+                let state = d.refs.get(&reference).cloned().unwrap_or_default();
+                d.size_last = state.size;
+                (continue_last, true)
+            } else {
+                let (last, total_offset, at) = d.super_block(reference, first_super)?;
+                offset = at;
+                (last, total_offset)
+            };
+            first_super = false;
+            d.blocks(reference, offset, total_offset)?;
+            if last_super {
+                break;
+            }
+        }
+        if enc & 1 != 0 {
+            break;
+        }
+    }
+    if d.r.at != map.len() {
+        return Err(d.r.err("bytes left after the last reference"));
+    }
+    Ok(d.out)
+}
+
+/// A block map being decoded: the bytes, what each reference has reached, the blocks so far.
+struct Decoder<'a> {
+    r: Bytes<'a>,
+    refs: BTreeMap<u64, RefState>,
+    size_last: u64,
+    block_size: u64,
+    checksum_size: usize,
+    out: Vec<Block>,
+}
+
+impl Decoder<'_> {
+    /// A reference's header (`enc` read): whether it continues a super block, that
+    /// super block's implied LAST flag, and the offset of the super block.
+    fn reference(&mut self, enc: u64) -> Result<(bool, bool, u64)> {
+        let reference = enc >> 3;
+        Ok(match self.refs.get_mut(&reference) {
             None => {
-                let bundle = if enc & 2 != 0 { r.varint()? } else { 0 };
-                let offset = if enc & 4 != 0 { r.varint()? } else { 0 };
-                refs.insert(
-                    reference,
-                    RefState {
-                        super_size: block_size,
-                        bundle,
-                        offset,
-                        ..RefState::default()
-                    },
-                );
+                let bundle = if enc & 2 != 0 { self.r.varint()? } else { 0 };
+                let offset = if enc & 4 != 0 { self.r.varint()? } else { 0 };
+                let state = RefState {
+                    super_size: self.block_size,
+                    bundle,
+                    offset,
+                    ..RefState::default()
+                };
+                self.refs.insert(reference, state);
                 (false, false, offset)
             }
             Some(state) if enc & 2 != 0 => (true, enc & 4 != 0, state.offset),
             Some(state) => {
                 let mut off = state.offset + state.size;
                 if enc & 4 != 0 {
-                    off += r.varint()?;
+                    off += self.r.varint()?;
                 }
                 state.offset = off;
                 (false, false, off)
             }
+        })
+    }
+
+    /// A super block's header: whether it is the reference's last, whether a block
+    /// total follows, and its offset.
+    fn super_block(&mut self, reference: u64, first_super: bool) -> Result<(bool, bool, u64)> {
+        let sb = self.r.varint()?;
+        let v = sb >> 3;
+        let size = if self.size_last == 0 {
+            v
+        } else {
+            u64::try_from(i64::try_from(self.size_last).unwrap_or(i64::MAX) + unzigzag(v))
+                .map_err(|_| self.r.err("a super block of negative size"))?
         };
-        let mut first_super = true;
-        loop {
-            let (last_super, total_offset) = if continuation && first_super {
-                let state = refs.get(&reference).cloned().unwrap_or_default();
-                size_last = state.size;
-                (continue_last, true)
-            } else {
-                let sb = r.varint()?;
-                let v = sb >> 3;
-                let size = if size_last == 0 {
-                    v
-                } else {
-                    u64::try_from(i64::try_from(size_last).unwrap_or(i64::MAX) + unzigzag(v))
-                        .map_err(|_| r.err("a super block of negative size"))?
-                };
-                let change = if sb & 2 != 0 {
-                    let e = r.varint()?;
-                    let mut s = (e >> 1) * block_size;
-                    if e & 1 != 0 {
-                        s += r.varint()?;
-                    }
-                    Some(s)
-                } else {
-                    None
-                };
-                let state = refs.get_mut(&reference).ok_or_else(|| r.err("internal: lost a reference"))?;
-                if let Some(s) = change {
-                    state.super_size = s;
-                }
-                if !first_super {
-                    state.offset += size_last;
-                }
-                offset = state.offset;
-                state.size = size;
-                state.block = 0;
-                size_last = size;
-                (sb & 1 != 0, sb & 4 != 0)
-            };
-            first_super = false;
-            let state = refs.get_mut(&reference).ok_or_else(|| r.err("internal: lost a reference"))?;
-            let total = if total_offset {
-                let t = r.varint()?;
-                if t & 1 != 0 {
-                    state.block += r.varint()?;
-                }
-                (t >> 1) + 1
-            } else {
-                state.super_size.div_ceil(block_size)
-            };
-            for k in 0..total {
-                r.skip(checksum_size)?;
-                out.push(Block {
-                    reference,
-                    bundle: state.bundle,
-                    offset,
-                    size: state.size,
-                    super_size: state.super_size,
-                    index: state.block + k,
-                });
+        let change = if sb & 2 != 0 {
+            let e = self.r.varint()?;
+            let mut s = (e >> 1) * self.block_size;
+            if e & 1 != 0 {
+                s += self.r.varint()?;
             }
-            state.block += total;
-            if last_super {
-                break;
+            Some(s)
+        } else {
+            None
+        };
+        let state = self
+            .refs
+            .get_mut(&reference)
+            .ok_or_else(|| self.r.err("internal: lost a reference"))?;
+        if let Some(s) = change {
+            state.super_size = s;
+        }
+        if !first_super {
+            state.offset += self.size_last;
+        }
+        let offset = state.offset;
+        state.size = size;
+        state.block = 0;
+        self.size_last = size;
+        Ok((sb & 1 != 0, sb & 4 != 0, offset))
+    }
+
+    /// The blocks of the current super block of `reference`, at `offset`.
+    fn blocks(&mut self, reference: u64, offset: u64, total_offset: bool) -> Result<()> {
+        let block_size = self.block_size;
+        let state = self
+            .refs
+            .get_mut(&reference)
+            .ok_or_else(|| self.r.err("internal: lost a reference"))?;
+        let total = if total_offset {
+            let t = self.r.varint()?;
+            if t & 1 != 0 {
+                state.block += self.r.varint()?;
             }
+            (t >> 1) + 1
+        } else {
+            state.super_size.div_ceil(block_size)
+        };
+        for k in 0..total {
+            self.r.skip(self.checksum_size)?;
+            self.out.push(Block {
+                reference,
+                bundle: state.bundle,
+                offset,
+                size: state.size,
+                super_size: state.super_size,
+                index: state.block + k,
+            });
         }
-        if last_ref {
-            break;
-        }
+        state.block += total;
+        Ok(())
     }
-    if r.at != map.len() {
-        return Err(r.err("bytes left after the last reference"));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@
 
 pub mod blockmap;
 pub mod cipher;
-pub mod config;
 pub mod info;
 pub mod ini;
 pub mod manifest;

@@ -26,10 +26,10 @@ use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
-use crate::objects::Objects;
 use crate::layout::files_metadata::{database_of, DatabaseEntry, FileEntry, FilesMetadataDoc};
 use crate::layout::sentinel::{BackupMetadata, Sentinel, TablespaceSpec};
 use crate::layout::{backup_file_key, partitions_prefix, sentinel_key};
+use crate::objects::Objects;
 use crate::pg::db::Db;
 use crate::push::delta::{self, Base, Plan};
 use crate::storage::Storage;
@@ -233,6 +233,61 @@ enum Stored {
     Skipped,
 }
 
+/// Appends member `m` to the tar (whole, or as an increment over `delta`'s base); what
+/// was stored, or `None` for a directory or a file dropped during the backup.
+fn append_member<W: Write>(builder: &mut tar::Builder<W>, m: &Member, delta: Option<&Base>) -> Result<Option<Written>> {
+    let spool_err = |e: io::Error| Error::local_io("backup spool", &e);
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(m.mode);
+    header.set_mtime(m.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+    if m.dir {
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        builder.append_data(&mut header, &m.name, io::empty()).map_err(spool_err)?;
+        return Ok(None);
+    }
+    let plan = match delta {
+        None => Plan::Whole,
+        Some(base) => match base.plan(&m.name, &m.path, m.size, m.mtime) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Ok(None), // dropped during the backup
+            Err(e) => return Err(Error::local_io(m.path.display(), &e)),
+        },
+    };
+    let written = |how| Written {
+        name: m.name.clone(),
+        size: m.size,
+        mtime: m.mtime,
+        how,
+    };
+    if plan == Plan::Skipped {
+        return Ok(Some(written(Stored::Skipped)));
+    }
+    let file = match File::open(&m.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None), // dropped during the backup
+        Err(e) => return Err(Error::local_io(m.path.display(), &e)),
+    };
+    header.set_entry_type(tar::EntryType::Regular);
+    let how = match plan {
+        Plan::Increment { size, blocks } => {
+            header.set_size(delta::increment_len(&blocks));
+            builder
+                .append_data(&mut header, &m.name, delta::Increment::new(file, size, blocks))
+                .map_err(spool_err)?;
+            Stored::Increment
+        }
+        _ => {
+            header.set_size(m.size);
+            builder
+                .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
+                .map_err(spool_err)?;
+            Stored::Whole
+        }
+    };
+    Ok(Some(written(how)))
+}
+
 /// Tars `members` through `codec` into a spool file: (spool, tar bytes, compressed
 /// bytes, files accounted for). With a `delta` base, relation files go in as increments
 /// or not at all (see [`crate::push::delta`]).
@@ -250,55 +305,7 @@ fn build_tar(
     let spool_err = |e: io::Error| Error::local_io("backup spool", &e);
     let mut names = Vec::new();
     for m in members {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(m.mode);
-        header.set_mtime(m.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-        if m.dir {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            builder.append_data(&mut header, &m.name, io::empty()).map_err(spool_err)?;
-            continue;
-        }
-        let plan = match delta {
-            None => Plan::Whole,
-            Some(base) => match base.plan(&m.name, &m.path, m.size, m.mtime) {
-                Ok(Some(plan)) => plan,
-                Ok(None) => continue, // dropped during the backup
-                Err(e) => return Err(Error::local_io(m.path.display(), &e)),
-            },
-        };
-        let written = |how| Written {
-            name: m.name.clone(),
-            size: m.size,
-            mtime: m.mtime,
-            how,
-        };
-        if plan == Plan::Skipped {
-            names.push(written(Stored::Skipped));
-            continue;
-        }
-        let file = match File::open(&m.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // dropped during the backup
-            Err(e) => return Err(Error::local_io(m.path.display(), &e)),
-        };
-        header.set_entry_type(tar::EntryType::Regular);
-        match plan {
-            Plan::Increment { size, blocks } => {
-                header.set_size(delta::increment_len(&blocks));
-                builder
-                    .append_data(&mut header, &m.name, delta::Increment::new(file, size, blocks))
-                    .map_err(spool_err)?;
-                names.push(written(Stored::Increment));
-            }
-            _ => {
-                header.set_size(m.size);
-                builder
-                    .append_data(&mut header, &m.name, Fixed { inner: file, left: m.size })
-                    .map_err(spool_err)?;
-                names.push(written(Stored::Whole));
-            }
-        }
+        names.extend(append_member(&mut builder, m, delta)?);
     }
     for (name, data) in extra {
         let mut header = tar::Header::new_gnu();
@@ -417,18 +424,7 @@ pub fn push(objects: &Objects, pgdata: &Path, db: &Db, opts: &Options, base: Opt
     };
     upload_parts(&parts, opts, &uploaded, base.as_ref())?;
 
-    let control = pgdata.join("global/pg_control");
-    let control = Member {
-        name: "global/pg_control".into(),
-        size: fs::metadata(&control)
-            .map(|m| m.len())
-            .map_err(|e| Error::local_io("global/pg_control", &e))?,
-        path: control,
-        dir: false,
-        mode: 0o600,
-        mtime: SystemTime::now(),
-    };
-    uploaded.upload(opts.codec.file_name("pg_control.tar"), &[control], &[], None)?;
+    uploaded.upload(opts.codec.file_name("pg_control.tar"), &[control_member(pgdata)?], &[], None)?;
     let stop = db.stop_backup()?;
     let mut extra: Vec<(&str, &[u8])> = vec![("backup_label", stop.label.as_bytes())];
     if let Some(map) = &stop.tablespace_map {
@@ -459,13 +455,7 @@ pub fn push(objects: &Objects, pgdata: &Path, db: &Db, opts: &Options, base: Opt
         ..Default::default()
     };
     if !tablespaces.is_empty() {
-        sentinel.spec = Some(TablespaceSpec {
-            base_prefix: sentinel.data_dir.clone(),
-            locations: tablespaces
-                .iter()
-                .map(|(oid, loc)| (oid.clone(), loc.display().to_string()))
-                .collect(),
-        });
+        sentinel.spec = Some(tablespace_spec(sentinel.data_dir.clone(), &tablespaces));
     }
     let sets = uploaded.sets.into_inner().unwrap_or_else(|p| p.into_inner());
     describe(storage, &backup, &sentinel, &sets, db.databases()?)?;
@@ -476,6 +466,32 @@ pub fn push(objects: &Objects, pgdata: &Path, db: &Db, opts: &Options, base: Opt
         compressed: sentinel.compressed_size.unwrap_or(0),
         delta_from: sentinel.delta_from.clone(),
     })
+}
+
+/// `global/pg_control`, copied last (after every data partition), as wal-g does.
+fn control_member(pgdata: &Path) -> Result<Member> {
+    let control = pgdata.join("global/pg_control");
+    Ok(Member {
+        name: "global/pg_control".into(),
+        size: fs::metadata(&control)
+            .map(|m| m.len())
+            .map_err(|e| Error::local_io("global/pg_control", &e))?,
+        path: control,
+        dir: false,
+        mode: 0o600,
+        mtime: SystemTime::now(),
+    })
+}
+
+/// The sentinel's tablespace spec: each tablespace's oid and location.
+fn tablespace_spec(base_prefix: Option<String>, tablespaces: &BTreeMap<String, PathBuf>) -> TablespaceSpec {
+    TablespaceSpec {
+        base_prefix,
+        locations: tablespaces
+            .iter()
+            .map(|(oid, loc)| (oid.clone(), loc.display().to_string()))
+            .collect(),
+    }
 }
 
 /// Uploads the data partitions, `opts.concurrency` at a time; the first failure stops

@@ -16,8 +16,8 @@ use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
-use crate::objects::Objects;
 use crate::layout::wal_key;
+use crate::objects::Objects;
 
 /// SHA-256 of everything `reader` yields; `describe` classifies read errors.
 fn digest(mut reader: impl Read, describe: &dyn Fn(io::Error) -> Error) -> Result<[u8; 32]> {

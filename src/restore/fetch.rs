@@ -27,12 +27,12 @@ use std::time::Instant;
 use crate::codec::Codec;
 use crate::config::Parallelism;
 use crate::constants::INCOMPLETE_MARKER;
-use crate::error::{Error, ErrorKind, Result};
 use crate::crypto::Keys;
+use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil;
 use crate::inspect::backups::human_size;
-use crate::objects::{decoded, Objects};
 use crate::layout::plan::RestorePlan;
+use crate::objects::{decoded, Objects};
 use crate::pg::datadir::{pg_major, server_running, wal_dir};
 use crate::pg::minimal_config;
 use crate::pg::recovery::{write_recovery_config, RecoveryMode, RecoveryTarget};
@@ -194,22 +194,7 @@ pub fn restore(objects: &Objects, chain: &[RestorePlan], dir: &Path, opts: &Opti
             return finish_interrupted_end(dir, &target, &marker, plan.partitions.all().map(|p| p.size).collect())
         }
     };
-    if chain.len() > 1 && !vouched.distrusted.is_empty() {
-        // Fetching an older layer's partition again would overwrite what newer layers
-        // applied on top of it.
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "{}: files of the interrupted delta restore changed since ({}); pass --force to start over",
-                dir.display(),
-                vouched.distrusted[0].1
-            ),
-        ));
-    }
-    for (partition, why) in &vouched.distrusted {
-        tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
-        journal.redo(partition)?;
-    }
+    redo_distrusted(dir, chain.len() > 1, &vouched, &journal)?;
     let (only, left_out) = restore_only(storage, chain, &target, opts)?;
     let layers: Vec<Layer> = layers.into_iter().map(|l| l.with_only(only.clone())).collect();
     let mut skip = vouched.partitions.clone();
@@ -255,19 +240,8 @@ pub fn restore(objects: &Objects, chain: &[RestorePlan], dir: &Path, opts: &Opti
     }
     drop(reporter);
     let decoded = progress.decoded.load(Ordering::Relaxed);
-    if let Some(expected) = plan.backup.sentinel.uncompressed_size {
-        if skipped.is_empty() && only.is_none() && chain.len() == 1 && expected != decoded && plan.backup.name.wale_offset.is_none() {
-            tracing::warn!(backup = %name, expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
-        }
-    }
-    check_backup_label(&target, &plan.backup)?;
-    if let (Some(reader), Some(key)) = (metadata, &plan.files_metadata) {
-        // Files a delta marks skipped come from below it, and must be there too.
-        check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), &target, chain.len() > 1)?;
-    }
-    if !opts.tablespace_map.is_empty() {
-        rewrite_tablespace_map(&target)?;
-    }
+    let whole = skipped.is_empty() && only.is_none();
+    check_restored(storage, chain, &target, opts, metadata, whole.then_some(decoded))?;
     let (written, missing_config) = finish(dir, &target, &marker, journal, &identity(plan), opts)?;
     Ok(Summary {
         files: progress.files.load(Ordering::Relaxed),
@@ -278,16 +252,68 @@ pub fn restore(objects: &Objects, chain: &[RestorePlan], dir: &Path, opts: &Opti
         skipped_bytes: skipped.iter().map(|p| p.size).sum(),
         written,
         missing_config,
-        restore_only: only.map(|o| {
-            let bytes = chain
-                .iter()
-                .flat_map(|p| p.partitions.data.iter())
-                .filter(|p| left_out.contains(&p.key))
-                .map(|p| p.size)
-                .sum();
-            o.advice(bytes)
-        }),
+        restore_only: only.map(|o| o.advice(bytes_left_out(chain, &left_out))),
     })
+}
+
+/// The bytes of the partitions `--restore-only` left out (not fetched).
+fn bytes_left_out(chain: &[RestorePlan], left_out: &BTreeSet<String>) -> u64 {
+    chain
+        .iter()
+        .flat_map(|p| p.partitions.data.iter())
+        .filter(|p| left_out.contains(&p.key))
+        .map(|p| p.size)
+        .sum()
+}
+
+/// Refuses a delta restore whose journal vouches for files that changed since (fetching
+/// an older layer's partition again would overwrite what newer layers applied on top
+/// of it); otherwise marks each such partition to be fetched again.
+fn redo_distrusted(dir: &Path, delta: bool, vouched: &Vouched, journal: &Journal) -> Result<()> {
+    if delta && !vouched.distrusted.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "{}: files of the interrupted delta restore changed since ({}); pass --force to start over",
+                dir.display(),
+                vouched.distrusted[0].1
+            ),
+        ));
+    }
+    for (partition, why) in &vouched.distrusted {
+        tracing::warn!(partition = %partition, cause = %why, "the journal says this partition was restored, but it cannot be trusted; fetching it again");
+        journal.redo(partition)?;
+    }
+    Ok(())
+}
+
+/// The checks after every partition is extracted: the decoded size against the
+/// sentinel's (`decoded`: when the whole backup was decoded in this run), backup_label
+/// against the sentinel, every file `files_metadata.json` lists; then tablespace_map
+/// rewritten for relocated tablespaces.
+fn check_restored(
+    storage: &Arc<dyn Storage>,
+    chain: &[RestorePlan],
+    target: &Target,
+    opts: &Options,
+    metadata: Option<Result<Box<dyn Read + Send>>>,
+    decoded: Option<u64>,
+) -> Result<()> {
+    let Some(plan) = chain.last() else { return Ok(()) };
+    if let (Some(expected), Some(decoded)) = (plan.backup.sentinel.uncompressed_size, decoded) {
+        if chain.len() == 1 && expected != decoded && plan.backup.name.wale_offset.is_none() {
+            tracing::warn!(backup = %plan.name(), expected, decoded, "decoded size differs from the sentinel's UncompressedSize");
+        }
+    }
+    check_backup_label(target, &plan.backup)?;
+    if let (Some(reader), Some(key)) = (metadata, &plan.files_metadata) {
+        // Files a delta marks skipped come from below it, and must be there too.
+        check_files_extracted(reader?, &format!("{}/{key}", storage.describe()), target, chain.len() > 1)?;
+    }
+    if !opts.tablespace_map.is_empty() {
+        rewrite_tablespace_map(target)?;
+    }
+    Ok(())
 }
 
 /// With `--restore-only`: the selection (every layer's members of the databases left

@@ -214,6 +214,32 @@ fn other_backup(dir: &Path, found: &Identity, asked: &Identity) -> Error {
     )
 }
 
+/// What a journal vouches for: each partition recorded done (`done`: with why its record
+/// cannot be trusted, if so) whose files (`owner`: path -> the partition that wrote it
+/// last, and its size) are all `present`; the others are distrusted, with why.
+fn vouch(
+    done: BTreeMap<String, Option<String>>,
+    owner: std::collections::HashMap<String, (String, u64)>,
+    present: &dyn Fn(&str, u64) -> bool,
+) -> Vouched {
+    let mut broken: BTreeMap<String, String> = BTreeMap::new();
+    for (path, (partition, size)) in owner {
+        if !broken.contains_key(&partition) && !present(&path, size) {
+            broken.insert(partition, format!("{path} is missing or not {size} bytes"));
+        }
+    }
+    let mut vouched = Vouched::default();
+    for (partition, distrust) in done {
+        match distrust.or_else(|| broken.remove(&partition)) {
+            Some(why) => vouched.distrusted.push((partition, why)),
+            None => {
+                vouched.partitions.insert(partition);
+            }
+        }
+    }
+    vouched
+}
+
 /// Parses a header line (`None`: torn, so never written whole).
 fn header(line: &str, path: &Path) -> Result<Option<Identity>> {
     if !line.ends_with('\n') {
@@ -268,7 +294,6 @@ impl Journal {
         // Files that fail their check, by partition; partitions finished (with whether
         // their record can be trusted after a reboot).
         let boot = boot_id();
-        let mut broken: BTreeMap<String, String> = BTreeMap::new();
         let mut done: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut owner: std::collections::HashMap<String, (String, u64)> = std::collections::HashMap::new();
         let mut whole = line.len() as u64;
@@ -292,7 +317,6 @@ impl Journal {
             match parsed {
                 Line::Redo { partition } => {
                     done.remove(&partition);
-                    broken.remove(&partition);
                 }
                 Line::File { partition, path, size } => {
                     // The last partition to write a path owns it (a delta's increment
@@ -316,20 +340,7 @@ impl Journal {
                 }
             }
         }
-        for (path, (partition, size)) in owner {
-            if !broken.contains_key(&partition) && !present(&path, size) {
-                broken.insert(partition, format!("{path} is missing or not {size} bytes"));
-            }
-        }
-        let mut vouched = Vouched::default();
-        for (partition, distrust) in done {
-            match distrust.or_else(|| broken.remove(&partition)) {
-                Some(why) => vouched.distrusted.push((partition, why)),
-                None => {
-                    vouched.partitions.insert(partition);
-                }
-            }
-        }
+        let vouched = vouch(done, owner, present);
         // Cut off a torn last line, so appends start on a line of their own.
         let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
         file.set_len(whole).map_err(io)?;

@@ -651,12 +651,8 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
         system_identifier: Some(manifest.system_id),
         finish_time: backup.sentinel.finish_time.clone(),
     };
-    let sources: BTreeMap<String, PathBuf> = manifest
-        .tablespaces
-        .iter()
-        .map(|t| (t.oid.clone(), PathBuf::from(&t.path)))
-        .collect();
-    let locations = tablespace::relocate(sources, &opts.tablespace_map)?;
+    let sources = manifest.tablespaces.iter().map(|t| (t.oid.clone(), PathBuf::from(&t.path)));
+    let locations = tablespace::relocate(sources.collect(), &opts.tablespace_map)?;
     let working = match begin(dir, &identity, locations, opts, start)? {
         Begun::Working(w) => w,
         Begun::Finishing(target, marker) => {
@@ -664,17 +660,7 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
             return finish_interrupted_end(dir, &target, &marker, sizes);
         }
     };
-    let selection = match opts.restore_only.as_slice() {
-        [] => None,
-        wanted => {
-            let dbs: BTreeMap<String, u32> = manifest.databases.clone();
-            Some(crate::restore::only::select(
-                wanted,
-                &dbs,
-                &format!("the manifest of {}", manifest.label),
-            )?)
-        }
-    };
+    let selection = select_databases(manifest, opts)?;
     let job = Job {
         only: selection.as_ref(),
         storage,
@@ -690,10 +676,7 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
     };
     make_paths(&job)?;
     let all = units(&job)?;
-    for (partition, why) in &working.vouched.distrusted {
-        tracing::warn!(unit = %partition, cause = %why, "the journal says this unit was restored, but it cannot be trusted; fetching it again");
-        working.journal.redo(partition)?;
-    }
+    redo_distrusted(&working)?;
     let todo: Vec<Unit> = all
         .iter()
         .filter(|u| !working.vouched.partitions.contains(&u.id(manifest)))
@@ -734,6 +717,27 @@ pub fn restore(repo: &Repository, backup: &Backup, manifest: &Manifest, dir: &Pa
         missing_config,
         restore_only,
     })
+}
+
+/// With `--restore-only`: the databases kept, from the manifest's list.
+fn select_databases(manifest: &Manifest, opts: &Options) -> Result<Option<crate::restore::only::Selection>> {
+    match opts.restore_only.as_slice() {
+        [] => Ok(None),
+        wanted => {
+            let dbs: BTreeMap<String, u32> = manifest.databases.clone();
+            let what = format!("the manifest of {}", manifest.label);
+            crate::restore::only::select(wanted, &dbs, &what).map(Some)
+        }
+    }
+}
+
+/// Marks each unit the journal records as done but cannot vouch for to be fetched again.
+fn redo_distrusted(working: &Working) -> Result<()> {
+    for (partition, why) in &working.vouched.distrusted {
+        tracing::warn!(unit = %partition, cause = %why, "the journal says this unit was restored, but it cannot be trusted; fetching it again");
+        working.journal.redo(partition)?;
+    }
+    Ok(())
 }
 
 /// Makes every directory of the manifest, and its empty files (nothing to read for

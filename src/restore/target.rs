@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 
+use crate::archive::timelines::{name, Histories};
 use crate::archive::Archive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::backup::Backup;
-use crate::layout::timelines::{name, Histories};
 use crate::layout::wal_inventory::Inventory;
 use crate::pg::recovery::{RecoveryTarget, Target};
 use crate::standby::fetch::{download, with_mapped, Expect};

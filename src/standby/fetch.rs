@@ -11,11 +11,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::archive::timelines::read_error;
 use crate::archive::{Archive, WalObject};
 use crate::constants::COPY_BUFFER_SIZE;
 use crate::error::{Error, Result};
 use crate::fsutil::RemoveOnDrop;
-use crate::layout::timelines::read_error;
 use crate::wal::name::{Segment, WalFile};
 use crate::wal::records::{check_segment, OpenRecord};
 use crate::wal::segment::SegmentCheck;

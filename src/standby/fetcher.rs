@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::spool::Spool;
 use super::Standby;
-use crate::config::StorageSettings;
+use crate::config::{setting_vars, StorageSettings};
 use crate::error::{Error, Result};
 
 /// A repeated failure is logged at most this often (with how often it happened since).
@@ -19,11 +19,8 @@ pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The fetcher's log file is rotated (to `.1`, replacing the one before) past this size.
 pub const LOG_LIMIT: u64 = 4 << 20;
 
-/// Environment variables whose values shape what a fetcher does (storage, credentials,
-/// sizes), by prefix. Their values go into [`fingerprint`] as a digest only.
-const SETTING_PREFIXES: [&str; 5] = ["AWS_", "WALG_", "WALE_", "WALFETCH_", "PGBACKREST_"];
-
-/// Variables with those prefixes that do not change what a fetcher fetches or how.
+/// Settings ([`crate::config::SETTING_PREFIXES`]) that do not change what a fetcher
+/// fetches or how; the values of the others go into [`fingerprint`] as a digest only.
 const NOT_FETCHING: [&str; 5] = [
     "WALFETCH_LOG_LEVEL",
     "WALG_LOG_LEVEL",
@@ -42,11 +39,7 @@ pub fn fingerprint(settings: &StorageSettings) -> String {
         let modified = fs::metadata(&exe).and_then(|m| m.modified()).ok();
         hasher.update(format!("{} {modified:?}\n", exe.display()));
     }
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| SETTING_PREFIXES.iter().any(|p| k.starts_with(p)) && !NOT_FETCHING.contains(&k.as_str()))
-        .collect();
-    vars.sort();
-    for (k, v) in vars {
+    for (k, v) in setting_vars().into_iter().filter(|(k, _)| !NOT_FETCHING.contains(&k.as_str())) {
         hasher.update(format!("{k}={v}\n"));
     }
     hasher.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
@@ -165,4 +158,3 @@ impl LogFile {
         }
     }
 }
-

@@ -32,15 +32,14 @@ use crate::fsutil::{self, temp_path_for, RemoveOnDrop};
 use crate::layout::WAL;
 use crate::pg::datadir::{system_identifier, wal_dir};
 use crate::standby::fetch::{check_file, check_first_page, download, with_mapped, Expect};
-use crate::wal::name::{Segment, WalFile};
 use crate::standby::fetcher;
-use crate::standby::Standby;
-use crate::wal::records::{check_continuation, OpenRecord};
 use crate::standby::spool::{Call, HandedOver, Spool};
+use crate::standby::Standby;
+use crate::wal::name::{Segment, WalFile};
+use crate::wal::records::{check_continuation, OpenRecord};
 
 /// How long a call waits for a segment the fetcher is downloading before fetching it itself.
 const SPOOL_WAIT: Duration = Duration::from_secs(60);
-
 
 /// One `wal-fetch` call.
 #[derive(Debug)]

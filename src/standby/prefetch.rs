@@ -28,19 +28,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-
 use crate::archive::{self, Archive};
 use crate::config::StorageSettings;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::process_alive;
 use crate::pg::controldata;
 use crate::pg::datadir::{pg_major, system_identifier};
-use crate::storage;
 use crate::standby::fetch::{download, with_mapped, Expect, Fetched};
 use crate::standby::fetcher::{fingerprint, LogFile, REPEAT_LOG_EVERY};
+use crate::standby::spool::{Failing, FetcherInfo, FollowStatus, Spool};
+use crate::storage;
 use crate::wal::name::Segment;
 use crate::wal::records::{check_continuation, OpenRecord};
-use crate::standby::spool::{Failing, FetcherInfo, FollowStatus, Spool};
 use crate::wal::timeline::{chain, parse_history, Span};
 
 /// Storage is reopened (credentials reloaded) at most this often while it rejects them.
@@ -220,7 +219,7 @@ impl Fetcher {
             started: chrono::Utc::now().to_rfc3339(),
         })?;
         let mut run = Running {
-            archive: archive::open(storage::open(&self.settings)?, &self.settings)?,
+            archive: archive::open(storage::open(&self.settings.connection()?)?, &self.settings)?,
             spool,
             reloaded: Instant::now(),
             repeats: Repeats::default(),
@@ -388,7 +387,12 @@ impl Fetcher {
             return;
         }
         run.reloaded = Instant::now();
-        match storage::open(&self.settings).and_then(|s| archive::open(s, &self.settings)) {
+        match self
+            .settings
+            .connection()
+            .and_then(|c| storage::open(&c))
+            .and_then(|s| archive::open(s, &self.settings))
+        {
             Ok(a) => {
                 run.archive = a;
                 if run.repeats.should_log("reload").is_some() {
@@ -557,7 +561,7 @@ mod tests {
     #[test]
     fn the_fingerprint_follows_the_settings() {
         let a = StorageSettings {
-            location: crate::config::Location::S3 {
+            location: crate::storage::settings::Location::S3 {
                 bucket: "b".into(),
                 prefix: "p".into(),
             },

@@ -30,6 +30,7 @@ pub mod keyspace;
 pub mod ratelimit;
 pub mod retry;
 pub mod s3;
+pub mod settings;
 
 use std::fs::File;
 use std::io::Read;
@@ -37,8 +38,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use absence::ProvenAbsence;
+use settings::{Connection, Location};
 
-use crate::config::{Location, StorageSettings};
 use crate::error::Result;
 
 /// One object found by a listing.
@@ -195,7 +196,7 @@ pub trait Storage: Send + Sync {
 }
 
 /// Opens the backend the settings name, with its decorators (see the module doc).
-pub fn open(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
+pub fn open(settings: &Connection) -> Result<Arc<dyn Storage>> {
     let limit = settings.tuning.rate_limit;
     Ok(match &settings.location {
         Location::File { root } => {

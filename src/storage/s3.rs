@@ -29,9 +29,9 @@ use tokio::runtime::{Handle, Runtime};
 
 use super::retry::{is_transient, Schedule};
 use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, RangeAnswer, Storage};
-use crate::config::{Location, S3Options, StorageSettings};
 use crate::constants::CONNECT_TIMEOUT;
 use crate::error::{Error, ErrorKind, Result};
+use crate::storage::settings::{Connection, Location, S3Options};
 
 /// An S3 bucket (and key prefix) as archive storage.
 pub struct S3Storage {
@@ -48,7 +48,7 @@ pub struct S3Storage {
 
 impl S3Storage {
     /// Builds a client from the settings and aws-config's default credential chain.
-    pub fn connect(settings: &StorageSettings) -> Result<Self> {
+    pub fn connect(settings: &Connection) -> Result<Self> {
         let Location::S3 { bucket, prefix } = &settings.location else {
             unreachable!("S3Storage::connect called for a non-S3 location")
         };
@@ -72,7 +72,7 @@ impl S3Storage {
         if let Some(bundle) = &settings.s3.ca_cert_file {
             loader = loader.http_client(https_trusting(bundle)?);
         }
-        if let Some(given) = settings.current_credentials()? {
+        if let Some(given) = settings.credentials.clone() {
             // pgBackRest's repo1-s3-key and -key-secret: the settings are the credentials.
             loader = loader.credentials_provider(aws_credential_types::Credentials::new(
                 given.key,

@@ -9,30 +9,14 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::constants::{IO_TIMEOUT, MAX_RETRIES, RANGE_PART_SIZE, REMOTE_TRANSFERS};
+use crate::constants::{CREDENTIALS_MARGIN, REMOTE_TRANSFERS};
 use crate::crypto::Keys;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pgbackrest::config::{RepoLocation, RepoOptions};
+use crate::storage::settings::{Connection, Location, S3Options, SseCustomerKey, StaticCredentials, Tuning};
 use crate::wal::name::valid_segment_size;
+use pgbackrest::{RepoLocation, RepoOptions};
 
-/// Where the archive lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// An S3 (or S3-compatible) bucket and a key prefix without leading or trailing `/`.
-    S3 { bucket: String, prefix: String },
-    /// A local directory (the embedded default backend).
-    File { root: PathBuf },
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            Location::File { root } => write!(f, "file://{}", root.display()),
-        }
-    }
-}
+pub mod pgbackrest;
 
 /// Everything needed to open the archive's storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,147 +102,153 @@ impl fmt::Debug for FormatSettings {
     }
 }
 
-/// S3 credentials given as settings. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StaticCredentials {
-    /// Access key id.
-    pub key: String,
-    /// Secret access key.
-    pub secret: String,
-    /// Session token.
-    pub token: Option<String>,
-}
-
-impl fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StaticCredentials({}, ***)", self.key)
+/// Where the archive is: `--prefix`, else the first of [`PREFIX_ENV_NAMES`], else the
+/// pgBackRest repository's path (when the settings are pgBackRest's).
+fn location(flags: &StorageFlags, env: Env<'_>, repo: &RepoOptions, from_repo: bool) -> Result<Location> {
+    let (source, raw_prefix) = match &flags.prefix {
+        Some(p) => ("--prefix".to_string(), Some(p.clone())),
+        None => match first_env(env, PREFIX_ENV_NAMES) {
+            Some((name, value)) => (name, Some(value)),
+            None => (String::new(), None),
+        },
+    };
+    match raw_prefix {
+        Some(raw) => parse_location(&raw).map_err(|e| e.context(&source)),
+        None => match repo.location()?.filter(|_| from_repo) {
+            Some(RepoLocation::S3 { bucket, prefix }) => Ok(Location::S3 { bucket, prefix }),
+            Some(RepoLocation::Directory(root)) => Ok(Location::File { root }),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "no archive configured: pass --prefix s3://bucket/path or file:///dir, or set one of {} (or pgBackRest's settings: --pgbackrest-config FILE, PGBACKREST_REPO1_PATH)",
+                    PREFIX_ENV_NAMES.join(", ")
+                ),
+            )),
+        },
     }
 }
 
-/// S3 request options a provider's bucket may require (from the environment, never
-/// written into a restore_command: the server's environment carries them, as it does
-/// the credentials).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct S3Options {
-    /// Server-side encryption with a customer-provided key (`WALG_S3_SSE_C`, the key
-    /// itself, 32 bytes): sent on every GET, HEAD and PUT.
-    pub sse_c: Option<SseCustomerKey>,
-    /// The requester pays for the transfer (`WALG_S3_REQUESTER_PAYS=true`, walfetch's
-    /// own name: wal-g has none).
-    pub requester_pays: bool,
-    /// A PEM bundle trusted instead of the system's roots (`WALG_S3_CA_CERT_FILE`).
-    pub ca_cert_file: Option<PathBuf>,
-}
-
-/// An SSE-C key as S3's headers carry it. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SseCustomerKey {
-    /// The key, base64.
-    pub key_base64: String,
-    /// The MD5 of the key, base64.
-    pub md5_base64: String,
-}
-
-impl std::fmt::Debug for SseCustomerKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SseCustomerKey(***)")
+/// The S3 endpoint and whether to address it path-style: the flags, AWS's variables,
+/// WAL-E's endpoint, else the pgBackRest repository's.
+fn endpoint(
+    flags: &StorageFlags,
+    env: Env<'_>,
+    repo: &RepoOptions,
+    from_repo: bool,
+    location: &Location,
+) -> Result<(Option<String>, bool)> {
+    let mut path_style = flags.path_style || env_flag(env, "AWS_S3_FORCE_PATH_STYLE");
+    if from_repo && repo.get("s3-uri-style") == Some("path") {
+        path_style = true;
     }
-}
-
-impl S3Options {
-    /// The options the environment sets.
-    pub fn resolve(env: Env<'_>) -> Result<S3Options> {
-        use base64::Engine as _;
-        use md5::Digest as _;
-        let set = |name: &str| env(name).filter(|v| !v.is_empty());
-        let sse_c = match set("WALG_S3_SSE_C") {
-            None => None,
-            Some(key) if key.len() == 32 => Some(SseCustomerKey {
-                key_base64: base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
-                md5_base64: base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(key.as_bytes())),
-            }),
-            Some(key) => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!("WALG_S3_SSE_C must be the 32-byte AES-256 key itself ({} bytes given)", key.len()),
-                ))
-            }
-        };
-        let ca_cert_file = match set("WALG_S3_CA_CERT_FILE") {
-            None => None,
-            Some(path) => {
-                let path = PathBuf::from(path.trim());
-                let pem = std::fs::read(&path).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Config,
-                        format!("WALG_S3_CA_CERT_FILE={}: cannot read it: {e}", path.display()),
-                    )
-                })?;
-                use rustls_pki_types::pem::PemObject as _;
-                let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter(|c| c.is_ok()).count();
-                if certs == 0 {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!("WALG_S3_CA_CERT_FILE={}: no PEM certificate in it", path.display()),
-                    ));
-                }
-                Some(path)
-            }
-        };
-        Ok(S3Options {
-            sse_c,
-            requester_pays: env_flag(env, "WALG_S3_REQUESTER_PAYS"),
-            ca_cert_file,
-        })
-    }
-}
-
-/// Limits of storage requests, from the `WALFETCH_*` variables (tests set small values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// Retries of a transient failure (`WALFETCH_MAX_RETRIES`).
-    pub max_retries: usize,
-    /// A request or body silent this long is retried (`WALFETCH_IO_TIMEOUT`, seconds).
-    pub io_timeout: Duration,
-    /// Bytes per ranged GET of a large object (`WALFETCH_RANGE_SIZE`).
-    pub range_part_size: u64,
-    /// Bytes per second read from storage at most, by the whole process
-    /// (`WALG_NETWORK_RATE_LIMIT`); `None`: no limit.
-    pub rate_limit: Option<u64>,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            max_retries: MAX_RETRIES,
-            io_timeout: IO_TIMEOUT,
-            range_part_size: RANGE_PART_SIZE,
-            rate_limit: None,
+    let mut endpoint = match &flags.endpoint {
+        Some(e) => Some(("--endpoint".to_string(), e.clone())),
+        None => first_env(env, &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]),
+    };
+    if endpoint.is_none() {
+        if let Some((name, wale)) = first_env(env, &["WALE_S3_ENDPOINT"]) {
+            let (url, wale_path_style) = parse_wale_endpoint(&wale)?;
+            endpoint = Some((name, url));
+            path_style |= wale_path_style;
         }
     }
+    if endpoint.is_none() && from_repo && matches!(location, Location::S3 { .. }) {
+        endpoint = repo.endpoint_url().map(|e| (repo.source("s3-endpoint"), e));
+    }
+    let endpoint = match endpoint {
+        Some((source, raw)) => Some(parse_endpoint(&raw).map_err(|e| e.context(&source))?),
+        None => None,
+    };
+    Ok((endpoint, path_style))
 }
 
-impl Tuning {
-    fn resolve(env: Env<'_>) -> Result<Tuning> {
-        let number = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
-        let default = Tuning::default();
-        let rate_limit = match env("WALG_NETWORK_RATE_LIMIT").map(|v| v.trim().to_string()) {
-            None => None,
-            Some(v) if v.is_empty() || v == "0" => None,
-            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+/// The S3 request options with the pgBackRest repository's (its CA file, requester
+/// pays) when the settings are pgBackRest's; its `storage-verify-tls=n` is refused.
+fn repo_s3_options(mut s3: S3Options, repo: &RepoOptions, from_repo: bool) -> Result<S3Options> {
+    if from_repo {
+        if s3.ca_cert_file.is_none() {
+            s3.ca_cert_file = repo.get("storage-ca-file").map(PathBuf::from);
+        }
+        if repo.get("storage-verify-tls") == Some("n") {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}=n: walfetch always verifies TLS; give the endpoint's CA with repo1-storage-ca-file instead",
+                    repo.source("storage-verify-tls")
+                ),
+            ));
+        }
+        s3.requester_pays |= repo.get("s3-requester-pays") == Some("y");
+    }
+    Ok(s3)
+}
+
+/// The S3 request options the environment sets.
+fn s3_options(env: Env<'_>) -> Result<S3Options> {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let sse_c = match set("WALG_S3_SSE_C") {
+        None => None,
+        Some(key) if key.len() == 32 => Some(SseCustomerKey {
+            key_base64: base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
+            md5_base64: base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(key.as_bytes())),
+        }),
+        Some(key) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("WALG_S3_SSE_C must be the 32-byte AES-256 key itself ({} bytes given)", key.len()),
+            ))
+        }
+    };
+    let ca_cert_file = match set("WALG_S3_CA_CERT_FILE") {
+        None => None,
+        Some(path) => {
+            let path = PathBuf::from(path.trim());
+            let pem = std::fs::read(&path).map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
-                    format!("WALG_NETWORK_RATE_LIMIT='{v}' is not a number of bytes per second"),
+                    format!("WALG_S3_CA_CERT_FILE={}: cannot read it: {e}", path.display()),
                 )
-            })?),
-        };
-        Ok(Tuning {
-            max_retries: number("WALFETCH_MAX_RETRIES").map_or(default.max_retries, |n| n as usize),
-            io_timeout: number("WALFETCH_IO_TIMEOUT").map_or(default.io_timeout, Duration::from_secs),
-            range_part_size: number("WALFETCH_RANGE_SIZE").filter(|n| *n > 0).unwrap_or(default.range_part_size),
-            rate_limit,
-        })
-    }
+            })?;
+            use rustls_pki_types::pem::PemObject as _;
+            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).filter(|c| c.is_ok()).count();
+            if certs == 0 {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("WALG_S3_CA_CERT_FILE={}: no PEM certificate in it", path.display()),
+                ));
+            }
+            Some(path)
+        }
+    };
+    Ok(S3Options {
+        sse_c,
+        requester_pays: env_flag(env, "WALG_S3_REQUESTER_PAYS"),
+        ca_cert_file,
+    })
+}
+
+/// The limits of storage requests the environment sets.
+fn tuning(env: Env<'_>) -> Result<Tuning> {
+    let number = |name: &str| env(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let default = Tuning::default();
+    let rate_limit = match env("WALG_NETWORK_RATE_LIMIT").map(|v| v.trim().to_string()) {
+        None => None,
+        Some(v) if v.is_empty() || v == "0" => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Error::new(
+                ErrorKind::Config,
+                format!("WALG_NETWORK_RATE_LIMIT='{v}' is not a number of bytes per second"),
+            )
+        })?),
+    };
+    Ok(Tuning {
+        max_retries: number("WALFETCH_MAX_RETRIES").map_or(default.max_retries, |n| n as usize),
+        io_timeout: number("WALFETCH_IO_TIMEOUT").map_or(default.io_timeout, Duration::from_secs),
+        range_part_size: number("WALFETCH_RANGE_SIZE").filter(|n| *n > 0).unwrap_or(default.range_part_size),
+        rate_limit,
+    })
 }
 
 /// Storage options as given on the command line (all optional).
@@ -291,6 +281,22 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The process environment, as an [`Env`].
 pub fn process_env(name: &str) -> Option<String> {
     env::var(name).ok()
+}
+
+/// The prefixes of the environment variables that are settings: AWS's, wal-g's,
+/// WAL-E's, walfetch's and pgBackRest's.
+pub const SETTING_PREFIXES: [&str; 5] = ["AWS_", "WALG_", "WALE_", "WALFETCH_", "PGBACKREST_"];
+
+/// Whether variable `name` is a setting (has one of [`SETTING_PREFIXES`]).
+pub fn is_setting(name: &str) -> bool {
+    SETTING_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The settings in this process's environment, sorted by name.
+pub fn setting_vars() -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = env::vars().filter(|(k, _)| is_setting(k)).collect();
+    vars.sort();
+    vars
 }
 
 fn first_env(env: Env<'_>, names: &[&str]) -> Option<(String, String)> {
@@ -332,52 +338,8 @@ impl StorageSettings {
         let kind = explicit.or(pgbackrest_way.then_some(Format::PgBackRest));
         let from_repo = matches!(kind, Some(Format::PgBackRest));
 
-        let (source, raw_prefix) = match &flags.prefix {
-            Some(p) => ("--prefix".to_string(), Some(p.clone())),
-            None => match first_env(env, PREFIX_ENV_NAMES) {
-                Some((name, value)) => (name, Some(value)),
-                None => (String::new(), None),
-            },
-        };
-        let location = match raw_prefix {
-            Some(raw) => parse_location(&raw).map_err(|e| e.context(&source))?,
-            None => match repo.location()?.filter(|_| from_repo) {
-                Some(RepoLocation::S3 { bucket, prefix }) => Location::S3 { bucket, prefix },
-                Some(RepoLocation::Directory(root)) => Location::File { root },
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        format!(
-                            "no archive configured: pass --prefix s3://bucket/path or file:///dir, or set one of {} (or pgBackRest's settings: --pgbackrest-config FILE, PGBACKREST_REPO1_PATH)",
-                            PREFIX_ENV_NAMES.join(", ")
-                        ),
-                    ))
-                }
-            },
-        };
-
-        let mut path_style = flags.path_style || env_flag(env, "AWS_S3_FORCE_PATH_STYLE");
-        if from_repo && repo.get("s3-uri-style") == Some("path") {
-            path_style = true;
-        }
-        let mut endpoint = match &flags.endpoint {
-            Some(e) => Some(("--endpoint".to_string(), e.clone())),
-            None => first_env(env, &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]),
-        };
-        if endpoint.is_none() {
-            if let Some((name, wale)) = first_env(env, &["WALE_S3_ENDPOINT"]) {
-                let (url, wale_path_style) = parse_wale_endpoint(&wale)?;
-                endpoint = Some((name, url));
-                path_style |= wale_path_style;
-            }
-        }
-        if endpoint.is_none() && from_repo && matches!(location, Location::S3 { .. }) {
-            endpoint = repo.endpoint_url().map(|e| (repo.source("s3-endpoint"), e));
-        }
-        let endpoint = match endpoint {
-            Some((source, raw)) => Some(parse_endpoint(&raw).map_err(|e| e.context(&source))?),
-            None => None,
-        };
+        let location = location(flags, env, &repo, from_repo)?;
+        let (endpoint, path_style) = endpoint(flags, env, &repo, from_repo, &location)?;
         // S3-compatible servers ignore the region, but SigV4 needs one: wal-g's us-east-1.
         let region = flags
             .region
@@ -385,22 +347,7 @@ impl StorageSettings {
             .or_else(|| first_env(env, &["AWS_REGION", "AWS_DEFAULT_REGION"]).map(|(_, v)| v))
             .or_else(|| repo.get("s3-region").filter(|_| from_repo).map(str::to_string))
             .or_else(|| endpoint.as_ref().map(|_| "us-east-1".to_string()));
-        let mut s3 = S3Options::resolve(env)?;
-        if from_repo {
-            if s3.ca_cert_file.is_none() {
-                s3.ca_cert_file = repo.get("storage-ca-file").map(PathBuf::from);
-            }
-            if repo.get("storage-verify-tls") == Some("n") {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "{}=n: walfetch always verifies TLS; give the endpoint's CA with repo1-storage-ca-file instead",
-                        repo.source("storage-verify-tls")
-                    ),
-                ));
-            }
-            s3.requester_pays |= repo.get("s3-requester-pays") == Some("y");
-        }
+        let s3 = repo_s3_options(s3_options(env)?, &repo, from_repo)?;
         let credentials = repo
             .credentials()
             .filter(|_| from_repo)
@@ -410,7 +357,7 @@ impl StorageSettings {
             endpoint,
             region,
             path_style,
-            tuning: Tuning::resolve(env)?,
+            tuning: tuning(env)?,
             keys: Keys::resolve(env)?,
             s3,
             format: FormatSettings {
@@ -426,7 +373,7 @@ impl StorageSettings {
     /// The S3 credentials to use now: from the pgBackRest configuration file when there
     /// is one (read again, so a renewal in it is picked up), else those resolved at
     /// start; `None`: the AWS credential chain.
-    pub fn current_credentials(&self) -> Result<Option<StaticCredentials>> {
+    fn current_credentials(&self) -> Result<Option<StaticCredentials>> {
         match &self.format.config_file {
             Some(file) if self.credentials.is_some() => {
                 let repo = RepoOptions::resolve(Some(file), self.format.stanza.as_deref(), &process_env)?;
@@ -436,6 +383,20 @@ impl StorageSettings {
             }
             _ => Ok(self.credentials.clone()),
         }
+    }
+
+    /// What opening the storage takes, with the credentials to use now (see
+    /// `current_credentials`: a renewal in pgBackRest's configuration file is read).
+    pub fn connection(&self) -> Result<Connection> {
+        Ok(Connection {
+            location: self.location.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            tuning: self.tuning,
+            s3: self.s3.clone(),
+            credentials: self.current_credentials()?,
+        })
     }
 
     /// The command-line flags that reproduce these settings (no secrets: credentials
@@ -654,7 +615,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
 /// The credentials margin of `status` and `wal-verify`: the flag (or
 /// `WALFETCH_CREDENTIALS_MARGIN`), else one hour.
 pub fn credentials_margin(flag: Option<&str>) -> Result<Duration> {
-    flag.map_or(Ok(crate::inspect::credentials::DEFAULT_MARGIN), parse_age)
+    flag.map_or(Ok(CREDENTIALS_MARGIN), parse_age)
 }
 
 /// Parses an age: `90s`, `15m`, `2h`, `1d` or plain seconds.

@@ -7,6 +7,77 @@
 use std::fmt;
 use std::io;
 
+/// Declares each exit code as a constant and all of them, by name, in [`exit::TABLE`].
+macro_rules! exit_codes {
+    ($($(#[$doc:meta])* $name:ident = $code:expr;)*) => {
+        $( $(#[$doc])* pub const $name: u8 = $code; )*
+        /// Every code above with its name, in one table (the distinctness test reads it).
+        pub const TABLE: &[(&str, u8)] = &[$((stringify!($name), $code)),*];
+    };
+}
+
+/// Every exit code walfetch ends with, in one table (README, "Exit codes"). Errors end
+/// with their kind's code ([`ErrorKind::exit_code`]); reports (wal-verify, status,
+/// check, check-indexes) end with their verdict's.
+pub mod exit {
+    exit_codes! {
+        /// Success, or a report with nothing to say.
+        OK = 0;
+        /// wal-fetch: the file is proven absent from the archive (PostgreSQL's "not there").
+        ABSENT = 1;
+        /// A command line that does not parse (clap's own code).
+        USAGE = 2;
+        /// [`super::ErrorKind::Config`].
+        CONFIG = 3;
+        /// [`super::ErrorKind::NotFound`].
+        NOT_FOUND = 4;
+        /// [`super::ErrorKind::Unreachable`].
+        UNREACHABLE = 5;
+        /// [`super::ErrorKind::Credentials`].
+        CREDENTIALS = 6;
+        /// [`super::ErrorKind::Corrupt`].
+        CORRUPT = 7;
+        /// [`super::ErrorKind::Unsafe`].
+        UNSAFE = 8;
+        /// [`super::ErrorKind::LocalIo`].
+        LOCAL_IO = 9;
+        /// [`super::ErrorKind::Refused`].
+        REFUSED = 10;
+        /// [`super::ErrorKind::Database`].
+        DATABASE = 11;
+        /// wal-verify: segments are missing between the oldest backup and the newest segment.
+        GAPS = 12;
+        /// wal-verify: the newest segment is older than the allowed age.
+        STALE = 13;
+        /// A backup cannot be restored for lack of WAL (wal-verify's verdict, and
+        /// [`super::ErrorKind::Unrestorable`]).
+        UNRESTORABLE = 14;
+        /// status: something blocks replay (also promote's refusal).
+        BLOCKED = 15;
+        /// status: the standby's configuration cannot work.
+        MISCONFIGURED = 16;
+        /// status: the archive cannot be reached.
+        STATUS_UNREACHABLE = 17;
+        /// status: the archive refuses the credentials.
+        STATUS_CREDENTIALS = 18;
+        /// status, check, wal-verify: the credentials in use expire within the margin.
+        CREDENTIALS_EXPIRING = 19;
+        /// [`super::ErrorKind::NotRunning`].
+        NOT_RUNNING = 20;
+        /// [`super::ErrorKind::WrongServer`].
+        WRONG_SERVER = 21;
+        /// check-indexes: indexes to rebuild.
+        REBUILD = 22;
+        /// check-indexes: indexes that could not be checked.
+        UNCHECKED = 23;
+    }
+
+    /// wal-fetch during a recovery that is not a standby's: an error ends with this plus
+    /// its code, above 125, which PostgreSQL takes as fatal rather than as the end of
+    /// the archive.
+    pub const FATAL_OFFSET: u8 = 128;
+}
+
 /// What class of failure happened; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -42,18 +113,18 @@ impl ErrorKind {
     /// The process exit code for this kind (see README, "Exit codes").
     pub fn exit_code(self) -> u8 {
         match self {
-            ErrorKind::Config => 3,
-            ErrorKind::NotFound => 4,
-            ErrorKind::Unreachable => 5,
-            ErrorKind::Credentials => 6,
-            ErrorKind::Corrupt => 7,
-            ErrorKind::Unsafe => 8,
-            ErrorKind::LocalIo => 9,
-            ErrorKind::Refused => 10,
-            ErrorKind::Database => 11,
-            ErrorKind::Unrestorable => 14,
-            ErrorKind::NotRunning => 20,
-            ErrorKind::WrongServer => 21,
+            ErrorKind::Config => exit::CONFIG,
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::Unreachable => exit::UNREACHABLE,
+            ErrorKind::Credentials => exit::CREDENTIALS,
+            ErrorKind::Corrupt => exit::CORRUPT,
+            ErrorKind::Unsafe => exit::UNSAFE,
+            ErrorKind::LocalIo => exit::LOCAL_IO,
+            ErrorKind::Refused => exit::REFUSED,
+            ErrorKind::Database => exit::DATABASE,
+            ErrorKind::Unrestorable => exit::UNRESTORABLE,
+            ErrorKind::NotRunning => exit::NOT_RUNNING,
+            ErrorKind::WrongServer => exit::WRONG_SERVER,
         }
     }
 
@@ -205,6 +276,15 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         assert!(codes.iter().all(|c| *c > 2 && *c < 126));
+        // One table: every code walfetch ends with is in it once, every kind's among them.
+        let mut all: Vec<u8> = exit::TABLE.iter().map(|(_, c)| *c).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), exit::TABLE.len(), "two names share a code: {:?}", exit::TABLE);
+        assert!(codes.iter().all(|c| all.contains(c)));
+        // Below 126 (the shell's own), and still a byte with the fatal offset added.
+        let highest = all.last().copied().unwrap_or(0);
+        assert!(highest < 126 && u16::from(highest) + u16::from(exit::FATAL_OFFSET) < 256);
     }
 
     #[test]

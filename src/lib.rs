@@ -1,7 +1,12 @@
-//! walfetch: restore a PostgreSQL standby from a wal-g / WAL-E archive and keep it fed.
+//! walfetch: restore a PostgreSQL standby from a wal-g, WAL-E or pgBackRest archive, keep
+//! it fed, and cut over.
 //!
-//! Data flows one way: [`storage`] → [`crypto`] → [`codec`] → [`layout`] → [`commands`] → the
-//! filesystem ([`restore`], [`fsutil`]). See `docs/DESIGN.md` for the decisions.
+//! Five layers, data flowing down (`tests/layers.rs` checks it): leaves ([`error`],
+//! [`constants`], [`wal`]…); settings, storage, encryption and codecs ([`config`],
+//! [`storage`], [`crypto`], [`codec`], [`objects`]); the archive formats and PostgreSQL
+//! ([`layout`], [`pgbackrest`], [`archive`], [`pg`]); the work ([`standby`], [`restore`],
+//! [`push`], [`inspect`], [`cutover`]); the command line ([`context`], [`commands`],
+//! [`cli`]). See `docs/DESIGN.md` for the module map and the decisions.
 
 pub mod archive;
 pub mod cli;

@@ -14,7 +14,7 @@ use clap::Parser;
 use walfetch::cli::Cli;
 use walfetch::config::Settings;
 use walfetch::context::Context;
-use walfetch::error::{Error, ErrorKind};
+use walfetch::error::{exit, Error, ErrorKind};
 use walfetch::logging;
 use walfetch::pg::conf::{recovery_state, RecoveryState};
 use walfetch::pg::datadir::pg_major;
@@ -40,7 +40,7 @@ fn bad_command_line(err: clap::Error) -> ExitCode {
     let code = ErrorKind::Config.exit_code();
     match recovery_state(here, pg_major(here).ok()) {
         RecoveryState::Standby => ExitCode::from(code),
-        _ => ExitCode::from(128 + code),
+        _ => ExitCode::from(exit::FATAL_OFFSET + code),
     }
 }
 

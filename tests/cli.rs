@@ -38,3 +38,16 @@ fn version_completions_manpage_and_json_logs() {
         assert!(v.get("level").is_some(), "{line}");
     }
 }
+
+#[test]
+fn the_readme_lists_every_exit_code_of_the_table_and_no_other() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Exit codes").nth(1).expect("README has an Exit codes section");
+    let listed: Vec<u8> = section
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with('|'))
+        .filter_map(|l| l.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+        .collect();
+    let table: Vec<u8> = walfetch::error::exit::TABLE.iter().map(|(_, code)| *code).collect();
+    assert_eq!(listed, table, "README's exit codes against walfetch::error::exit::TABLE");
+}

@@ -2,6 +2,7 @@
 //! proxy in front of the S3 server, transient faults end in correct data (a body cut
 //! short resumes with a ranged GET), exhausted retries end in the right exit code, and
 //! `kill -9` at any point never leaves a file that looks complete but is not.
+//! (What the archive itself holds wrong is in `spine`.)
 
 use std::fs;
 use std::thread;
@@ -31,16 +32,8 @@ impl Faulty {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("AWS_ENDPOINT_URL".into(), self.proxy.endpoint()),
-            ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
-            ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/pg")),
-            ("WALFETCH_MAX_RETRIES".into(), "4".into()),
-            ("WALFETCH_IO_TIMEOUT".into(), "2".into()),
-        ]
+        let extra = [("WALFETCH_MAX_RETRIES", "4"), ("WALFETCH_IO_TIMEOUT", "2")];
+        s3_archive_env(&self.proxy.endpoint(), "pg", &extra)
     }
 }
 

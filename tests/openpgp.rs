@@ -448,16 +448,8 @@ fn openpgp_objects_whose_bytes_fail_are_storage_errors_never_absent_nor_a_wrong_
     assert!(half > 1000, "an object of {} bytes", 2 * half);
     let s3 = S3Server::start(a.s3_data());
     let proxy = FaultProxy::start(s3.port);
-    let base = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL".to_string(), proxy.endpoint()),
-        ("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()),
-        ("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/pg")),
-        ("WALG_PG_WAL_SIZE".to_string(), "1".to_string()),
-        ("WALFETCH_MAX_RETRIES".to_string(), "1".to_string()),
-    ];
+    let extra = [("WALG_PG_WAL_SIZE", "1"), ("WALFETCH_MAX_RETRIES", "1")];
+    let base = s3_archive_env(&proxy.endpoint(), "pg", &extra);
     let dir = a.datadir(7, true);
     let dest = dir.join("pg_wal/RECOVERYXLOG");
     let key_file = [("WALG_PGP_KEY_PATH".to_string(), secret.display().to_string())];

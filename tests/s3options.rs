@@ -13,16 +13,7 @@ use walfetch::codec::Codec;
 const SEG: &str = "000000010000000000000005";
 
 fn env_for(endpoint: &str) -> Vec<(String, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL".to_string(), endpoint.to_string()),
-        ("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()),
-        ("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/pg")),
-        ("WALG_PG_WAL_SIZE".to_string(), "1".to_string()),
-        ("WALFETCH_MAX_RETRIES".to_string(), "1".to_string()),
-    ]
+    s3_archive_env(endpoint, "pg", &[("WALG_PG_WAL_SIZE", "1"), ("WALFETCH_MAX_RETRIES", "1")])
 }
 
 #[test]

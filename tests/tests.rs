@@ -5,13 +5,14 @@
 mod common;
 
 mod absence;
+mod bad_input;
 mod cli;
 mod credentials;
 mod cutover;
 mod delta;
 mod encryption;
-mod failures;
 mod faults;
+mod fetcher;
 mod fixtures;
 mod fuzz_corpus;
 mod layers;
@@ -20,9 +21,11 @@ mod morning;
 mod openpgp;
 mod pgbackrest;
 mod prefetch;
+mod records;
 mod restore;
 mod resume;
 mod s3options;
+mod spine;
 mod status;
 mod targets;
 mod verify;

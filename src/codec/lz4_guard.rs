@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 
-const LZ4_MAGIC: u32 = 0x184D_2204;
+const LZ4_MAGIC: u32 = u32::from_le_bytes(super::magic::LZ4_FRAME);
 const FLG_CONTENT_SIZE: u8 = 0x08;
 const FLG_CONTENT_CHECKSUM: u8 = 0x04;
 const FLG_BLOCK_CHECKSUM: u8 = 0x10;
@@ -66,7 +66,7 @@ impl<R: Read> Lz4Guard<R> {
                 let magic = word();
                 if magic == LZ4_MAGIC {
                     self.expect(Item::Descriptor, 2);
-                } else if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+                } else if magic & super::magic::SKIPPABLE_MASK == super::magic::SKIPPABLE_FRAME {
                     self.expect(Item::SkippableSize, 4);
                 } else {
                     return Err(io::Error::new(

@@ -18,11 +18,10 @@
 //! (WAL-E's GPG encryption is undone before this reader: see `crate::crypto`; a file
 //! that still starts like an OpenPGP packet is reported as such.)
 
+use super::magic::{openpgp_packet_start, LZOP as MAGIC};
 use crate::fsutil::read_up_to;
 use std::io::{self, Read};
 
-/// The lzop file signature.
-pub const MAGIC: [u8; 9] = [0x89, 0x4C, 0x5A, 0x4F, 0x00, 0x0D, 0x0A, 0x1A, 0x0A];
 const F_ADLER32_D: u32 = 0x1;
 const F_ADLER32_C: u32 = 0x2;
 const F_H_EXTRA_FIELD: u32 = 0x40;
@@ -57,18 +56,6 @@ fn crc32(data: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(data);
     h.finalize()
-}
-
-/// Whether `first` bytes look like an OpenPGP message (public-key or symmetric session key packet).
-pub fn looks_like_openpgp(first: &[u8]) -> bool {
-    let Some(&b) = first.first() else {
-        return false;
-    };
-    if b & 0x80 == 0 {
-        return false;
-    }
-    let tag = if b & 0x40 != 0 { b & 0x3F } else { (b >> 2) & 0x0F };
-    matches!(tag, 1 | 3)
 }
 
 /// Reads exactly `buf.len()` bytes; end of input is "truncated".
@@ -135,7 +122,7 @@ impl<R: Read> LzopReader<R> {
         let mut magic = [0u8; 9];
         let n = read_up_to(&mut self.inner, &mut magic)?;
         if magic[..n] != MAGIC[..n.min(9)] || n < 9 {
-            if looks_like_openpgp(&magic[..n]) {
+            if openpgp_packet_start(&magic[..n]) {
                 return Err(invalid(
                     "not an lzop file: it starts like an OpenPGP packet (encrypted twice, or in a form walfetch does not recognise as encrypted)",
                 ));

@@ -31,6 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 mod lz4_guard;
 pub mod lzop;
+pub mod magic;
 
 use lz4_guard::Lz4Stream;
 

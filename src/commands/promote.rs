@@ -13,8 +13,7 @@ use super::Run;
 use crate::config::{absolute, parse_age};
 use crate::context::Context;
 use crate::cutover::promote::{promote, render, Options, Outcome};
-use crate::error::{Error, ErrorKind, Result};
-use crate::inspect::status::EXIT_BLOCKED;
+use crate::error::{exit, Error, ErrorKind, Result};
 use crate::pg::db::connect_datadir_when_ready;
 use crate::wal::name::Lsn;
 
@@ -74,7 +73,7 @@ impl Run for Promote {
                 } else {
                     crate::outln!("{why}");
                 }
-                Ok(ExitCode::from(EXIT_BLOCKED))
+                Ok(ExitCode::from(exit::BLOCKED))
             }
         }
     }

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 
 use super::Run;
 use crate::context::Context;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{exit, Error, ErrorKind, Result};
 use crate::pg::conf::RecoveryState;
 use crate::standby::handover::{record_call, serve, Request, Source};
 use crate::standby::Standby;
@@ -99,8 +99,8 @@ impl Run for WalFetch {
     /// 128 + that code where a failure must stop it (see the module doc).
     fn exit_code(&self, err: &Error) -> u8 {
         match (err.kind(), self.effective_mode()) {
-            (ErrorKind::NotFound, _) => 1,
-            (kind, Mode::Recovery) => 128 + kind.exit_code(),
+            (ErrorKind::NotFound, _) => exit::ABSENT,
+            (kind, Mode::Recovery) => exit::FATAL_OFFSET + kind.exit_code(),
             (kind, _) => kind.exit_code(),
         }
     }

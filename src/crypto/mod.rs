@@ -25,7 +25,7 @@ pub mod openpgp;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::codec::Codec;
+use crate::codec::{magic, Codec};
 use crate::error::{Error, ErrorKind, Result};
 use libsodium::{Decrypting, Key};
 use openpgp::Pgp;
@@ -183,18 +183,17 @@ enum Looks {
 }
 
 fn looks(codec: Codec, prefix: &[u8]) -> Looks {
-    let skippable = |p: &[u8]| p.len() >= 4 && p[0] & 0xF0 == 0x50 && p[1..4] == [0x2A, 0x4D, 0x18];
-    let lz4 = prefix.starts_with(&[0x04, 0x22, 0x4D, 0x18]) || skippable(prefix);
-    let zstd = prefix.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) || skippable(prefix);
-    let lzo = prefix.starts_with(&crate::codec::lzop::MAGIC);
+    let lz4 = prefix.starts_with(&magic::LZ4_FRAME) || magic::skippable(prefix);
+    let zstd = prefix.starts_with(&magic::ZSTD_FRAME) || magic::skippable(prefix);
+    let lzo = prefix.starts_with(&magic::LZOP);
     let own = match codec {
         Codec::Lz4 => lz4,
         Codec::Zstd => zstd,
         Codec::Lzo => lzo,
         // wal-g, walrus and walfetch write lc=3 lp=0 pb=2; other properties are possible.
-        Codec::Lzma => prefix.first() == Some(&0x5D),
-        Codec::Gzip => prefix.starts_with(&[0x1F, 0x8B, 0x08]),
-        Codec::Bzip2 => prefix.starts_with(b"BZh"),
+        Codec::Lzma => prefix.first() == Some(&magic::LZMA_ALONE_PROPERTIES),
+        Codec::Gzip => prefix.starts_with(&magic::GZIP),
+        Codec::Bzip2 => prefix.starts_with(&magic::BZIP2),
         Codec::Zlib => {
             prefix.first().is_some_and(|b| b & 0x0F == 8)
                 && prefix.len() >= 2
@@ -205,53 +204,20 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
     let other = lz4
         || zstd
         || lzo
-        || prefix.starts_with(&[0x1F, 0x8B, 0x08])
-        || prefix.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
+        || prefix.starts_with(&magic::GZIP)
+        || prefix.starts_with(&magic::XZ)
         || prefix.get(257..262) == Some(b"ustar")
         || prefix.get(1) == Some(&0xD1) && prefix.get(2..4) == Some(&[2, 0]);
     if own {
         Looks::Plain
     } else if other {
         Looks::Other
-    } else if openpgp(prefix) {
+    } else if magic::openpgp_message(prefix) {
         Looks::OpenPgp
     } else if matches!(codec, Codec::Lz4 | Codec::Zstd | Codec::Lzo | Codec::Gzip | Codec::Bzip2) {
         Looks::Opaque
     } else {
         Looks::Unknown
-    }
-}
-
-/// Whether `p` starts with an OpenPGP encrypted session key packet (tag 1 or 3, old or
-/// new format) whose first fields are plausible: how an encrypted OpenPGP message
-/// begins. (A libsodium header is random; the fields checked make a chance match about
-/// one in 10^5.)
-fn openpgp(p: &[u8]) -> bool {
-    let Some(&first) = p.first() else { return false };
-    if first & 0x80 == 0 {
-        return false;
-    }
-    let (tag, body) = if first & 0x40 != 0 {
-        // New format: one length byte below 192, two from 192 to 223, five at 255.
-        let len_bytes = match p.get(1) {
-            Some(&l) if l < 192 => 1,
-            Some(&l) if l < 224 => 2,
-            Some(&255) => 5,
-            _ => return false,
-        };
-        (first & 0x3F, 2 + len_bytes - 1)
-    } else {
-        let len_bytes = [1, 2, 4, 0][(first & 0x03) as usize];
-        ((first >> 2) & 0x0F, 1 + len_bytes)
-    };
-    match (tag, p.get(body)) {
-        // PKESK v3: the recipient's key id (8 bytes), then its public-key algorithm
-        // (RSA, Elgamal, ECDH, X25519, X448).
-        (1, Some(3)) => matches!(p.get(body + 9), Some(1 | 2 | 16 | 18 | 20 | 25 | 26)),
-        // SKESK v4: a symmetric algorithm, then an S2K type.
-        (3, Some(4)) => matches!(p.get(body + 1), Some(1..=13)) && matches!(p.get(body + 2), Some(0 | 1 | 3 | 4 | 101)),
-        (1, Some(6)) | (3, Some(5 | 6)) => true,
-        _ => false,
     }
 }
 
@@ -481,6 +447,7 @@ impl Read for Revealing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::magic::openpgp_message as openpgp;
 
     fn keys() -> Keys {
         Keys {

@@ -23,18 +23,10 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::config::Libpq;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{exit, Error, ErrorKind, Result};
 use crate::pg::collation;
 use crate::pg::db::{Db, SqlFailure};
 use crate::progress::Tally;
-
-/// Exit code of `check-indexes`: some indexes disagree with their collation and must be
-/// rebuilt.
-pub const EXIT_REBUILD: u8 = 22;
-/// Exit code of `check-indexes`: nothing was found wrong, but some indexes could not be
-/// checked (no amcheck, a standby, a method amcheck cannot check, a database that
-/// refuses connections).
-pub const EXIT_UNCHECKED: u8 = 23;
 
 /// How to check.
 #[derive(Debug, Clone)]
@@ -177,9 +169,9 @@ pub fn check(datadir: &Path, libpq: &Libpq, opts: &Options, say: &mut dyn FnMut(
     report.rebuild = rebuild;
     report.unchecked.extend(unchecked);
     (report.verdict, report.exit_code) = if !report.rebuild.is_empty() {
-        ("rebuild", EXIT_REBUILD)
+        ("rebuild", exit::REBUILD)
     } else if !report.unchecked.is_empty() || !report.collations.unchecked.is_empty() {
-        ("unchecked", EXIT_UNCHECKED)
+        ("unchecked", exit::UNCHECKED)
     } else {
         ("ok", 0)
     };

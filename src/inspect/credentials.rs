@@ -4,7 +4,7 @@
 //! lapse stops replaying (every wal-fetch fails, never "absent"). Monitors should hear of
 //! it before: within a margin (default one hour, `--credentials-margin`,
 //! `WALFETCH_CREDENTIALS_MARGIN`) the reports carry a distinct exit code,
-//! [`EXIT_CREDENTIALS_EXPIRING`], when nothing worse is wrong.
+//! [`exit::CREDENTIALS_EXPIRING`], when nothing worse is wrong.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +14,6 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::inspect::prometheus::Gauges;
 use crate::storage::Storage;
-
-/// Exit code: the credentials in use expire within the margin.
-pub const EXIT_CREDENTIALS_EXPIRING: u8 = 19;
 
 /// When the credentials expire.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

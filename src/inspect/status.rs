@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::archive::timelines::Histories;
 use crate::config::{process_env, Settings, StorageFlags, StorageSettings, PREFIX_ENV_NAMES};
-use crate::error::{ErrorKind, Result};
+use crate::error::{exit, ErrorKind, Result};
 use crate::inspect::credentials::{expiry, expiry_gauge, Expiry};
 use crate::inspect::prometheus::Gauges;
 use crate::pg::collation;
@@ -29,16 +29,6 @@ use crate::pg::db::connect_datadir;
 use crate::standby::spool::{Call, FollowStatus, Spool};
 use crate::storage;
 use crate::wal::name::{Segment, WalFile};
-
-/// Exit code: something blocks replay (a gap, a refused or failing segment).
-pub const EXIT_BLOCKED: u8 = 15;
-/// Exit code: the standby's configuration cannot work.
-pub const EXIT_MISCONFIGURED: u8 = 16;
-/// Exit code: the archive could not be reached.
-pub const EXIT_UNREACHABLE: u8 = 17;
-/// Exit code: the archive rejects the credentials.
-pub const EXIT_CREDENTIALS: u8 = 18;
-pub use crate::inspect::credentials::EXIT_CREDENTIALS_EXPIRING;
 
 /// What kind of problem blocks the standby; decides the verdict, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,11 +52,11 @@ impl Class {
 
     fn verdict(self) -> (&'static str, u8) {
         match self {
-            Class::Misconfigured => ("misconfigured", EXIT_MISCONFIGURED),
-            Class::Credentials => ("credentials", EXIT_CREDENTIALS),
-            Class::Unreachable => ("unreachable", EXIT_UNREACHABLE),
-            Class::Blocked => ("blocked", EXIT_BLOCKED),
-            Class::Expiring => ("credentials-expiring", EXIT_CREDENTIALS_EXPIRING),
+            Class::Misconfigured => ("misconfigured", exit::MISCONFIGURED),
+            Class::Credentials => ("credentials", exit::STATUS_CREDENTIALS),
+            Class::Unreachable => ("unreachable", exit::STATUS_UNREACHABLE),
+            Class::Blocked => ("blocked", exit::BLOCKED),
+            Class::Expiring => ("credentials-expiring", exit::CREDENTIALS_EXPIRING),
         }
     }
 }

@@ -20,20 +20,13 @@ use serde::Serialize;
 
 use crate::archive::timelines::{name, ranges, summarize, Histories, MissingRange, TimelineSummary};
 use crate::archive::Archive;
-use crate::error::{Error, ErrorKind, Result};
-use crate::inspect::credentials::{expiry, expiry_gauge, Expiry, EXIT_CREDENTIALS_EXPIRING};
+use crate::error::{exit, Error, ErrorKind, Result};
+use crate::inspect::credentials::{expiry, expiry_gauge, Expiry};
 use crate::inspect::prometheus::Gauges;
 use crate::layout::backup::Backup;
 use crate::layout::wal_inventory::Inventory;
 use crate::wal::name::{Lsn, Segment};
 use crate::wal::timeline::Span;
-
-/// Exit code: required WAL segments are missing.
-pub const EXIT_GAPS: u8 = 12;
-/// Exit code: the newest segment is older than the maximum age.
-pub const EXIT_STALE: u8 = 13;
-/// Exit code: at least one backup lacks WAL between its start and finish.
-pub const EXIT_UNRESTORABLE: u8 = 14;
 
 /// What to verify against.
 #[derive(Debug, Clone, Default)]
@@ -231,13 +224,13 @@ fn backup_missing(archive: &dyn Archive, backup: &Backup, inv: &Inventory, size:
 /// The verdict and its exit code, most severe first.
 fn verdict(unrestorable: bool, missing: u64, stale: bool, expiring: bool) -> (&'static str, u8) {
     if unrestorable {
-        ("unrestorable", EXIT_UNRESTORABLE)
+        ("unrestorable", exit::UNRESTORABLE)
     } else if missing > 0 {
-        ("gaps", EXIT_GAPS)
+        ("gaps", exit::GAPS)
     } else if stale {
-        ("stale", EXIT_STALE)
+        ("stale", exit::STALE)
     } else if expiring {
-        ("credentials-expiring", EXIT_CREDENTIALS_EXPIRING)
+        ("credentials-expiring", exit::CREDENTIALS_EXPIRING)
     } else {
         ("healthy", 0)
     }

@@ -13,6 +13,7 @@
 
 pub mod backup;
 pub mod files_metadata;
+pub mod increment;
 pub mod plan;
 pub mod sentinel;
 pub mod wal_inventory;

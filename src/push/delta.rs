@@ -34,6 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::layout::backup::{list_backups, Backup};
 use crate::layout::backup_file_key;
 use crate::layout::files_metadata::{self, normal_name};
+use crate::layout::increment;
 use crate::storage::Storage;
 use crate::wal::name::Segment;
 
@@ -299,12 +300,11 @@ fn changed_blocks(mut file: File, size: u64, from_lsn: u64) -> io::Result<Vec<u3
 
 /// Bytes of the `wi1` increment of a file with `blocks` sent.
 pub fn increment_len(blocks: &[u32]) -> u64 {
-    16 + 4 * blocks.len() as u64 + PAGE * blocks.len() as u64
+    increment::HEADER_LEN as u64 + 4 * blocks.len() as u64 + PAGE * blocks.len() as u64
 }
 
-/// A `wi1` increment as it streams: magic `wi1\x55`, the file's size (u64), the number
-/// of pages (u32), their block numbers (u32 each), then the pages, little-endian. A
-/// page the file no longer holds (truncated since) is sent as zeroes.
+/// A `wi1` increment ([`crate::layout::increment`]) as it streams. A page the file no
+/// longer holds (truncated since) is sent as zeroes.
 pub struct Increment {
     head: io::Cursor<Vec<u8>>,
     file: File,
@@ -316,10 +316,8 @@ pub struct Increment {
 impl Increment {
     /// The increment of `file` (`size` bytes) sending `blocks`.
     pub fn new(file: File, size: u64, blocks: Vec<u32>) -> Increment {
-        let mut head = Vec::with_capacity(16 + 4 * blocks.len());
-        head.extend_from_slice(b"wi1\x55");
-        head.extend_from_slice(&size.to_le_bytes());
-        head.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+        let mut head = Vec::with_capacity(increment::HEADER_LEN + 4 * blocks.len());
+        head.extend_from_slice(&increment::header(size, blocks.len() as u32));
         for b in &blocks {
             head.extend_from_slice(&b.to_le_bytes());
         }

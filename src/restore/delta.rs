@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::layout::files_metadata;
+use crate::layout::increment;
 use crate::layout::plan::RestorePlan;
 use crate::storage::Storage;
 
@@ -188,15 +189,12 @@ pub fn apply_wi1(from: &mut impl std::io::Read, file: &std::fs::File, what: &str
             None => bad(format!("cut short in its {part} ({e})")),
         })
     };
-    let mut header = [0u8; 16];
+    let mut header = [0u8; increment::HEADER_LEN];
     read_exact(&mut header, "header")?;
-    if &header[..4] != b"wi1\x55" {
+    let Some((size, count)) = increment::parse_header(&header) else {
         return Err(bad(format!("not a wi1 increment (starts with {:02x?})", &header[..4])));
-    }
-    let size = u64::from_le_bytes([
-        header[4], header[5], header[6], header[7], header[8], header[9], header[10], header[11],
-    ]);
-    let count = u64::from(u32::from_le_bytes([header[12], header[13], header[14], header[15]]));
+    };
+    let count = u64::from(count);
     if size > MAX_INCREMENTED_FILE {
         return Err(bad(format!("a file of {size} bytes, more than any relation segment")));
     }

@@ -1,5 +1,5 @@
 //! Fetching one WAL file from the archive into a private temporary: the archive's format
-//! finds and decodes it ([`Archive::open_wal`]; for wal-g's layout, [`find`] looks under
+//! finds and decodes it ([`Archive::open_wal`]; for wal-g's layout, [`crate::archive::walg::find`] looks under
 //! whichever codec it was stored with), and a segment is checked page by page and record
 //! by record before anything can rename it where PostgreSQL reads.
 //!

@@ -588,15 +588,27 @@ pub fn walfetch(args: &[&str], env: &[(String, String)]) -> Output {
 
 /// Like [`walfetch`], in directory `cwd`.
 pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Output {
-    let mut cmd = as_postgres(walfetch_bin());
     // Few retries by default, so failure tests finish fast, and no prefetch fetcher, so a
     // test can replace an object between two calls; a test's env may override both.
-    cmd.args(args)
-        .env("WALFETCH_MAX_RETRIES", "2")
-        .env("WALFETCH_PREFETCH", "off")
-        .envs(env.iter().cloned())
-        .stdin(Stdio::null());
-    // A new user's environment: no archive and no libpq settings but those given.
+    let defaults = [("WALFETCH_MAX_RETRIES", "2"), ("WALFETCH_PREFETCH", "off")];
+    let mut cmd = walfetch_command(cwd, args, &defaults, env);
+    cmd.stdin(Stdio::null());
+    cmd.output().unwrap()
+}
+
+/// Starts walfetch in the background (as postgres when root), in a new user's
+/// environment as [`walfetch`] runs it, without its defaults.
+pub fn spawn_walfetch(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Child {
+    let mut cmd = walfetch_command(cwd, args, &[], env);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().unwrap()
+}
+
+/// The walfetch command every test runs: as postgres when root, `defaults` then `env`
+/// set, in a new user's environment: no archive and no libpq settings but those given.
+fn walfetch_command(cwd: Option<&Path>, args: &[&str], defaults: &[(&str, &str)], env: &[(String, String)]) -> Command {
+    let mut cmd = as_postgres(walfetch_bin());
+    cmd.args(args).envs(defaults.iter().copied()).envs(env.iter().cloned());
     for var in [
         "WALG_S3_PREFIX",
         "WALG_FILE_PREFIX",
@@ -616,24 +628,7 @@ pub fn walfetch_in(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) 
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    cmd.output().unwrap()
-}
-
-/// Starts walfetch in the background (as postgres when root).
-pub fn spawn_walfetch(cwd: Option<&Path>, args: &[&str], env: &[(String, String)]) -> Child {
-    let mut cmd = if is_root() {
-        Command::new("runuser")
-    } else {
-        Command::new(walfetch_bin())
-    };
-    if is_root() {
-        cmd.args(["-u", "postgres", "--"]).arg(walfetch_bin());
-    }
-    cmd.args(args).envs(env.iter().cloned()).stdout(Stdio::null()).stderr(Stdio::null());
-    if let Some(d) = cwd {
-        cmd.current_dir(d);
-    }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 /// SIGKILL to the walfetch process (runuser's child when root).
@@ -687,6 +682,21 @@ pub fn via(env: &[(String, String)], endpoint: &str) -> Vec<(String, String)> {
             _ => (k.clone(), v.clone()),
         })
         .collect()
+}
+
+/// The environment that reaches the test S3 server at `endpoint` (the server itself, or
+/// a proxy in front of it) with the archive at `s3://archive/<prefix>`, then `extra`.
+pub fn s3_archive_env(endpoint: &str, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ENDPOINT_URL".into(), endpoint.into()),
+        ("AWS_S3_FORCE_PATH_STYLE".into(), "true".into()),
+        ("WALG_S3_PREFIX".into(), format!("s3://{BUCKET}/{prefix}")),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
 }
 
 /// stderr of an output, as text.
@@ -851,4 +861,49 @@ pub fn tls_terminator(scratch: &Scratch, upstream: u16) -> (Child, u16, std::pat
     let ca = dir.join("ca.pem");
     give_to_postgres(&dir);
     (child, port, ca)
+}
+
+/// The exit code of a finished walfetch.
+pub fn code(out: &std::process::Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+/// Waits up to `secs` for `ok`, failing the test with `what` after.
+pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A real primary archiving to S3, a base backup, and WAL after it; returns the LSN the
+/// archive reaches and the digest of the table written after the backup.
+pub fn primary_with_backup(scratch: &Scratch, env: &[(String, String)], initdb: &[&str]) -> (Cluster, String, String) {
+    let mut primary = Cluster::archiving(scratch, "primary", walfetch_bin(), env, initdb);
+    primary.sql("CREATE TABLE before_backup AS SELECT g FROM generate_series(1, 1000) g");
+    primary.backup_push(walfetch_bin(), env);
+    primary.sql("CREATE TABLE after_backup AS SELECT g, repeat(md5(g::text), 60) AS t FROM generate_series(1, 6000) g");
+    let lsn = primary.sql("SELECT pg_current_wal_lsn()");
+    primary.archive_through(&lsn);
+    let digest = primary.table_digest("after_backup", "g");
+    primary.stop();
+    (primary, lsn, digest)
+}
+
+/// Starts `pg` in archive recovery and waits for it to stop by itself (a restore_command
+/// exit of 128 or more is fatal), never promoting; returns its log.
+pub fn recovery_stops(pg: &mut Cluster, through: &str) -> String {
+    pg.try_start();
+    assert!(
+        pg.wait_stopped(90),
+        "archive recovery went on through {through}:\n{}",
+        pg.log_text()
+    );
+    let log = pg.log_text();
+    assert!(
+        !log.contains("archive recovery complete") && !log.contains("selected new timeline"),
+        "promoted:\n{log}"
+    );
+    log
 }

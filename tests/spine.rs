@@ -1,5 +1,8 @@
-//! Failure paths of the restore spine: each asserts the exit code, that the message
-//! names the object and the cause, and that nothing partial is left behind.
+//! The restore spine on a synthetic archive the test writes: wal-fetch, backup-fetch,
+//! backup-list and wal-push, and every way an object in the archive can be wrong
+//! (missing, corrupt, truncated, of another cluster, hostile, mislabelled). Each failure
+//! asserts the exit code, that the message names the object and the cause, and that
+//! nothing partial is left behind. (What the network and crashes do is in `faults`.)
 
 use std::fs;
 use std::path::Path;
@@ -15,10 +18,6 @@ fn wal_fetch(a: &Archive, datadir: &Path, name: &str, extra: &[&str]) -> std::pr
     let mut args = vec!["wal-fetch", name, "pg_wal/RECOVERYXLOG"];
     args.extend(extra);
     walfetch_in(Some(datadir), &args, &a.env())
-}
-
-fn code(out: &std::process::Output) -> i32 {
-    out.status.code().expect("exited normally")
 }
 
 /// Entries of `pg_wal` other than directories.

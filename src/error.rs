@@ -251,6 +251,36 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The first error of many workers: the root cause, not a later worker's "stopped
+/// because another failed". Each worker that fails sets `stop`, so the others end.
+#[derive(Debug, Default)]
+pub struct FirstError {
+    slot: std::sync::Mutex<Option<Error>>,
+    /// Set at the first failure: workers stop taking work.
+    pub stop: std::sync::atomic::AtomicBool,
+}
+
+impl FirstError {
+    /// Keeps `e` unless an error came first, and tells the other workers to stop.
+    pub fn keep(&self, e: Error) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a worker failed.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `Ok` when no worker failed, else the first error.
+    pub fn into_result(self) -> Result<()> {
+        match self.slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

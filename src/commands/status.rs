@@ -11,11 +11,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::Run;
-use crate::config::{absolute, credentials_margin};
+use super::{ReportArgs, Run};
+use crate::config::absolute;
 use crate::context::Context;
 use crate::error::Result;
-use crate::fsutil::write_atomically;
 use crate::inspect::status::{add_server_facts, prometheus, render, report};
 
 /// Options of `status`.
@@ -23,32 +22,17 @@ use crate::inspect::status::{add_server_facts, prometheus, render, report};
 pub struct Status {
     /// The standby's data directory.
     pub pgdata: PathBuf,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write Prometheus textfile-collector metrics to FILE (atomically).
-    #[arg(long, value_name = "FILE")]
-    pub prometheus: Option<PathBuf>,
-    /// Exit 19 when the credentials in use expire within this (30m, 1h, 2h) [default: 1h]
-    #[arg(long, env = "WALFETCH_CREDENTIALS_MARGIN")]
-    pub credentials_margin: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 impl Run for Status {
     /// Reports; the exit code is the verdict's.
     fn run(&self, ctx: &Context) -> Result<ExitCode> {
         let pgdata = absolute(&self.pgdata);
-        let mut report = report(&pgdata, &ctx.settings, credentials_margin(self.credentials_margin.as_deref())?)?;
+        let mut report = report(&pgdata, &ctx.settings, self.report.margin()?)?;
         add_server_facts(&mut report, &pgdata, &ctx.settings)?;
-        if self.json {
-            crate::output::json(&report)?;
-        } else {
-            crate::out!("{}", render(&report));
-        }
-        if let Some(path) = &self.prometheus {
-            let text = prometheus(&report, &pgdata);
-            write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()), false)?;
-        }
-        Ok(ExitCode::from(report.exit_code))
+        let text = render(&report);
+        self.report.give(&report, &text, || prometheus(&report, &pgdata), report.exit_code)
     }
 }

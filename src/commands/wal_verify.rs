@@ -5,16 +5,14 @@
 //! command), 14 a backup is unrestorable, 12 required segments are missing, 13 the
 //! archive is stale, 19 the credentials in use expire within the margin, 0 healthy.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
-use super::Run;
-use crate::config::{credentials_margin, parse_age, parse_size};
+use super::{ReportArgs, Run};
+use crate::config::{parse_age, parse_size};
 use crate::context::Context;
 use crate::error::Result;
-use crate::fsutil::write_atomically;
 use crate::inspect::verify::{prometheus, render, verify, Options};
 
 /// Options of `wal-verify`.
@@ -29,15 +27,8 @@ pub struct WalVerify {
     /// Report the archive stale when its newest segment is older than this (90s, 15m, 2h, 1d).
     #[arg(long)]
     pub max_age: Option<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write Prometheus textfile-collector metrics to FILE (atomically).
-    #[arg(long, value_name = "FILE")]
-    pub prometheus: Option<PathBuf>,
-    /// Exit 19 when the credentials in use expire within this (30m, 1h, 2h) [default: 1h]
-    #[arg(long, env = "WALFETCH_CREDENTIALS_MARGIN")]
-    pub credentials_margin: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 impl Run for WalVerify {
@@ -51,18 +42,10 @@ impl Run for WalVerify {
             },
             max_age: self.max_age.as_deref().map(parse_age).transpose()?,
             concurrency: ctx.settings.listing_concurrency(),
-            credentials_margin: credentials_margin(self.credentials_margin.as_deref())?,
+            credentials_margin: self.report.margin()?,
         };
         let report = verify(&ctx.archive()?, &opts)?;
-        if self.json {
-            crate::output::json(&report)?;
-        } else {
-            crate::out!("{}", render(&report));
-        }
-        if let Some(path) = &self.prometheus {
-            let text = prometheus(&report);
-            write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()), false)?;
-        }
-        Ok(ExitCode::from(report.exit_code))
+        let text = render(&report);
+        self.report.give(&report, &text, || prometheus(&report), report.exit_code)
     }
 }

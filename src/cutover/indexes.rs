@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::config::Libpq;
 use crate::error::{exit, Error, ErrorKind, Result};
 use crate::pg::collation;
-use crate::pg::db::{Db, SqlFailure};
+use crate::pg::db::{quote_ident, Db, SqlFailure};
 use crate::progress::Tally;
 
 /// How to check.
@@ -200,17 +200,6 @@ fn refresh_statements(collations: &collation::Report) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// An identifier as SQL needs it written.
-fn quote_ident(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
 }
 
 /// The collation OIDs an index depends on: its key columns' and those its expressions

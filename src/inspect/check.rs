@@ -191,20 +191,11 @@ mod tests {
 
     #[test]
     fn hints_for_the_usual_mistakes() {
-        let s = StorageSettings {
-            location: Location::S3 {
-                bucket: "b".into(),
-                prefix: "p".into(),
-            },
-            endpoint: Some("http://minio:9000".into()),
-            region: None,
-            path_style: false,
-            tuning: Default::default(),
-            keys: Default::default(),
-            s3: Default::default(),
-            format: Default::default(),
-            credentials: None,
-        };
+        let mut s = StorageSettings::at(Location::S3 {
+            bucket: "b".into(),
+            prefix: "p".into(),
+        });
+        s.endpoint = Some("http://minio:9000".into());
         let h = |kind, msg: &str| hint(&Error::new(kind, msg), &s).unwrap_or_default();
         assert!(h(ErrorKind::Credentials, "credentials rejected (ExpiredToken: x)").contains("expired"));
         assert!(h(ErrorKind::Config, "bucket b is in another region").contains("region"));

@@ -378,3 +378,13 @@ pub fn connect_datadir_when_ready(
 fn starting(datadir: &Path) -> bool {
     crate::pg::postmaster::running(datadir).is_ok_and(|pm| pm.starting())
 }
+/// An identifier as SQL needs it written.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}

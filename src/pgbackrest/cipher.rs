@@ -17,6 +17,7 @@ use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, ErrorKind};
+use crate::fsutil::read_up_to;
 
 type Decryptor = cbc::Decryptor<aes::Aes256>;
 
@@ -85,7 +86,7 @@ impl<R: Read> Decrypting<R> {
     fn header(&mut self) -> io::Result<()> {
         let want = if self.raw { 8 } else { 16 };
         let mut head = vec![0u8; want];
-        let got = read_full(&mut self.inner, &mut head)?;
+        let got = read_up_to(&mut self.inner, &mut head)?;
         if got < want || (!self.raw && &head[..8] != MAGIC) {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -108,7 +109,7 @@ impl<R: Read> Decrypting<R> {
             self.header()?;
         }
         let mut buf = vec![0u8; CHUNK];
-        let n = read_full(&mut self.inner, &mut buf)?;
+        let n = read_up_to(&mut self.inner, &mut buf)?;
         self.pending.extend_from_slice(&buf[..n]);
         let end = n < CHUNK;
         if end && self.pending.len() % BLOCK != 0 {
@@ -147,20 +148,6 @@ impl<R: Read> Decrypting<R> {
         self.start = 0;
         Ok(())
     }
-}
-
-/// Reads until `buf` is full or the end; the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl<R: Read> Read for Decrypting<R> {

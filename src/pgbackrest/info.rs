@@ -131,6 +131,50 @@ struct ArchiveHistory {
     version: String,
 }
 
+/// A `[db:history]` value: the cluster's system identifier and PostgreSQL version.
+trait HistoryValue: serde::de::DeserializeOwned {
+    /// `(system id, version)`.
+    fn fields(self) -> (u64, String);
+}
+
+impl HistoryValue for BackupHistory {
+    fn fields(self) -> (u64, String) {
+        (self.system_id, self.version)
+    }
+}
+
+impl HistoryValue for ArchiveHistory {
+    fn fields(self) -> (u64, String) {
+        (self.system_id, self.version)
+    }
+}
+
+/// What `backup.info` and `archive.info` both hold: the current database id, the
+/// history, and the passphrase of what the file guards.
+struct Shared<'a> {
+    current: &'a mut u64,
+    history: &'a mut BTreeMap<u64, PgHistory>,
+    cipher_pass: &'a mut Option<String>,
+}
+
+impl Shared<'_> {
+    /// Reads one pair of `url` into what it sets, if it is one of the shared ones.
+    fn read<H: HistoryValue>(self, url: &str, section: &str, k: &str, v: &str) -> Result<()> {
+        match section {
+            "db" if k == "db-id" => *self.current = number(v, url, "db-id")?,
+            "db:history" => {
+                let h: H = ini::value(v, url, &format!("history {k}"))?;
+                let id = k.parse().map_err(|_| corrupt(url, "a history id that is not a number"))?;
+                let (system_id, version) = h.fields();
+                self.history.insert(id, PgHistory { id, system_id, version });
+            }
+            "cipher" if k == "cipher-pass" => *self.cipher_pass = Some(ini::value(v, url, "cipher-pass")?),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Builds a `T` from one pair of an info file: `(t, url, section, key, raw value)`.
 pub type Each<'a, T> = &'a dyn Fn(&mut T, &str, &str, &str, &str) -> Result<()>;
 
@@ -195,21 +239,14 @@ pub fn backup_info(storage: &dyn Storage, stanza: &str, pass: Option<&str>) -> R
                 entry.label = k.to_string();
                 info.backups.push(entry);
             }
-            "db" if k == "db-id" => info.current = number(v, url, "db-id")?,
-            "db:history" => {
-                let h: BackupHistory = ini::value(v, url, &format!("history {k}"))?;
-                let id = k.parse().map_err(|_| corrupt(url, "a history id that is not a number"))?;
-                info.history.insert(
-                    id,
-                    PgHistory {
-                        id,
-                        system_id: h.system_id,
-                        version: h.version,
-                    },
-                );
+            _ => {
+                let shared = Shared {
+                    current: &mut info.current,
+                    history: &mut info.history,
+                    cipher_pass: &mut info.cipher_pass,
+                };
+                shared.read::<BackupHistory>(url, section, k, v)?;
             }
-            "cipher" if k == "cipher-pass" => info.cipher_pass = Some(ini::value(v, url, "cipher-pass")?),
-            _ => {}
         }
         Ok(())
     })?;
@@ -225,24 +262,12 @@ pub fn archive_info(storage: &dyn Storage, stanza: &str, pass: Option<&str>) -> 
     let key = format!("archive/{stanza}/archive.info");
     let url = format!("{}/{key}", storage.describe());
     let info: ArchiveInfo = load(storage, &key, pass, &|info: &mut ArchiveInfo, url, section, k, v| {
-        match section {
-            "db" if k == "db-id" => info.current = number(v, url, "db-id")?,
-            "db:history" => {
-                let h: ArchiveHistory = ini::value(v, url, &format!("history {k}"))?;
-                let id = k.parse().map_err(|_| corrupt(url, "a history id that is not a number"))?;
-                info.history.insert(
-                    id,
-                    PgHistory {
-                        id,
-                        system_id: h.system_id,
-                        version: h.version,
-                    },
-                );
-            }
-            "cipher" if k == "cipher-pass" => info.cipher_pass = Some(ini::value(v, url, "cipher-pass")?),
-            _ => {}
-        }
-        Ok(())
+        let shared = Shared {
+            current: &mut info.current,
+            history: &mut info.history,
+            cipher_pass: &mut info.cipher_pass,
+        };
+        shared.read::<ArchiveHistory>(url, section, k, v)
     })?;
     if !info.history.contains_key(&info.current) {
         return Err(corrupt(&url, "its current database id is not in its history"));

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -24,7 +24,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::codec::Codec;
 use crate::constants::COPY_BUFFER_SIZE;
 use crate::crypto::{Keys, Sealing};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, FirstError, Result};
 use crate::fsutil;
 use crate::layout::files_metadata::{database_of, DatabaseEntry, FileEntry, FilesMetadataDoc};
 use crate::layout::sentinel::{BackupMetadata, Sentinel, TablespaceSpec};
@@ -498,28 +498,23 @@ fn tablespace_spec(base_prefix: Option<String>, tablespaces: &BTreeMap<String, P
 /// the others and is returned.
 fn upload_parts(parts: &[Vec<Member>], opts: &Options, uploaded: &Uploaded<'_>, delta: Option<&Base>) -> Result<()> {
     let queue = Mutex::new(parts.iter().enumerate().map(|(i, p)| (i + 1, p)).collect::<VecDeque<_>>());
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let failed = FirstError::default();
     std::thread::scope(|s| {
         for _ in 0..opts.concurrency.min(parts.len()).max(1) {
             s.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
+                while !failed.stopped() {
                     let Some((n, members)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                         return;
                     };
                     let file = opts.codec.file_name(&format!("part_{n:03}.tar"));
                     if let Err(e) = uploaded.upload(file, members, &[], delta) {
-                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                        failed.store(true, Ordering::Relaxed);
+                        failed.keep(e);
                     }
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    failed.into_result()
 }
 
 /// Uploads `files_metadata.json`, `metadata.json` and, last, the sentinel that marks

@@ -324,22 +324,7 @@ impl Target {
     /// Writes a file member where it belongs (`global/pg_control` staged), never through
     /// a symlink; returns its bytes.
     fn write_member<R: Read>(&self, entry: &mut tar::Entry<'_, R>, parts: &[String], object: &str, buf: &mut [u8]) -> Result<u64> {
-        let path = self.member_path(parts, object)?;
-        let mode = (entry.header().mode().unwrap_or(0o600) & 0o777) | 0o600;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::new(
-                    ErrorKind::Unsafe,
-                    format!("{}: is a symlink; refusing to write through it", path.display()),
-                ),
-                _ => Error::local_io(path.display(), &e),
-            })?;
+        let (mut out, path) = self.create_file(parts, entry.header().mode().unwrap_or(0o600), object)?;
         if entry.size() >= PREALLOCATE_MIN {
             fsutil::preallocate(&out, entry.size());
         }

@@ -28,7 +28,7 @@ use crate::codec::Codec;
 use crate::config::Parallelism;
 use crate::constants::INCOMPLETE_MARKER;
 use crate::crypto::Keys;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, FirstError, Result};
 use crate::fsutil;
 use crate::inspect::backups::human_size;
 use crate::layout::plan::RestorePlan;
@@ -570,34 +570,27 @@ fn extract_parallel(work: &Work<'_>, parts: &[&ObjectMeta]) -> Result<()> {
     let limits = Limits::new(opts.parallelism.transfers, opts.part_size);
     let download = Download::start(Arc::clone(work.storage), parts.iter().map(|p| (*p).clone()).collect(), limits);
     let queue = Mutex::new((0..parts.len()).collect::<VecDeque<_>>());
-    let cancel = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let failed = FirstError::default();
     std::thread::scope(|s| {
         for _ in 0..opts.parallelism.partitions.min(parts.len()).max(1) {
             s.spawn(|| loop {
-                if cancel.load(Ordering::Relaxed) {
+                if failed.stopped() {
                     return;
                 }
                 let Some(index) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                let restored = download.open(index).and_then(|raw| extract_one(work, parts[index], raw, &cancel));
+                let restored = download
+                    .open(index)
+                    .and_then(|raw| extract_one(work, parts[index], raw, &failed.stop));
                 if let Err(e) = restored {
-                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    // Keep the root cause, not a worker's "stopped because another failed".
-                    if slot.is_none() {
-                        *slot = Some(e);
-                    }
-                    cancel.store(true, Ordering::Relaxed);
+                    failed.keep(e);
                     return;
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    failed.into_result()
 }
 
 /// Reads, decodes and extracts one partition on this thread, then records it in the

@@ -48,21 +48,10 @@ impl Selection {
             if self.dropped.len() == 1 { "it" } else { "them" },
             self.dropped
                 .iter()
-                .map(|d| format!("DROP DATABASE {};", quote(d)))
+                .map(|d| format!("DROP DATABASE {};", crate::pg::db::quote_ident(d)))
                 .collect::<Vec<_>>()
                 .join(" ")
         )
-    }
-}
-
-/// A database name as SQL needs it written.
-fn quote(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 

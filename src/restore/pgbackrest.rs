@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha1::{Digest, Sha1};
@@ -38,7 +38,7 @@ use super::only::Selection;
 use super::tablespace;
 use crate::archive::pgbackrest::Repository;
 use crate::codec::Codec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, FirstError, Result};
 use crate::layout::backup::Backup;
 use crate::pgbackrest::blockmap;
 use crate::pgbackrest::cipher::Decrypting;
@@ -785,14 +785,13 @@ fn work(job: &Job<'_>, units: &[Unit], opts: &Options) -> Result<()> {
     let limits = Limits::new(opts.parallelism.transfers, opts.part_size);
     let download = Download::start_pieces(Arc::clone(job.storage), pieces, limits);
     let queue = Mutex::new((0..units.len()).collect::<VecDeque<_>>());
-    let cancel = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let failed = FirstError::default();
     let workers = opts.parallelism.partitions.max(opts.parallelism.transfers.min(16)).max(1);
     let durable = Durable::default();
     std::thread::scope(|s| {
         for _ in 0..workers.min(units.len()).max(1) {
             s.spawn(|| loop {
-                if cancel.load(Ordering::Relaxed) {
+                if failed.stopped() {
                     return;
                 }
                 let Some(index) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
@@ -816,20 +815,14 @@ fn work(job: &Job<'_>, units: &[Unit], opts: &Options) -> Result<()> {
                     durable.done(job, id.clone(), files, unit.size(job.manifest))
                 });
                 if let Err(e) = done {
-                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    if slot.is_none() {
-                        *slot = Some(e);
-                    }
-                    cancel.store(true, Ordering::Relaxed);
+                    failed.keep(e);
                     return;
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => durable.flush(job),
-    }
+    failed.into_result()?;
+    durable.flush(job)
 }
 
 /// Units finished but not yet recorded in the journal: a unit is recorded only once what

@@ -95,11 +95,29 @@ pub fn choose(
             } else {
                 archive.backup(n)?
             };
-            let found = locate(archive, &backups, Some(&backup), target, &inv, size, say)?;
+            let search = Search {
+                archive,
+                backups: &backups,
+                named: Some(&backup),
+                target,
+                inv: &inv,
+                size,
+            };
+            let found = search.locate(say)?;
             ends_before(&found, target)?;
             found
         }
-        None => locate(archive, &backups, None, target, &inv, size, say)?,
+        None => {
+            let search = Search {
+                archive,
+                backups: &backups,
+                named: None,
+                target,
+                inv: &inv,
+                size,
+            };
+            search.locate(say)?
+        }
     };
     say(&format!(
         "target {}: restoring {} (it ends at {}{})",
@@ -153,67 +171,76 @@ fn ends_before(found: &Found, target: &RecoveryTarget) -> Result<()> {
     Ok(())
 }
 
-/// Finds where the target is and, unless `named` is given, the newest backup that ends
-/// before it.
-fn locate(
-    archive: &Arc<dyn Archive>,
-    backups: &[Backup],
-    named: Option<&Backup>,
-    target: &RecoveryTarget,
-    inv: &Inventory,
+/// Where to look for a target: the archive, its backups (oldest first), the backup
+/// named (if one is), the target, the WAL inventory and the segment size.
+#[derive(Clone, Copy)]
+struct Search<'a> {
+    archive: &'a Arc<dyn Archive>,
+    backups: &'a [Backup],
+    named: Option<&'a Backup>,
+    target: &'a RecoveryTarget,
+    inv: &'a Inventory,
     size: u64,
-    say: &mut dyn FnMut(&str),
-) -> Result<Found> {
-    let newest_before = |ok: &dyn Fn(&Backup) -> bool, what: String| -> Result<Backup> {
-        if let Some(b) = named {
-            return Ok(b.clone());
-        }
-        backups.iter().rev().find(|b| ok(b)).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no backup ends before {what}; the oldest, {}, ends at {}",
-                    backups[0].name.name,
-                    backups[0].sentinel.finish_time.clone().unwrap_or_default()
-                ),
-            )
-        })
-    };
-    match &target.target {
-        Target::Lsn(text) => {
-            let lsn = Lsn::parse(text)
-                .ok_or_else(|| Error::new(ErrorKind::Config, format!("--target-lsn '{text}' is not an LSN (like 0/3000148)")))?;
-            let backup = newest_before(&|b| b.finish().is_some_and(|f| f <= lsn), format!("LSN {lsn}"))?;
-            Ok(Found {
-                backup,
-                lsn: Some(lsn),
-                time: None,
-            })
-        }
-        Target::Time(text) => {
-            let t = parse_time(text)?;
-            let backup = newest_before(&|b| b.sentinel.finished_at().is_some_and(|f| f < t), format!("{t}"))?;
-            if let Some((newest, at)) = newest_commit(archive, inv, size)? {
-                if t.with_timezone(&Utc) > newest {
-                    say(&format!(
-                        "note: the target time is after the newest commit the archive holds ({newest}, at {at}): PostgreSQL will replay all of it and, not having reached the target, stop with 'recovery ended before configured recovery target was reached' (PostgreSQL 13 and later)"
-                    ));
-                }
+}
+
+impl Search<'_> {
+    /// Finds where the target is and, unless a backup is named, the newest backup that
+    /// ends before it.
+    fn locate(self, say: &mut dyn FnMut(&str)) -> Result<Found> {
+        let newest_before = |ok: &dyn Fn(&Backup) -> bool, what: String| -> Result<Backup> {
+            if let Some(b) = self.named {
+                return Ok(b.clone());
             }
-            Ok(Found {
-                backup,
-                lsn: None,
-                time: Some(t.with_timezone(&Utc)),
+            self.backups.iter().rev().find(|b| ok(b)).cloned().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no backup ends before {what}; the oldest, {}, ends at {}",
+                        self.backups[0].name.name,
+                        self.backups[0].sentinel.finish_time.clone().unwrap_or_default()
+                    ),
+                )
             })
-        }
-        Target::Xid(_) | Target::Name(_) => {
-            let (lsn, time) = find_record(archive, backups, named, target, inv, size, say)?;
-            let backup = newest_before(&|b| b.finish().is_some_and(|f| f <= lsn), format!("{} at {lsn}", describe(target)))?;
-            Ok(Found {
-                backup,
-                lsn: Some(lsn),
-                time,
-            })
+        };
+        match &self.target.target {
+            Target::Lsn(text) => {
+                let lsn = Lsn::parse(text)
+                    .ok_or_else(|| Error::new(ErrorKind::Config, format!("--target-lsn '{text}' is not an LSN (like 0/3000148)")))?;
+                let backup = newest_before(&|b| b.finish().is_some_and(|f| f <= lsn), format!("LSN {lsn}"))?;
+                Ok(Found {
+                    backup,
+                    lsn: Some(lsn),
+                    time: None,
+                })
+            }
+            Target::Time(text) => {
+                let t = parse_time(text)?;
+                let backup = newest_before(&|b| b.sentinel.finished_at().is_some_and(|f| f < t), format!("{t}"))?;
+                if let Some((newest, at)) = newest_commit(self.archive, self.inv, self.size)? {
+                    if t.with_timezone(&Utc) > newest {
+                        say(&format!(
+                            "note: the target time is after the newest commit the archive holds ({newest}, at {at}): PostgreSQL will replay all of it and, not having reached the target, stop with 'recovery ended before configured recovery target was reached' (PostgreSQL 13 and later)"
+                        ));
+                    }
+                }
+                Ok(Found {
+                    backup,
+                    lsn: None,
+                    time: Some(t.with_timezone(&Utc)),
+                })
+            }
+            Target::Xid(_) | Target::Name(_) => {
+                let (lsn, time) = self.find_record(say)?;
+                let backup = newest_before(
+                    &|b| b.finish().is_some_and(|f| f <= lsn),
+                    format!("{} at {lsn}", describe(self.target)),
+                )?;
+                Ok(Found {
+                    backup,
+                    lsn: Some(lsn),
+                    time,
+                })
+            }
         }
     }
 }
@@ -229,61 +256,57 @@ fn matches(e: &Event, target: &Target) -> Option<(Lsn, i64)> {
     }
 }
 
-/// Looks for the target's record in the WAL: from the start of the newest backup (or
-/// of `named`) to the archive's end, then backwards backup by backup (see the module
-/// doc).
-fn find_record(
-    archive: &Arc<dyn Archive>,
-    backups: &[Backup],
-    named: Option<&Backup>,
-    target: &RecoveryTarget,
-    inv: &Inventory,
-    size: u64,
-    say: &mut dyn FnMut(&str),
-) -> Result<(Lsn, Option<DateTime<Utc>>)> {
-    let starts: Vec<Lsn> = match named {
-        Some(b) => b.start().into_iter().collect(),
-        None => backups.iter().rev().filter_map(Backup::start).collect(),
-    };
-    let mut histories = Histories::new(archive.as_ref(), inv);
-    let latest = inv.latest_timeline().unwrap_or(1);
-    let chain = histories.chain(latest)?;
-    let dir = tempfile_dir()?;
-    let mut until: Option<u64> = None;
-    for start in starts {
-        let from = start.0 / size;
-        let segments = along(&chain, inv, from, until, size);
-        say(&format!(
-            "looking for {} in the WAL from {} ({} segments)",
-            describe(target),
-            name(
-                chain.iter().find(|s| s.begin.0 / size <= from).map_or(1, |s| s.timeline),
-                from,
-                size
-            ),
-            segments.len()
-        ));
-        for seg in segments {
-            let tmp = dir.path().join(seg.to_string());
-            let _ = std::fs::remove_file(&tmp);
-            let fetched = download(archive.as_ref(), &seg.to_string(), &tmp, Expect::default())?;
-            let hit = with_mapped(&tmp, |data| {
-                Ok(events(data, seg, &fetched.url)?.iter().find_map(|e| matches(e, &target.target)))
-            })?;
-            let _ = std::fs::remove_file(&tmp);
-            if let Some((lsn, time)) = hit {
-                return Ok((lsn, pg_time(time)));
+impl Search<'_> {
+    /// Looks for the target's record in the WAL: from the start of the newest backup (or
+    /// of the one named) to the archive's end, then backwards backup by backup (see the
+    /// module doc).
+    fn find_record(self, say: &mut dyn FnMut(&str)) -> Result<(Lsn, Option<DateTime<Utc>>)> {
+        let starts: Vec<Lsn> = match self.named {
+            Some(b) => b.start().into_iter().collect(),
+            None => self.backups.iter().rev().filter_map(Backup::start).collect(),
+        };
+        let mut histories = Histories::new(self.archive.as_ref(), self.inv);
+        let latest = self.inv.latest_timeline().unwrap_or(1);
+        let chain = histories.chain(latest)?;
+        let dir = tempfile_dir()?;
+        let mut until: Option<u64> = None;
+        for start in starts {
+            let from = start.0 / self.size;
+            let segments = along(&chain, self.inv, from, until, self.size);
+            say(&format!(
+                "looking for {} in the WAL from {} ({} segments)",
+                describe(self.target),
+                name(
+                    chain.iter().find(|s| s.begin.0 / self.size <= from).map_or(1, |s| s.timeline),
+                    from,
+                    self.size
+                ),
+                segments.len()
+            ));
+            for seg in segments {
+                let tmp = dir.path().join(seg.to_string());
+                let _ = std::fs::remove_file(&tmp);
+                let fetched = download(self.archive.as_ref(), &seg.to_string(), &tmp, Expect::default())?;
+                let hit = with_mapped(&tmp, |data| {
+                    Ok(events(data, seg, &fetched.url)?
+                        .iter()
+                        .find_map(|e| matches(e, &self.target.target)))
+                })?;
+                let _ = std::fs::remove_file(&tmp);
+                if let Some((lsn, time)) = hit {
+                    return Ok((lsn, pg_time(time)));
+                }
             }
+            until = Some(from);
         }
-        until = Some(from);
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{} is not in the archive's WAL from the oldest backup on: nothing to recover to (a transaction's commit or abort, or pg_create_restore_point's record, is what PostgreSQL stops at)",
+                describe(self.target)
+            ),
+        ))
     }
-    Err(Error::new(
-        ErrorKind::NotFound,
-        format!(
-            "{} is not in the archive's WAL from the oldest backup on: nothing to recover to (a transaction's commit or abort, or pg_create_restore_point's record, is what PostgreSQL stops at)",
-            describe(target)
-        ),
-    ))
 }
 
 /// A private temporary directory for segments being scanned.

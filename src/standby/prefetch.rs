@@ -560,20 +560,10 @@ mod tests {
 
     #[test]
     fn the_fingerprint_follows_the_settings() {
-        let a = StorageSettings {
-            location: crate::storage::settings::Location::S3 {
-                bucket: "b".into(),
-                prefix: "p".into(),
-            },
-            endpoint: None,
-            region: None,
-            path_style: false,
-            tuning: Default::default(),
-            keys: Default::default(),
-            s3: Default::default(),
-            format: Default::default(),
-            credentials: None,
-        };
+        let a = StorageSettings::at(crate::storage::settings::Location::S3 {
+            bucket: "b".into(),
+            prefix: "p".into(),
+        });
         let mut b = a.clone();
         b.region = Some("eu-west-1".into());
         assert_eq!(fingerprint(&a), fingerprint(&a.clone()));

@@ -10,6 +10,7 @@
 //! [`classify`] turns each failed request into one of walfetch's error kinds (only S3's
 //! own `NoSuchKey` on a GET proves absence); [`reader`] is the body that resumes.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::RequestPayer;
@@ -28,6 +31,19 @@ use super::{Chunk, ObjectMeta, ObjectReader, Page, PendingRange, Storage};
 use crate::constants::CONNECT_TIMEOUT;
 use crate::error::{Error, ErrorKind, Result};
 use crate::storage::settings::{Connection, Location, S3Options};
+/// What every request to an object carries, set on any request builder: the SSE-C
+/// headers (none without a key) and the requester-pays header (when the requester pays).
+macro_rules! object_options {
+    ($request:expr, $remote:expr) => {{
+        let (algorithm, key, md5) = $remote.sse_c();
+        $request
+            .set_sse_customer_algorithm(algorithm)
+            .set_sse_customer_key(key)
+            .set_sse_customer_key_md5(md5)
+            .set_request_payer($remote.payer())
+    }};
+}
+
 use classify::{causes, classify, Op};
 use reader::{ReaderContext, S3Reader};
 
@@ -158,10 +174,19 @@ impl S3Storage {
             .set_max_keys(max_keys)
             .set_request_payer(self.remote.payer())
             .send();
+        self.call(Op::List, &format!("listing {url}"), fut)
+    }
+
+    /// Runs request `fut` (an `op`; `what` names it in errors) within the I/O timeout,
+    /// its failure classified.
+    fn call<T, E>(&self, op: Op, what: &str, fut: impl Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>) -> Result<T>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
-            Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("listing {url}: request timed out"))),
+            Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{what}: request timed out"))),
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(classify(&self.remote, Op::List, &format!("listing {url}"), &e)),
+            Ok(Err(e)) => Err(classify(&self.remote, op, what, &e)),
         }
     }
 
@@ -252,24 +277,12 @@ impl Storage for S3Storage {
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         let url = self.object_url(key);
-        let (algorithm, sse_key, sse_md5) = self.remote.sse_c();
-        let fut = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .set_sse_customer_algorithm(algorithm)
-            .set_sse_customer_key(sse_key)
-            .set_sse_customer_key_md5(sse_md5)
-            .set_request_payer(self.remote.payer())
-            .send();
-        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, fut).await }) {
-            Err(_) => Err(Error::new(ErrorKind::Unreachable, format!("{url}: request timed out"))),
-            Ok(Ok(out)) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
-            Ok(Err(e)) => match classify(&self.remote, Op::Head, &url, &e) {
-                err if err.kind() == ErrorKind::NotFound => Ok(None),
-                err => Err(err),
-            },
+        let head = self.client.head_object().bucket(&self.bucket).key(self.full_key(key));
+        let fut = object_options!(head, self.remote).send();
+        match self.call(Op::Head, &url, fut) {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
         }
     }
 
@@ -332,21 +345,14 @@ impl Storage for S3Storage {
     fn put(&self, key: &str, source: &std::fs::File) -> Result<()> {
         let url = self.object_url(key);
         let file = crate::fsutil::reread(source).map_err(|e| Error::local_io(&url, &e))?;
-        let (algorithm, sse_key, sse_md5) = self.remote.sse_c();
         self.runtime.block_on(async {
             let body = ByteStream::read_from()
                 .file(tokio::fs::File::from_std(file))
                 .build()
                 .await
                 .map_err(|e| Error::new(ErrorKind::LocalIo, format!("reading the upload for {url}: {e}")))?;
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .set_sse_customer_algorithm(algorithm)
-                .set_sse_customer_key(sse_key)
-                .set_sse_customer_key_md5(sse_md5)
-                .set_request_payer(self.remote.payer())
+            let put = self.client.put_object().bucket(&self.bucket).key(self.full_key(key));
+            object_options!(put, self.remote)
                 .body(body)
                 .send()
                 .await

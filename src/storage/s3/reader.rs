@@ -101,17 +101,8 @@ impl S3Reader {
     /// The GET for what is left to read, as a future that owns what it needs (so it
     /// can also run as a task while this reader waits elsewhere).
     fn request(&self) -> impl std::future::Future<Output = Result<GetObjectOutput>> + Send + 'static {
-        let (algorithm, sse_key, sse_md5) = self.ctx.remote.sse_c();
-        let mut req = self
-            .ctx
-            .client
-            .get_object()
-            .bucket(&self.ctx.remote.bucket)
-            .key(&self.key)
-            .set_sse_customer_algorithm(algorithm)
-            .set_sse_customer_key(sse_key)
-            .set_sse_customer_key_md5(sse_md5)
-            .set_request_payer(self.ctx.remote.payer());
+        let get = self.ctx.client.get_object().bucket(&self.ctx.remote.bucket).key(&self.key);
+        let mut req = object_options!(get, self.ctx.remote);
         let from = self.base + self.offset;
         if from > 0 || self.end.is_some() {
             let to = self.end.map(|e| (e - 1).to_string()).unwrap_or_default();

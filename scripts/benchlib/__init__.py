@@ -1,0 +1,1 @@
+"""The scenarios of `scripts/bench`, one module each, on a shared harness."""

@@ -1,6 +1,7 @@
 //! Command-line definitions. Names follow wal-g's so the binaries can be swapped.
 
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -10,12 +11,15 @@ use crate::commands::{self, Run};
 use crate::config::StorageFlags;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fsutil::write_atomically;
 use crate::logging::LogFormat;
 
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "walfetch", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WALFETCH_COMMIT"), ")"))]
-#[command(about = "Restore a PostgreSQL standby from a wal-g / WAL-E archive in S3 or a directory, and keep it fed")]
+#[command(
+    about = "Restore a PostgreSQL standby from a wal-g, WAL-E, pgBackRest or barman-cloud archive in S3 or a directory, keep it fed, and cut over"
+)]
 pub struct Cli {
     /// Storage options shared by every command.
     #[command(flatten)]
@@ -47,7 +51,7 @@ pub struct StorageArgs {
     /// Path-style S3 addressing [env: AWS_S3_FORCE_PATH_STYLE, or WALE_S3_ENDPOINT's +path]
     #[arg(long, global = true)]
     pub path_style: bool,
-    /// The archive's format, walg or pgbackrest [env: WALFETCH_FORMAT; default: recognised from what the location holds]
+    /// The archive's format, walg, pgbackrest or barman [env: WALFETCH_FORMAT; default: recognised from what the location holds]
     #[arg(long, global = true)]
     pub format: Option<String>,
     /// pgBackRest's stanza [env: PGBACKREST_STANZA; default: the repository's only one]
@@ -56,6 +60,9 @@ pub struct StorageArgs {
     /// pgBackRest's configuration file: repo1-* options as pgBackRest reads them [env: PGBACKREST_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub pgbackrest_config: Option<std::path::PathBuf>,
+    /// barman-cloud's server name, as barman-cloud-restore takes it (CloudNativePG: the cluster's name) [env: WALFETCH_BARMAN_SERVER; default: the location's only one]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub barman_server: Option<String>,
 }
 
 impl StorageArgs {
@@ -69,6 +76,7 @@ impl StorageArgs {
             format: self.format.clone(),
             stanza: self.stanza.clone(),
             pgbackrest_config: self.pgbackrest_config.clone(),
+            barman_server: self.barman_server.clone(),
         }
     }
 }
@@ -145,18 +153,43 @@ impl Run for Completions {
     }
 }
 
-/// Options of `manpage` (none).
+/// Options of `manpage`.
 #[derive(Debug, Args)]
-pub struct Manpage {}
+pub struct Manpage {
+    /// Write every page into DIR instead (walfetch.1 and walfetch-<command>.1 for each
+    /// command), as a package installs them.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
 
 impl Run for Manpage {
-    /// Prints the man page (roff), generated from these definitions.
+    /// Prints the man page (roff), or writes one per command into a directory; all
+    /// generated from these definitions.
     fn run(&self, _: &Context) -> Result<ExitCode> {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Cli::command())
-            .render(&mut page)
-            .map_err(|e: io::Error| Error::new(ErrorKind::LocalIo, format!("writing the man page: {e}")))?;
-        crate::output::write(&page);
+        let cli = Cli::command();
+        let Some(dir) = &self.dir else {
+            crate::output::write(&render_page(cli)?);
+            return Ok(ExitCode::SUCCESS);
+        };
+        let mut pages = vec![("walfetch.1".to_string(), cli.clone())];
+        for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let name = format!("walfetch-{}", sub.get_name());
+            pages.push((format!("{name}.1"), sub.clone().name(name)));
+        }
+        for (file, command) in pages {
+            let page = render_page(command)?;
+            write_atomically(&dir.join(&file), |f| io::Write::write_all(f, &page), false)?;
+            crate::outln!("{}", dir.join(file).display());
+        }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The man page of `command` (roff).
+fn render_page(command: clap::Command) -> Result<Vec<u8>> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command)
+        .render(&mut page)
+        .map_err(|e: io::Error| Error::new(ErrorKind::LocalIo, format!("writing the man page: {e}")))?;
+    Ok(page)
 }

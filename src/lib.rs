@@ -9,6 +9,7 @@
 //! [`cli`]). See `docs/DESIGN.md` for the module map and the decisions.
 
 pub mod archive;
+pub mod barman;
 pub mod cli;
 pub mod codec;
 pub mod commands;

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("objects", 2),
     ("layout", 3),
     ("pgbackrest", 3),
+    ("barman", 3),
     ("archive", 3),
     ("pg", 3),
     ("standby", 4),

@@ -14,7 +14,7 @@ fn guide_commands(split: &str) -> (String, String) {
     let mut in_sh = false;
     let mut past = false;
     for line in text.lines() {
-        if line.starts_with("## A provider that writes pgBackRest") {
+        if line.starts_with("## A provider that writes pgBackRest") || line.starts_with("## A Kubernetes operator") {
             break;
         }
         if line.starts_with("## ")
@@ -115,6 +115,58 @@ fn the_pgbackrest_path_of_the_guide_restores_a_provider_repository_and_promotes_
             section_commands("A provider that writes pgBackRest")
         ))
         .env("PGBACKREST_PROVIDER_CONFIG", &source.config)
+        .env("STANDBY", &standby)
+        .env("STANDBY_PORT", port.to_string())
+        .env("FINAL_LSN", &final_lsn)
+        .current_dir(scratch.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the guide failed:\n{stdout}\n{}", stderr(&out));
+    assert!(stdout.contains("promoted: timeline 1 -> 2") && stdout.contains("ok: "), "{stdout}");
+    let mut promoted = Cluster::attach(&scratch, "standby", standby);
+    promoted.adopt_running();
+    promoted.port = port;
+    promoted.socket_dir = socket;
+    assert_eq!(
+        [promoted.table_digest("pgbench_accounts", "aid"), promoted.table_digest("late", "g")],
+        expected
+    );
+}
+
+#[test]
+fn the_barman_cloud_path_of_the_guide_restores_an_operator_archive_and_promotes_it() {
+    use crate::common::barman::{Source, SERVER};
+    let scratch = Scratch::new();
+    // The operator: barman-cloud, WAL and data compressed, as CloudNativePG runs it.
+    let mut source = Source::new(&scratch, "--gzip", &[]);
+    source.primary.pgbench(&["-i", "-s", "1", "-q"]);
+    source.backup(&["--snappy", "-n", "backup-nightly"]);
+    source.primary.sql("CREATE TABLE late AS SELECT generate_series(1, 5000) g");
+    let final_lsn = source.primary.sql("SELECT pg_current_wal_lsn()");
+    source.primary.archive_through(&final_lsn);
+    let expected = [
+        source.primary.table_digest("pgbench_accounts", "aid"),
+        source.primary.table_digest("late", "g"),
+    ];
+    source.primary.stop();
+    let socket = source.primary.socket_dir.clone();
+    let standby = scratch.path().join("standby");
+    let port = free_port();
+    let path = format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        walfetch_bin().parent().unwrap().display(),
+        pg_bin().display()
+    );
+    let out = as_postgres("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nexport PATH='{path}'\n{}",
+            section_commands("A Kubernetes operator")
+        ))
+        .envs(source.s3.env())
+        .env("BARMAN_DESTINATION_PATH", format!("s3://{BUCKET}/barman"))
+        .env("BARMAN_SERVER_NAME", SERVER)
         .env("STANDBY", &standby)
         .env("STANDBY_PORT", port.to_string())
         .env("FINAL_LSN", &final_lsn)

@@ -6,6 +6,7 @@ mod common;
 
 mod absence;
 mod bad_input;
+mod barman;
 mod cli;
 mod credentials;
 mod cutover;
@@ -19,6 +20,7 @@ mod layers;
 mod migration;
 mod morning;
 mod openpgp;
+mod package;
 mod pgbackrest;
 mod prefetch;
 mod records;

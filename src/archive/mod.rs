@@ -3,16 +3,19 @@
 //! name, and the WAL inventory for gaps. A backup's restore plan is the format's own
 //! ([`crate::restore::select`] picks the executor).
 //!
-//! Two formats sit behind [`Archive`]: wal-g's layout (with WAL-E's and walrus's, see
-//! [`walg`]) and pgBackRest repositories ([`pgbackrest`]). Both read objects through one
-//! path: storage (with its retries, rate limit and proofs of absence), then the format's
-//! decryption, the codec, and the format's checksum, before a byte is handed on.
+//! Three formats sit behind [`Archive`]: wal-g's layout (with WAL-E's and walrus's, see
+//! [`walg`]), pgBackRest repositories ([`pgbackrest`]) and barman-cloud's layout
+//! ([`barman`]). All read objects through one path: storage (with its retries, rate
+//! limit and proofs of absence), then the format's decryption, the codec, and the
+//! format's checksum, before a byte is handed on.
 //!
 //! The format is recognised from what the location holds (`basebackups_005/`, `wal_005/`:
-//! wal-g; `backup/`, `archive/`: pgBackRest), one folder listing; `--format`, or any
-//! pgBackRest setting (`--stanza`, `--pgbackrest-config`, `PGBACKREST_REPO1_*`), says it
-//! without a request.
+//! wal-g; `backup/`, `archive/`: pgBackRest; `<server>/base/`, `<server>/wals/`:
+//! barman-cloud), by folder listings; `--format`, any pgBackRest setting (`--stanza`,
+//! `--pgbackrest-config`, `PGBACKREST_REPO1_*`) or `--barman-server` says it without a
+//! request.
 
+pub mod barman;
 pub mod pgbackrest;
 pub mod timelines;
 pub mod walg;
@@ -22,11 +25,14 @@ use std::sync::Arc;
 
 use crate::config::{Format, StorageSettings};
 use crate::crypto::{Keys, NO_KEYS};
+use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::layout::backup::Backup;
+use crate::layout::plan::{plan_chain, RestorePlan};
 use crate::layout::wal_inventory::Inventory;
 use crate::objects::Objects;
-use crate::storage::Storage;
+use crate::storage::{ObjectMeta, Storage};
+use crate::wal::segment::segment_size_in_header;
 
 /// One WAL file, opened: its contents stream out decrypted, decompressed and, where the
 /// format records a checksum, checked (a mismatch fails the read at its end).
@@ -84,6 +90,21 @@ pub trait Archive: Send + Sync {
         None
     }
 
+    /// The restore plan of `backup` as tar partitions: the backups of its chain, oldest
+    /// first (wal-g's deltas), or the one backup (barman-cloud's tars). A pgBackRest
+    /// backup is restored by its manifest instead and has none.
+    fn restore_plan(&self, backup: Backup, concurrency: usize) -> Result<Vec<RestorePlan>> {
+        let full_backups = || {
+            Ok(self
+                .backups(concurrency)?
+                .into_iter()
+                .filter(|b| b.sentinel.delta_from.is_none())
+                .map(|b| b.name.name)
+                .collect())
+        };
+        plan_chain(self.storage().as_ref(), backup, &full_backups)
+    }
+
     /// The newest backup, or [`Archive::no_backup`].
     fn latest(&self, concurrency: usize) -> Result<Backup> {
         self.backups(concurrency)?.pop().ok_or_else(|| self.no_backup(concurrency))
@@ -100,8 +121,81 @@ pub fn open(storage: Arc<dyn Storage>, settings: &StorageSettings) -> Result<Arc
     Ok(match kind {
         Format::WalG => Arc::new(walg::WalG::new(Objects::new(storage, settings.keys.clone()))),
         Format::PgBackRest => Arc::new(pgbackrest::Repository::open(storage, &settings.format)?),
+        Format::Barman => Arc::new(barman::Barman::open(storage, &settings.format)?),
     })
 }
+
+/// Opens object `key` that a listing just showed, with its URL: a GET that then says
+/// `NoSuchKey` means the archive is changing under the reader, never that it is absent.
+fn open_listed(storage: &dyn Storage, key: &str) -> Result<(String, crate::storage::ObjectReader)> {
+    let url = format!("{}/{key}", storage.describe());
+    match storage.open(key) {
+        Ok(r) => Ok((url, r)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::new(
+            ErrorKind::Unreachable,
+            format!("{url}: listed, but its GET says NoSuchKey; the archive is changing, retry"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// The segment size read from the page header of archived segment `first` (the default
+/// when the archive holds no segment).
+fn segment_size_of(archive: &dyn Archive, first: Option<&str>) -> Result<u64> {
+    let Some(first) = first else {
+        return Ok(crate::constants::DEFAULT_WAL_SEGMENT_SIZE);
+    };
+    let mut obj = archive.open_wal(first)?;
+    let mut header = [0u8; 40];
+    obj.reader
+        .read_exact(&mut header)
+        .map_err(|e| Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{}: {e}", obj.url))))?;
+    segment_size_in_header(&header).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: no valid WAL page header to read the segment size from; pass --wal-segment-size",
+                obj.url
+            ),
+        )
+    })
+}
+
+/// Every object directly in `base` and in each of its folders, the folders listed
+/// `concurrency` at once.
+fn list_folders_of(storage: &dyn Storage, base: &str, concurrency: usize) -> Result<Vec<ObjectMeta>> {
+    let folders = storage.list_folders(base)?;
+    let mut listed = storage.list_all(base, false)?;
+    let per = folders.len().div_ceil(concurrency.max(1)).max(1);
+    let results: Vec<Result<Vec<ObjectMeta>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = folders
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for folder in chunk {
+                        out.extend(storage.list_all(folder, false)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::LocalIo, "a listing thread panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        listed.extend(r?);
+    }
+    Ok(listed)
+}
+
+/// The folders of a location looked into for barman-cloud's server folders.
+const MAX_FOLDERS_PROBED: usize = 16;
 
 /// The format the location holds, by its top folders (wal-g's when it holds neither's,
 /// or when the listing is refused: wal-g's reads then say what is wrong, and with a
@@ -111,7 +205,7 @@ fn detect(storage: &dyn Storage) -> Result<Format> {
     let folders = match storage.list_folders("") {
         Ok(f) => f,
         // Unreachable: whatever comes next would be too; said once, at once.
-        Err(e) if e.kind() == crate::error::ErrorKind::Unreachable => return Err(e),
+        Err(e) if e.kind() == ErrorKind::Unreachable => return Err(e),
         Err(e) => {
             tracing::debug!(cause = %e, "cannot list the location to recognise its format; reading it as wal-g's");
             return Ok(Format::WalG);
@@ -124,6 +218,18 @@ fn detect(storage: &dyn Storage) -> Result<Format> {
     if has("backup/") || has("archive/") {
         tracing::debug!("the location holds backup/ and archive/: a pgBackRest repository");
         return Ok(Format::PgBackRest);
+    }
+    // barman-cloud: a server's folder holding base/ or wals/ (a few folders looked into).
+    for folder in folders.iter().take(MAX_FOLDERS_PROBED) {
+        match storage.list_folders(folder) {
+            Ok(inner) if inner.iter().any(|f| f.ends_with("/base/") || f.ends_with("/wals/")) => {
+                tracing::debug!(server = %folder, "the location holds <server>/base/ or <server>/wals/: barman-cloud's layout");
+                return Ok(Format::Barman);
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Unreachable => return Err(e),
+            Err(_) => break,
+        }
     }
     Ok(Format::WalG)
 }

@@ -402,18 +402,7 @@ impl Archive for Repository {
         match wal {
             WalFile::Segment(_) | WalFile::Partial(_) => {
                 if let Some((key, sha1, codec)) = self.find_segment(&ids, name)? {
-                    let url = format!("{}/{key}", self.storage.describe());
-                    let raw = match self.storage.open(&key) {
-                        Ok(r) => r,
-                        // Listed, then gone: the archive changes under us, never "absent".
-                        Err(e) if e.kind() == ErrorKind::NotFound => {
-                            return Err(Error::new(
-                                ErrorKind::Unreachable,
-                                format!("{url}: listed, but its GET says NoSuchKey; the archive is changing, retry"),
-                            ))
-                        }
-                        Err(e) => return Err(e),
-                    };
+                    let (url, raw) = super::open_listed(self.storage.as_ref(), &key)?;
                     let reader = Box::new(Sha1Checked {
                         inner: self.decode(raw, &url, pass.as_deref(), false, codec),
                         hash: Sha1::new(),
@@ -453,40 +442,11 @@ impl Archive for Repository {
         let mut listed: Vec<(String, ObjectMeta)> = Vec::new();
         for id in &ids {
             let base = format!("archive/{}/{id}/", self.stanza);
-            let folders = self.storage.list_folders(&base)?;
             // History files sit in the id's folder itself; segments in one folder per
-            // 16 characters of their name, listed `concurrency` at once.
-            for obj in self.storage.list_all(&base, false)? {
-                let file = obj.key[base.len()..].to_string();
+            // 16 characters of their name.
+            for obj in super::list_folders_of(self.storage.as_ref(), &base, concurrency)? {
+                let file = obj.key.rsplit('/').next().unwrap_or("").to_string();
                 listed.push((file, obj));
-            }
-            let per = folders.len().div_ceil(concurrency.max(1)).max(1);
-            let results: Vec<Result<Vec<(String, ObjectMeta)>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = folders
-                    .chunks(per)
-                    .map(|chunk| {
-                        s.spawn(move || {
-                            let mut out = Vec::new();
-                            for folder in chunk {
-                                for obj in self.storage.list_all(folder, false)? {
-                                    let file = obj.key.rsplit('/').next().unwrap_or("").to_string();
-                                    out.push((file, obj));
-                                }
-                            }
-                            Ok(out)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(Error::new(ErrorKind::LocalIo, "a listing thread panicked")))
-                    })
-                    .collect()
-            });
-            for r in results {
-                listed.extend(r?);
             }
         }
         // A segment's file name carries its SHA-1 and codec after the name.
@@ -498,29 +458,13 @@ impl Archive for Repository {
         };
         let size = match segment_size {
             Some(s) => s,
-            None => match listed
-                .iter()
-                .map(|(f, _)| name_of(f))
-                .find(|n| matches!(WalFile::parse(n), Some(WalFile::Segment(_))))
-            {
-                Some(first) => {
-                    let mut obj = self.open_wal(&first)?;
-                    let mut header = [0u8; 40];
-                    obj.reader.read_exact(&mut header).map_err(|e| {
-                        Error::from_io_ref(&e).unwrap_or_else(|| Error::new(ErrorKind::Corrupt, format!("{}: {e}", obj.url)))
-                    })?;
-                    crate::wal::segment::segment_size_in_header(&header).ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            format!(
-                                "{}: no valid WAL page header to read the segment size from; pass --wal-segment-size",
-                                obj.url
-                            ),
-                        )
-                    })?
-                }
-                None => crate::constants::DEFAULT_WAL_SEGMENT_SIZE,
-            },
+            None => {
+                let first = listed
+                    .iter()
+                    .map(|(f, _)| name_of(f))
+                    .find(|n| matches!(WalFile::parse(n), Some(WalFile::Segment(_))));
+                super::segment_size_of(self, first.as_deref())?
+            }
         };
         let mut inv = Inventory::default();
         for (file, obj) in &listed {

@@ -24,6 +24,9 @@ pub const GZIP: [u8; 3] = [0x1F, 0x8B, 0x08];
 /// bzip2's signature (then the block size digit).
 pub const BZIP2: [u8; 3] = *b"BZh";
 
+/// Snappy's framing format: its stream identifier chunk.
+pub const SNAPPY_FRAMED: [u8; 10] = [0xFF, 0x06, 0x00, 0x00, b's', b'N', b'a', b'P', b'p', b'Y'];
+
 /// xz's stream header magic.
 pub const XZ: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
 

@@ -9,6 +9,8 @@
 //! | `.lzo` | lzop file (WAL-E), every announced checksum verified; read only |
 //! | `.gz` | gzip (pgBackRest, barman-cloud); read only |
 //! | `.bz2` | bzip2 (pgBackRest, barman-cloud); read only |
+//! | `.xz` | xz (barman-cloud's WAL); read only |
+//! | `.snappy` | Snappy's framing format, every chunk's CRC-32C checked (barman-cloud); read only |
 //! | (zlib) | a zlib stream: pgBackRest's "raw" gz of bundled files and super blocks; read only, chosen by the format, never by an extension |
 //! | none | uncompressed |
 //!
@@ -56,9 +58,13 @@ pub enum Codec {
     Bzip2,
     /// A zlib stream (no extension of its own), read only: pgBackRest's "raw" gz.
     Zlib,
+    /// xz (`.xz`), read only: barman-cloud's WAL.
+    Xz,
+    /// Snappy's framing format (`.snappy`), read only: barman-cloud's.
+    Snappy,
 }
 
-/// Every codec an extension names, in the order a lookup probes them (most common first).
+/// Every codec of wal-g's layout, in the order a lookup probes them (most common first).
 pub const ALL: [Codec; 8] = [
     Codec::Lz4,
     Codec::Zstd,
@@ -83,12 +89,17 @@ impl Codec {
             Codec::Gzip => "gz",
             Codec::Bzip2 => "bz2",
             Codec::Zlib => "zlib",
+            Codec::Xz => "xz",
+            Codec::Snappy => "snappy",
         }
     }
 
-    /// The codec for an extension (without the dot).
+    /// The codec for an extension (without the dot): wal-g's, and barman-cloud's `xz`
+    /// and `snappy`.
     pub fn from_extension(ext: &str) -> Option<Codec> {
-        ALL.into_iter().find(|c| *c != Codec::None && c.extension() == ext)
+        ALL.into_iter()
+            .chain([Codec::Xz, Codec::Snappy])
+            .find(|c| *c != Codec::None && c.extension() == ext)
     }
 
     /// `name` with this codec's extension appended.
@@ -130,6 +141,15 @@ impl Codec {
             Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
             Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
             Codec::Zlib => Box::new(flate2::read::ZlibDecoder::new(BufReader::with_capacity(64 * 1024, tracked))),
+            Codec::Xz => match xz2::stream::Stream::new_stream_decoder(u64::MAX, xz2::stream::CONCATENATED) {
+                Ok(stream) => Box::new(xz2::read::XzDecoder::new_stream(
+                    BufReader::with_capacity(64 * 1024, tracked),
+                    stream,
+                )),
+                Err(e) => Box::new(FailingReader(Some(io::Error::other(e)))),
+            },
+            // snap's frame decoder checks every chunk's masked CRC-32C.
+            Codec::Snappy => Box::new(snap::read::FrameDecoder::new(tracked)),
             Codec::Lzma => match xz2::stream::Stream::new_lzma_decoder(u64::MAX) {
                 Ok(stream) => Box::new(xz2::read::XzDecoder::new_stream(
                     BufReader::with_capacity(64 * 1024, tracked),
@@ -170,7 +190,7 @@ impl Codec {
                     .map_err(|e| Error::new(ErrorKind::LocalIo, format!("lzma encoder: {e}")))?;
                 Encoder::Lzma(xz2::write::XzEncoder::new_stream(out, stream))
             }
-            Codec::Lzo | Codec::Gzip | Codec::Bzip2 | Codec::Zlib => {
+            Codec::Lzo | Codec::Gzip | Codec::Bzip2 | Codec::Zlib | Codec::Xz | Codec::Snappy => {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(
@@ -366,6 +386,16 @@ mod tests {
                 e.write_all(&sample()).unwrap();
                 e.finish().unwrap()
             }
+            Codec::Xz => {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 3);
+                e.write_all(&sample()).unwrap();
+                e.finish().unwrap()
+            }
+            Codec::Snappy => {
+                let mut e = snap::write::FrameEncoder::new(Vec::new());
+                e.write_all(&sample()).unwrap();
+                e.into_inner().unwrap()
+            }
             _ => {
                 let mut enc = codec.encoder(Vec::new()).unwrap();
                 enc.write_all(&sample()).unwrap();
@@ -383,7 +413,11 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        for codec in ALL.into_iter().chain([Codec::Zlib]).filter(|c| *c != Codec::Lzo) {
+        for codec in ALL
+            .into_iter()
+            .chain([Codec::Zlib, Codec::Xz, Codec::Snappy])
+            .filter(|c| *c != Codec::Lzo)
+        {
             let packed = round_trip(codec);
             assert_eq!(decode(codec, packed).unwrap(), sample(), "{codec:?}");
         }

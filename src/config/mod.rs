@@ -46,14 +46,16 @@ pub struct StorageSettings {
     pub credentials: Option<StaticCredentials>,
 }
 
-/// Which archive format a location holds: wal-g's (and WAL-E's, and walrus's) layout, or
-/// a pgBackRest repository.
+/// Which archive format a location holds: wal-g's (and WAL-E's, and walrus's) layout, a
+/// pgBackRest repository, or barman-cloud's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `basebackups_005/`, `wal_005/`.
     WalG,
     /// `backup/<stanza>/`, `archive/<stanza>/`.
     PgBackRest,
+    /// `<server>/base/`, `<server>/wals/` (barman-cloud, CloudNativePG).
+    Barman,
 }
 
 impl std::str::FromStr for Format {
@@ -63,9 +65,10 @@ impl std::str::FromStr for Format {
         match s.trim().to_ascii_lowercase().as_str() {
             "walg" | "wal-g" | "wale" | "wal-e" | "walrus" => Ok(Format::WalG),
             "pgbackrest" => Ok(Format::PgBackRest),
+            "barman" | "barman-cloud" | "cnpg" => Ok(Format::Barman),
             other => Err(Error::new(
                 ErrorKind::Config,
-                format!("--format {other}: use walg or pgbackrest (or leave it out: the format is recognised)"),
+                format!("--format {other}: use walg, pgbackrest or barman (or leave it out: the format is recognised)"),
             )),
         }
     }
@@ -76,6 +79,7 @@ impl fmt::Display for Format {
         f.write_str(match self {
             Format::WalG => "walg",
             Format::PgBackRest => "pgbackrest",
+            Format::Barman => "barman",
         })
     }
 }
@@ -93,6 +97,9 @@ pub struct FormatSettings {
     pub stanza: Option<String>,
     /// `repo1-cipher-pass` of an encrypted repository.
     pub cipher_pass: Option<String>,
+    /// barman-cloud's server name (`--barman-server`, `WALFETCH_BARMAN_SERVER`, or the
+    /// location's only one).
+    pub barman_server: Option<String>,
 }
 
 impl fmt::Debug for FormatSettings {
@@ -101,6 +108,7 @@ impl fmt::Debug for FormatSettings {
             .field("kind", &self.kind)
             .field("config_file", &self.config_file)
             .field("stanza", &self.stanza)
+            .field("barman_server", &self.barman_server)
             .field("cipher_pass", &self.cipher_pass.as_ref().map(|_| "***"))
             .finish()
     }
@@ -121,6 +129,8 @@ pub struct StorageFlags {
     pub format: Option<String>,
     /// `--stanza`
     pub stanza: Option<String>,
+    /// `--barman-server`
+    pub barman_server: Option<String>,
     /// `--pgbackrest-config`
     pub pgbackrest_config: Option<PathBuf>,
 }
@@ -189,8 +199,16 @@ impl StorageSettings {
             Some(f) => Some(f.parse::<Format>()?),
             None => None,
         };
+        let barman_server = flags
+            .barman_server
+            .clone()
+            .or_else(|| env("WALFETCH_BARMAN_SERVER"))
+            .map(|s| s.trim().trim_matches('/').to_string())
+            .filter(|s| !s.is_empty());
         let pgbackrest_way = config_file.is_some() || repo.any() || repo.stanza.is_some();
-        let kind = explicit.or(pgbackrest_way.then_some(Format::PgBackRest));
+        let kind = explicit
+            .or(pgbackrest_way.then_some(Format::PgBackRest))
+            .or(barman_server.as_ref().map(|_| Format::Barman));
         let from_repo = matches!(kind, Some(Format::PgBackRest));
 
         let location = location(flags, env, &repo, from_repo)?;
@@ -220,6 +238,7 @@ impl StorageSettings {
                 config_file,
                 stanza: repo.stanza.clone(),
                 cipher_pass: if from_repo { repo.cipher_pass()? } else { None },
+                barman_server,
             },
             credentials,
         })
@@ -296,6 +315,10 @@ impl StorageSettings {
         if let Some(stanza) = &self.format.stanza {
             out.push("--stanza".into());
             out.push(stanza.clone());
+        }
+        if let Some(server) = &self.format.barman_server {
+            out.push("--barman-server".into());
+            out.push(server.clone());
         }
         out
     }

@@ -194,6 +194,8 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
         Codec::Lzma => prefix.first() == Some(&magic::LZMA_ALONE_PROPERTIES),
         Codec::Gzip => prefix.starts_with(&magic::GZIP),
         Codec::Bzip2 => prefix.starts_with(&magic::BZIP2),
+        Codec::Xz => prefix.starts_with(&magic::XZ),
+        Codec::Snappy => prefix.starts_with(&magic::SNAPPY_FRAMED),
         Codec::Zlib => {
             prefix.first().is_some_and(|b| b & 0x0F == 8)
                 && prefix.len() >= 2
@@ -206,6 +208,7 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
         || lzo
         || prefix.starts_with(&magic::GZIP)
         || prefix.starts_with(&magic::XZ)
+        || prefix.starts_with(&magic::SNAPPY_FRAMED)
         || prefix.get(257..262) == Some(b"ustar")
         || prefix.get(1) == Some(&0xD1) && prefix.get(2..4) == Some(&[2, 0]);
     if own {
@@ -214,7 +217,10 @@ fn looks(codec: Codec, prefix: &[u8]) -> Looks {
         Looks::Other
     } else if magic::openpgp_message(prefix) {
         Looks::OpenPgp
-    } else if matches!(codec, Codec::Lz4 | Codec::Zstd | Codec::Lzo | Codec::Gzip | Codec::Bzip2) {
+    } else if matches!(
+        codec,
+        Codec::Lz4 | Codec::Zstd | Codec::Lzo | Codec::Gzip | Codec::Bzip2 | Codec::Xz | Codec::Snappy
+    ) {
         Looks::Opaque
     } else {
         Looks::Unknown

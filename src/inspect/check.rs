@@ -48,8 +48,8 @@ fn step<T>(label: &str, settings: &StorageSettings, say: &mut dyn FnMut(&str), f
 /// Runs the checks, saying each result as one line; the error of the first failing
 /// one is returned (and decides the exit code).
 pub fn check(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
-    if archive.format() == Format::PgBackRest {
-        return check_pgbackrest(archive, settings, expiry_warning, say);
+    if archive.format() != Format::WalG {
+        return check_through_interface(archive, settings, expiry_warning, say);
     }
     let storage = archive.storage().as_ref();
     say(&format!("archive: {}", storage.describe()));
@@ -101,11 +101,18 @@ pub fn check(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: 
 
 /// The checks of a pgBackRest repository: its info files (decrypted when it is
 /// encrypted), its WAL, the newest segment read whole (its SHA-1 checked).
-fn check_pgbackrest(archive: &dyn Archive, settings: &StorageSettings, expiry_warning: Duration, say: &mut dyn FnMut(&str)) -> Result<()> {
+/// `check` of a pgBackRest repository or a barman-cloud server: through the archive
+/// interface, as every command reads them.
+fn check_through_interface(
+    archive: &dyn Archive,
+    settings: &StorageSettings,
+    expiry_warning: Duration,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
     say(&format!("archive: {}", archive.describe()));
-    let backups = step("read backup.info", settings, say, || archive.backups(8))?;
+    let backups = step("read the backups' backup.info", settings, say, || archive.backups(8))?;
     say(&format!(
-        "ok    read backup.info: {} backups{}",
+        "ok    read the backups' backup.info: {} complete backups{}",
         backups.len(),
         backups.last().map(|b| format!(", newest {}", b.name.name)).unwrap_or_default()
     ));
@@ -121,12 +128,12 @@ fn check_pgbackrest(archive: &dyn Archive, settings: &StorageSettings, expiry_wa
             std::io::copy(&mut wal.reader, &mut std::io::sink()).map_err(|e| crate::archive::timelines::read_error(&e, &wal.url))?;
             Ok(())
         })?;
-        let how = if settings.format.cipher_pass.is_some() {
-            "encrypted (aes-256-cbc), the passphrase opens it"
-        } else {
-            "not encrypted"
+        let how = match (archive.format(), settings.format.cipher_pass.is_some()) {
+            (Format::PgBackRest, true) => "encrypted (aes-256-cbc), the passphrase opens it, its SHA-1 as its name records",
+            (Format::PgBackRest, false) => "not encrypted, its SHA-1 as its name records",
+            _ => "decoded whole (barman-cloud encrypts only server-side)",
         };
-        say(&format!("ok    read {name}: {how}, its SHA-1 as its name records"));
+        say(&format!("ok    read {name}: {how}"));
     }
     credentials(archive.storage().as_ref(), settings, expiry_warning, say)?;
     say("verdict: OK");

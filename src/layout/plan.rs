@@ -52,7 +52,9 @@ pub fn classify_partitions(objects: Vec<ObjectMeta>, prefix: &str) -> Result<Par
     };
     for obj in objects {
         let file = obj.key.strip_prefix(prefix).unwrap_or(&obj.key).to_string();
-        let (stem, _) = Codec::split(&file);
+        let (stem, codec) = Codec::split(&file);
+        // wal-g's codecs only (not barman-cloud's snappy or xz).
+        let stem = if crate::codec::ALL.contains(&codec) { stem } else { "" };
         if stem == "pg_control.tar" {
             parts.pg_control = Some(obj);
         } else if stem == "backup_label.tar" {
@@ -83,6 +85,10 @@ pub struct RestorePlan {
     /// The key of its `files_metadata.json`, when it has one: every file it lists is
     /// checked after extraction.
     pub files_metadata: Option<String>,
+    /// Partitions whose members sit below a folder of the data directory (object key →
+    /// the folder): barman-cloud's tablespace tars hold `PG_<major>_*/…`, restored under
+    /// `pg_tblspc/<oid>/`. Empty for wal-g's, whose members name their whole path.
+    pub roots: std::collections::BTreeMap<String, String>,
 }
 
 impl RestorePlan {
@@ -202,6 +208,7 @@ pub fn plan(storage: &dyn Storage, backup: Backup) -> Result<RestorePlan> {
         backup,
         partitions,
         files_metadata,
+        roots: Default::default(),
     })
 }
 

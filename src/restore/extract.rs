@@ -79,6 +79,16 @@ pub fn sanitize(raw: &[u8], object: &str) -> Result<Vec<String>> {
     Ok(parts)
 }
 
+/// The path of a member below the data directory: its sanitized name, below `under`
+/// when the partition's members are relative to a folder of it.
+fn member_parts(raw: &[u8], object: &str, under: Option<&str>) -> Result<Vec<String>> {
+    let parts = sanitize(raw, object)?;
+    Ok(match under {
+        Some(root) => root.split('/').map(str::to_string).chain(parts).collect(),
+        None => parts,
+    })
+}
+
 fn is_tablespace_link(parts: &[String]) -> bool {
     parts.len() == 2 && parts[0] == "pg_tblspc" && parts[1].bytes().all(|b| b.is_ascii_digit())
 }
@@ -341,14 +351,17 @@ impl Target {
         }
     }
 
-    /// Extracts one tar stream. `object` names the partition in errors; `cancel` stops
-    /// the work early when another partition has failed; `layer` says what to do with
-    /// each file (see [`super::delta`]); `written` hears of every file written whole or
-    /// increment applied (its name relative to the data directory, and its size).
+    /// Extracts one tar stream. `object` names the partition in errors; `under`, when
+    /// given, is the folder of the data directory its members are relative to
+    /// (`pg_tblspc/<oid>`); `cancel` stops the work early when another partition has
+    /// failed; `layer` says what to do with each file (see [`super::delta`]); `written`
+    /// hears of every file written whole or increment applied (its name relative to the
+    /// data directory, and its size).
     pub fn extract<R: Read>(
         &self,
         reader: R,
         object: &str,
+        under: Option<&str>,
         cancel: &AtomicBool,
         layer: &Layer,
         written: &mut dyn FnMut(&str, u64) -> Result<()>,
@@ -365,8 +378,7 @@ impl Target {
                 ));
             }
             let mut entry = entry.map_err(read_error)?;
-            let raw_name = entry.path_bytes().into_owned();
-            let parts = sanitize(&raw_name, object)?;
+            let parts = member_parts(&entry.path_bytes(), object, under)?;
             let shown = parts.join("/");
             match entry.header().entry_type() {
                 EntryType::Directory => {
@@ -483,6 +495,7 @@ mod tests {
             .extract(
                 io::Cursor::new(data),
                 "part_001.tar",
+                None,
                 &AtomicBool::new(false),
                 &Layer::whole(),
                 &mut |_, _| Ok(()),

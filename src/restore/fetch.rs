@@ -612,7 +612,8 @@ fn extract_one(work: &Work<'_>, part: &ObjectMeta, raw: ObjectReader, cancel: &A
         total: 0,
     };
     let mut written = |rel: &str, size: u64| work.journal.file(&part.key, rel, size);
-    let (stats, mut decoded) = work.target.extract(decoded, &url, cancel, work.layer, &mut written)?;
+    let under = work.plan.roots.get(&part.key).map(String::as_str);
+    let (stats, mut decoded) = work.target.extract(decoded, &url, under, cancel, work.layer, &mut written)?;
     drain_zeros(&mut decoded, &url)?;
     if work.opts.sync {
         work.target.sync()?;

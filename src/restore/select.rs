@@ -10,7 +10,7 @@ use crate::archive::Archive;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::verify::backup_wal;
 use crate::layout::backup::Backup;
-use crate::layout::plan::{plan_chain, RestorePlan};
+use crate::layout::plan::RestorePlan;
 use crate::pg::server;
 use crate::restore::journal::Identity;
 
@@ -82,16 +82,7 @@ pub fn select(archive: &Arc<dyn Archive>, req: &Request, say: &mut dyn FnMut(&st
     if let Some(manifest) = manifest {
         return Ok(Chosen::PgBackRest(Box::new((backup, manifest?))));
     }
-    let storage = archive.storage();
-    let full_backups = || {
-        Ok(archive
-            .backups(req.concurrency)?
-            .into_iter()
-            .filter(|b| b.sentinel.delta_from.is_none())
-            .map(|b| b.name.name)
-            .collect())
-    };
-    let chain = plan_chain(storage.as_ref(), backup, &full_backups)?;
+    let chain = archive.restore_plan(backup, req.concurrency)?;
     if chain.len() > 1 {
         let names: Vec<&str> = chain.iter().map(|p| p.name()).collect();
         say(&format!("delta chain, applied in this order: {}", names.join(", ")));

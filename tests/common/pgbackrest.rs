@@ -220,22 +220,3 @@ impl Source {
         }
     }
 }
-
-/// walfetch restores `backup` of the repository `env` configures into `scratch/<name>` as
-/// a standby; the standby is attached, not started.
-pub fn restore_standby(scratch: &Scratch, name: &str, backup: &str, env: &[(String, String)], extra: &[&str]) -> Cluster {
-    let dir = scratch.path().join(name);
-    let mut args = vec!["backup-fetch", dir.to_str().unwrap(), backup, "--standby"];
-    args.extend(extra);
-    let out = walfetch(&args, env);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "backup-fetch {backup}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let mut standby = Cluster::attach(scratch, name, dir);
-    standby.env = env.to_vec();
-    standby
-}

@@ -205,3 +205,37 @@ fn a_missing_segment_a_damaged_tar_and_a_wrong_server_each_fail_in_one_line() {
         "a damaged restore must not look startable"
     );
 }
+
+#[test]
+fn a_named_restore_point_is_reached_and_wal_show_lists_the_server() {
+    let scratch = Scratch::new();
+    let src = Source::new(&scratch, "--gzip", &[]);
+    let p = &src.primary;
+    p.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g");
+    src.backup(&["--gzip"]);
+    p.sql("INSERT INTO t VALUES (-1)");
+    p.sql("SELECT pg_create_restore_point('cut')");
+    p.sql("INSERT INTO t VALUES (-2)");
+    let lsn = p.sql("SELECT pg_current_wal_lsn()");
+    p.archive_through(&lsn);
+    let env = src.env();
+    let id = listed(&env)[0]["name"].as_str().unwrap().to_string();
+
+    let out = walfetch(&["wal-show"], &env);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{shown}{}", stderr(&out));
+    assert!(shown.contains(&id) && shown.contains("timeline 1"), "{shown}");
+
+    let dir = scratch.path().join("restored");
+    let out = walfetch(&["backup-fetch", dir.to_str().unwrap(), "--target-name", "cut"], &env);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    let mut c = Cluster::attach(&scratch, "restored", dir);
+    c.env = env.clone();
+    c.start();
+    wait_for("the pause at the restore point", 90, || {
+        c.sql("SELECT pg_is_wal_replay_paused()") == "t"
+    });
+    assert_eq!(c.sql("SELECT count(*) || ':' || min(g) FROM t"), "20001:-1", "-1 is in, -2 is not");
+    c.stop();
+}

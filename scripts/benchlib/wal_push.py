@@ -71,6 +71,8 @@ def main(args):
                     env = dict(os.environ, WALG_COMPRESSION_METHOD="lz4", WALFETCH_LOG_LEVEL="warn", WALG_LOG_LEVEL="ERROR", RUST_LOG="error")
                     if store == "file":
                         dest = work / f"archive-{name}-{r}"
+                        # An archive directory must exist (walfetch refuses a missing root).
+                        dest.mkdir()
                         env["WALG_FILE_PREFIX"] = str(dest)
                     else:
                         env.update(s3.env())

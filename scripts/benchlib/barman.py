@@ -134,8 +134,7 @@ def main(args):
                 subprocess.run(["sync"])
                 start = time.perf_counter()
                 standby.start()
-                while standby.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'") != "t":
-                    time.sleep(0.02)
+                standby.wait_replayed(target)
                 elapsed = time.perf_counter() - start
                 standby.stop("immediate")
                 subprocess.run(["pkill", "-f", f"follow {standby.data}"], stderr=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
-"""`scripts/bench replay [--scale S] [--rounds R]`
+"""`scripts/bench replay [--scale S] [--rounds R] [--writer walfetch|walrus] [--only REGEX]`
 
 WAL replay: a primary writes about S x 14 MB of WAL (pgbench -i -s S), archived
-with lz4 by walfetch and by pgBackRest; a standby restored from a base backup
+with lz4 by walfetch (or by walrus, `--writer walrus`) and by pgBackRest; a standby restored from a base backup
 replays all of it, timed from postgres start until it has replayed the last
 archived LSN, with restore_command = mv (the floor) / cp of uncompressed segments,
 walfetch, walrus wal-fetch at WALG_DOWNLOAD_CONCURRENCY 4 and 8, and pgBackRest
@@ -65,7 +65,9 @@ def main(args):
         brdir = PgBackRest(work, "posix", primary)
         brs3 = PgBackRest(work, "s3", primary, tls.port)
         brslow = PgBackRest(work, "s3-slow", primary, slow_tls.port)
-        push = f"cp %p {raw}/%f && {walfetch} wal-push %p && {brdir.command('archive-push %p')} && {brs3.command('archive-push %p')}"
+        # The archive walfetch and walrus read: written by walfetch's wal-push, or by walrus's.
+        writer = f"{walrus} wal-push %p" if args.writer == "walrus" else f"{walfetch} wal-push %p"
+        push = f"cp %p {raw}/%f && {writer} && {brdir.command('archive-push %p')} && {brs3.command('archive-push %p')}"
         primary.conf(f"archive_mode=on\narchive_command='{push}'\nmax_wal_size='8GB'\nfsync=off\nfull_page_writes=on\n")
         primary.start(env)
         brdir.run("stanza-create")
@@ -131,8 +133,7 @@ def main(args):
                 subprocess.run(["sync"])
                 start = time.perf_counter()
                 standby.start()
-                while standby.sql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'") != "t":
-                    time.sleep(0.02)
+                standby.wait_replayed(target)
                 elapsed = time.perf_counter() - start
                 standby.stop("immediate")
                 # The on-demand fetcher outlives the server until idle: end it before the next run.
@@ -189,3 +190,5 @@ def add_arguments(p):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--spool-calls", type=int, default=1000)
     p.add_argument("--only", help="only the restore_commands matching this (and the mv floor)")
+    p.add_argument("--writer", choices=["walfetch", "walrus"], default="walfetch",
+                   help="who writes the wal-g archive's WAL (lz4): walfetch's wal-push or walrus's")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     IS_ROOT,
     Pg,
     ROOT,
@@ -159,12 +160,7 @@ def main(args):
             t = statistics.median(times)
             print(f"| {name} | {t:.2f} | {seg_count / t:.1f} | {t / floor:.2f}x |")
     finally:
-        if s3:
-            s3.stop()
-        for name in ("standby", "primary"):
-            subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / name, "-m", "immediate", "stop"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (s3,), ("standby", "primary"))
 
 
 NAME = "barman"

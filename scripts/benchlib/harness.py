@@ -88,6 +88,18 @@ def settle(target, inputs):
     time.sleep(0.5)
 
 
+def clean_up(work, servers=(), clusters=("primary",)):
+    """The end of every scenario: its servers stopped, the clusters under `work` stopped
+    at once (those that were started), and `work` removed."""
+    for server in servers:
+        if server:
+            server.stop()
+    for name in clusters:
+        subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / name, "-m", "immediate", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def timed(cmd, env):
     """Runs cmd; returns (seconds, peak RSS in KiB, CPU seconds) of that process."""
     cmd, rss_file = measured(cmd)

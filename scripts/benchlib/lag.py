@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     ACCESS,
     IS_ROOT,
     Pg,
@@ -161,13 +162,7 @@ def main(args):
             lags.sort()
             print(f"| {name} | {statistics.median(lags):.2f} | {lags[int(len(lags) * 0.9) - 1]:.2f} | {lags[-1]:.2f} |")
     finally:
-        for server in (tls, s3):
-            if server:
-                server.stop()
-        for name in ("standby", "primary"):
-            subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / name, "-m", "immediate", "stop"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (tls, s3), ("standby", "primary"))
 
 
 NAME = "lag"

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     IS_ROOT,
     LIBSODIUM,
     LatencyProxy,
@@ -160,12 +161,8 @@ def main(args):
             print(f"\nwalfetch / walrus throughput, each restoring its own backup: "
                   f"{(compressed(archives['walfetch']) / own) / (compressed(archives['walrus']) / theirs):.2f}x")
     finally:
-        for server in (tls, link, s3):
-            if server:
-                server.stop()
         subprocess.run(["pkill", "-f", f"socat.*{work}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / "primary", "-m", "immediate", "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (tls, link, s3))
 
 
 NAME = "link"

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     IS_ROOT,
     LatencyProxy,
     Pg,
@@ -147,11 +148,7 @@ def main(args):
             print(f"\nthrough the link: walfetch {repo_bytes / 1e6 / linked_t:.1f} MB/s of an ideal {ideal:.0f} MB/s "
                   f"(10 connections x {args.rate_mb:g} MB/s, bounded by its direct rate): {repo_bytes / 1e6 / linked_t / ideal:.2f}")
     finally:
-        for server in (link_tls, link, tls, s3):
-            if server:
-                server.stop()
-        subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / "primary", "-m", "immediate", "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (link_tls, link, tls, s3))
 
 
 NAME = "pgbackrest"

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     ACCESS,
     IS_ROOT,
     LatencyProxy,
@@ -56,7 +57,6 @@ def main(args):
 
         print("bench: generating WAL", file=sys.stderr)
         s3 = S3(work / "s3")
-        s3env = s3.env()
         tls = TlsFront(work, s3.port)
         slow = LatencyProxy(s3.port, 0.05)
         slow_tls = TlsFront(work, slow.port)
@@ -172,13 +172,7 @@ def main(args):
         print(f"\nwal-fetch served from the spool, {len(lat)} calls: median {statistics.median(lat):.2f} ms, "
               f"p99 {lat[int(len(lat) * 0.99) - 1]:.2f} ms")
     finally:
-        for server in (slow_tls, tls, slow, s3):
-            if server:
-                server.stop()
-        for name in ("standby", "primary"):
-            subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / name, "-m", "immediate", "stop"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (slow_tls, tls, slow, s3), ("standby", "primary"))
 
 
 NAME = "replay"

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .harness import (
+    clean_up,
     IS_ROOT,
     LatencyProxy,
     Pg,
@@ -199,11 +200,7 @@ def main(args):
                       f"{ratio(own + 'synced', 'pgbackrest restore --process-max=2 (lz4; ends durable)')} |")
         primary.stop()
     finally:
-        for server in (slow_tls, tls, proxy, s3):
-            if server:
-                server.stop()
-        subprocess.run(as_pg([pg_bin() / "pg_ctl", "-D", work / "primary", "-m", "immediate", "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, (slow_tls, tls, proxy, s3))
 
 
 NAME = "restore"

@@ -11,12 +11,6 @@ use std::path::PathBuf;
 use crate::common::barman::*;
 use crate::common::*;
 
-const TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("pgbench_history", "tid, bid, aid, delta, mtime")];
-
-fn digests(c: &Cluster) -> Vec<String> {
-    TABLES.iter().map(|(t, o)| c.table_digest(t, o)).collect()
-}
-
 /// The backups walfetch lists, as JSON rows.
 fn listed(env: &[(String, String)]) -> Vec<serde_json::Value> {
     let out = walfetch(&["backup-list", "--json"], env);
@@ -26,28 +20,6 @@ fn listed(env: &[(String, String)]) -> Vec<serde_json::Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// walfetch restores `backup` as a standby (with `extra` options), which replays to `lsn`
-/// and then holds what `expected` says.
-fn restores_and_replays(
-    scratch: &Scratch,
-    name: &str,
-    backup: &str,
-    env: &[(String, String)],
-    extra: &[&str],
-    lsn: &str,
-    expected: &[String],
-) {
-    let mut standby = restore_standby(scratch, name, backup, env, extra);
-    standby.start();
-    standby.wait_replayed(lsn);
-    assert_eq!(digests(&standby), expected, "{name}: the standby differs from the primary");
-    assert!(
-        standby.log_text().contains("restored log file"),
-        "{name}: nothing replayed from the archive"
-    );
-    standby.stop();
 }
 
 #[test]
@@ -69,7 +41,7 @@ fn every_compression_is_restored_and_replayed_from_the_prefix_alone() {
         p.pgbench(&["-n", "-t", "200", "-c", "2"]);
         let lsn = p.sql("SELECT pg_current_wal_lsn()");
         p.archive_through(&lsn);
-        let expected = digests(p);
+        let expected = pgbench_digests(p);
         let env = src.env();
 
         let rows = listed(&env);
@@ -111,7 +83,7 @@ fn a_tablespace_and_a_backup_split_into_parts_are_restored_elsewhere() {
     p.pgbench(&["-n", "-t", "200", "-c", "2"]);
     let lsn = p.sql("SELECT pg_current_wal_lsn()");
     p.archive_through(&lsn);
-    let expected = digests(p);
+    let expected = pgbench_digests(p);
     let env = src.env();
     let id = listed(&env)[0]["name"].as_str().unwrap().to_string();
     let tars: Vec<String> = fs::read_dir(src.object_dir(&format!("base/{id}")))

@@ -9,26 +9,6 @@ use std::fs;
 use crate::common::pgbackrest::*;
 use crate::common::*;
 
-const TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("pgbench_history", "tid, bid, aid, delta, mtime")];
-
-fn digests(c: &Cluster) -> Vec<String> {
-    TABLES.iter().map(|(t, o)| c.table_digest(t, o)).collect()
-}
-
-/// Restores `backup` as a standby with `env`, replays it to `lsn`, and compares it with
-/// `expected`.
-fn restores_and_replays(scratch: &Scratch, name: &str, backup: &str, env: &[(String, String)], lsn: &str, expected: &[String]) {
-    let mut standby = restore_standby(scratch, name, backup, env, &[]);
-    standby.start();
-    standby.wait_replayed(lsn);
-    assert_eq!(digests(&standby), expected, "{name}: the standby differs from the primary");
-    assert!(
-        standby.log_text().contains("restored log file"),
-        "{name}: nothing replayed from the archive"
-    );
-    standby.stop();
-}
-
 #[test]
 fn a_full_diff_incr_chain_is_restored_at_each_level_and_replayed() {
     let scratch = Scratch::new();
@@ -43,7 +23,7 @@ fn a_full_diff_incr_chain_is_restored_at_each_level_and_replayed() {
     p.pgbench(&["-n", "-t", "100", "-c", "2"]);
     let lsn = p.sql("SELECT pg_current_wal_lsn()");
     p.archive_through(&lsn);
-    let expected = digests(p);
+    let expected = pgbench_digests(p);
     let env = src.config_env();
 
     // The listing, the archive, the checks: as for a wal-g archive.
@@ -68,7 +48,7 @@ fn a_full_diff_incr_chain_is_restored_at_each_level_and_replayed() {
     );
 
     for (name, backup) in [("from-full", &full), ("from-diff", &diff), ("from-incr", &incr)] {
-        restores_and_replays(&scratch, name, backup, &env, &lsn, &expected);
+        restores_and_replays(&scratch, name, backup, &env, &[], &lsn, &expected);
     }
 }
 
@@ -87,8 +67,8 @@ fn every_compression_with_and_without_encryption() {
         src.primary.pgbench(&["-n", "-t", "100", "-c", "2"]);
         let lsn = src.primary.sql("SELECT pg_current_wal_lsn()");
         src.primary.archive_through(&lsn);
-        let expected = digests(&src.primary);
-        restores_and_replays(&scratch, compress, "LATEST", &src.config_env(), &lsn, &expected);
+        let expected = pgbench_digests(&src.primary);
+        restores_and_replays(&scratch, compress, "LATEST", &src.config_env(), &[], &lsn, &expected);
     }
 }
 
@@ -114,11 +94,11 @@ fn s3_over_tls_with_settings_as_a_config_file_or_as_variables_only() {
     src.primary.sql("CREATE TABLE late AS SELECT generate_series(1, 5000) g");
     let lsn = src.primary.sql("SELECT pg_current_wal_lsn()");
     src.primary.archive_through(&lsn);
-    let expected = digests(&src.primary);
+    let expected = pgbench_digests(&src.primary);
     // Only the configuration file, as pgBackRest reads it.
-    restores_and_replays(&scratch, "by-file", "LATEST", &src.config_env(), &lsn, &expected);
+    restores_and_replays(&scratch, "by-file", "LATEST", &src.config_env(), &[], &lsn, &expected);
     // Only PGBACKREST_* variables (the standby's server has them in its environment).
-    restores_and_replays(&scratch, "by-variables", "LATEST", &src.env_only(), &lsn, &expected);
+    restores_and_replays(&scratch, "by-variables", "LATEST", &src.env_only(), &[], &lsn, &expected);
     let out = walfetch(&["wal-show"], &src.env_only());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
@@ -349,7 +329,7 @@ fn an_interrupted_restore_resumes_and_the_standby_is_promoted_at_the_final_lsn()
     src.primary.pgbench(&["-n", "-t", "200", "-c", "2"]);
     let lsn = src.primary.sql("SELECT pg_current_wal_lsn()");
     src.primary.archive_through(&lsn);
-    let expected = digests(&src.primary);
+    let expected = pgbench_digests(&src.primary);
     src.primary.sql("SELECT 1");
     let env = src.config_env();
     let whole = scratch.path().join("whole");
@@ -404,7 +384,7 @@ fn an_interrupted_restore_resumes_and_the_standby_is_promoted_at_the_final_lsn()
         stderr(&out)
     );
     assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "f");
-    assert_eq!(digests(&standby), expected);
+    assert_eq!(pgbench_digests(&standby), expected);
 }
 
 #[test]

@@ -927,3 +927,33 @@ pub fn restore_standby(scratch: &Scratch, name: &str, backup: &str, env: &[(Stri
     standby.env = env.to_vec();
     standby
 }
+
+/// The pgbench tables a standby is compared on, with their order.
+pub const PGBENCH_TABLES: &[(&str, &str)] = &[("pgbench_accounts", "aid"), ("pgbench_history", "tid, bid, aid, delta, mtime")];
+
+/// The digests of the pgbench tables of `c`.
+pub fn pgbench_digests(c: &Cluster) -> Vec<String> {
+    PGBENCH_TABLES.iter().map(|(t, o)| c.table_digest(t, o)).collect()
+}
+
+/// Restores `backup` as a standby with `env` (and `extra` backup-fetch options), replays
+/// it to `lsn`, and compares its pgbench tables with `expected`.
+pub fn restores_and_replays(
+    scratch: &Scratch,
+    name: &str,
+    backup: &str,
+    env: &[(String, String)],
+    extra: &[&str],
+    lsn: &str,
+    expected: &[String],
+) {
+    let mut standby = restore_standby(scratch, name, backup, env, extra);
+    standby.start();
+    standby.wait_replayed(lsn);
+    assert_eq!(pgbench_digests(&standby), expected, "{name}: the standby differs from the primary");
+    assert!(
+        standby.log_text().contains("restored log file"),
+        "{name}: nothing replayed from the archive"
+    );
+    standby.stop();
+}

@@ -89,7 +89,14 @@ fn a_key_rotated_mid_replay_is_renewed_in_the_credentials_file_without_a_restart
     );
     let actual: Vec<String> = TABLES.iter().map(|(t, o)| standby.table_digest(t, o)).collect();
     assert_eq!(actual, expected);
-    let out = status(&standby, &env, &[]);
+    // The fetcher reports its first success after the renewal within a poll: status may
+    // read its last failure until then.
+    let mut out = status(&standby, &env, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while out.status.code() != Some(0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        out = status(&standby, &env, &[]);
+    }
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     source.stop();
     standby.stop();

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::common::wal::{continuation_victim, damage_continuation, seg_name};
 use crate::common::*;
@@ -94,7 +95,15 @@ fn a_damaged_continuation_is_refused_however_the_segment_arrives() {
     wait_for("PostgreSQL to ask for the damaged segment", 60, || {
         pg.log_text().contains(&seg_name(victim))
     });
-    let out = walfetch(&["status", restored.to_str().unwrap(), "--json"], &[]);
+    // The fetcher's own failure is in its next report (it may have moved on to later
+    // segments first): status is asked until it is there, for a while.
+    let ask = || walfetch(&["status", restored.to_str().unwrap(), "--json"], &[]);
+    let mut out = ask();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&out.stdout).contains("the prefetch fetcher keeps failing") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        out = ask();
+    }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
     assert_eq!(code(&out), 15, "{report:#}");
     assert_eq!(report["next_segment"], seg_name(victim), "{report:#}");
